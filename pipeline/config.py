@@ -1,0 +1,189 @@
+"""Config: compose `conf/` with Hydra, write/read `params.yaml`, validate, anchor paths.
+
+`params.yaml` is what DVC tracks and what every stage reads. DVC regenerates it from `conf/`
+on `dvc exp run` (Hydra composition); `python -m pipeline.config write` does the same for
+`dvc repro`, and a test fails when the committed file is out of sync with `conf/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.schema import Config
+
+PARAMS_FILE = "params.yaml"
+MODEL_NAMES = ("svm_hog", "resnet50", "resnet50_svm", "densenet121", "yolov8")
+ADAPTERS = ("cnmc", "all_idb2", "folder", "synthetic")
+SEGMENT_METHODS = ("none", "otsu", "otsu_active_contour")
+CROP_RULES = ("bbox", "fraction")
+AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
+SPLITS = ("train", "val", "test")
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, missing or has an invalid value; the message names the key."""
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The project root, also from inside `dvc exp run --temp/--queue` copies.
+
+    DVC runs queued/temp experiments in `<repo>/.dvc/tmp/exps/<tmp>/`; anything anchored on the
+    working copy there (the MLflow store) would vanish with it, so we anchor on the real repo.
+    """
+    here = Path(start or os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def conf_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose `conf/config.yaml` with Hydra overrides (as `dvc exp run -S` does)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=list(overrides))
+    except HydraException as exc:
+        raise ConfigError(f"cannot compose conf/ with overrides {list(overrides)}: {exc}") from exc
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    header = (
+        "# GENERATED from conf/ by `python -m pipeline.config write` (or `dvc exp run`).\n"
+        "# Edit conf/, not this file; tests fail when the two disagree.\n"
+    )
+    return header + yaml.safe_dump(OmegaConf.to_container(cfg, resolve=True), sort_keys=False)
+
+
+def write_params(path: Path | str = PARAMS_FILE, overrides: Sequence[str] = ()) -> Path:
+    from pipeline.io import atomic_write_text
+
+    return atomic_write_text(Path(path), to_yaml(compose(overrides)))
+
+
+def load(params: Path | str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Read `params.yaml` (what DVC tracks), apply `key=value` overrides, validate."""
+    path = Path(params) if params else repo_root() / PARAMS_FILE
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run `python -m pipeline.config write` first")
+    cfg = OmegaConf.create(yaml.safe_load(path.read_text()) or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False, force_add=True)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check keys against the schema and values against their allowed ranges."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"invalid config key '{key}': {exc.msg}") from None
+    problems = _value_problems(typed)
+    if problems:
+        raise ConfigError("invalid config values:\n  " + "\n  ".join(problems))
+    return typed
+
+
+def _value_problems(cfg: DictConfig) -> list[str]:
+    problems = []
+
+    def check(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            problems.append(f"{key}: {message}")
+
+    ds = cfg.dataset
+    check(ds.adapter in ADAPTERS, "dataset.adapter", f"{ds.adapter!r} not in {ADAPTERS}")
+    check(ds.on_bad_file in ("error", "skip"), "dataset.on_bad_file", "must be error or skip")
+    if ds.adapter == "folder":
+        classes = ds.classes or {}
+        check(
+            set(classes) == {"all", "hem"},
+            "dataset.classes",
+            f"must map exactly 'all' and 'hem' to folder names, got {sorted(classes)}",
+        )
+    check(
+        cfg.segment.method in SEGMENT_METHODS,
+        "segment.method",
+        f"{cfg.segment.method!r} not in {SEGMENT_METHODS}",
+    )
+    check(cfg.crop.rule in CROP_RULES, "crop.rule", f"{cfg.crop.rule!r} not in {CROP_RULES}")
+    check(cfg.crop.size >= 16, "crop.size", "must be >= 16")
+    lo, hi = cfg.crop.fraction
+    check(0 <= lo < hi <= 1, "crop.fraction", "must be [low, high] with 0 <= low < high <= 1")
+    fractions = [cfg.split.train, cfg.split.val, cfg.split.test]
+    check(all(f >= 0 for f in fractions), "split", "fractions must be >= 0")
+    check(
+        abs(sum(fractions) - 1) < 1e-6,
+        "split",
+        f"train + val + test must sum to 1, got {sum(fractions):g}",
+    )
+    bad_ops = sorted(set(cfg.augment.ops) - set(AUGMENT_OPS))
+    check(not bad_ops, "augment.ops", f"unknown ops {bad_ops}; allowed {AUGMENT_OPS}")
+    check(cfg.augment.multiplier >= 1, "augment.multiplier", "must be >= 1")
+    bad_splits = sorted(set(cfg.augment.splits) - set(SPLITS))
+    check(not bad_splits, "augment.splits", f"unknown splits {bad_splits}")
+    check(0 < cfg.evaluate.confidence < 1, "evaluate.confidence", "must be in (0, 1)")
+    for name, section in (cfg.models or {}).items():
+        for key in ("lr", "epochs", "batch_size"):
+            if key in section:
+                check(section[key] > 0, f"models.{name}.{key}", "must be > 0")
+    return problems
+
+
+def params_in_sync(path: Path, overrides: Sequence[str] = ()) -> bool:
+    """Compare content, not bytes: DVC writes the same config with its own YAML layout."""
+    expected = OmegaConf.to_container(compose(overrides), resolve=True)
+    return path.exists() and yaml.safe_load(path.read_text()) == expected
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__)
+    parser.add_argument("command", choices=["write", "check", "show"])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=all_idb2")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "write":
+            print(f"wrote {write_params(overrides=args.overrides)}")
+        elif args.command == "show":
+            print(to_yaml(compose(args.overrides)))
+        else:
+            if not params_in_sync(repo_root() / PARAMS_FILE, args.overrides):
+                print(
+                    "params.yaml is out of sync with conf/: run `python -m pipeline.config write`"
+                )
+                return 1
+            print("params.yaml is in sync with conf/")
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

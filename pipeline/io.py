@@ -1,0 +1,127 @@
+"""Image reading and atomic output writing shared by every stage.
+
+Stages never write a final path directly: they write a sibling temp file/folder and rename it
+into place, so a crash or a full disk leaves either the old output or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+class BadInputError(ValueError):
+    """One or more inputs are unusable; the message lists every offending file or key."""
+
+    def __init__(self, problems: list[str], what: str = "bad input") -> None:
+        self.problems = list(problems)
+        shown = "\n  ".join(self.problems[:200])
+        more = f"\n  ... and {len(self.problems) - 200} more" if len(self.problems) > 200 else ""
+        super().__init__(f"{what} ({len(self.problems)}):\n  {shown}{more}")
+
+
+class ImageReadError(ValueError):
+    """A single image could not be decoded; the message names the file and why."""
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Read any supported image as 8-bit RGB (H, W, 3), whatever its mode on disk.
+
+    Grayscale is replicated to three channels, RGBA is composited on black (C-NMC style
+    background), 16-bit and float images are rescaled to 0..255 by their dtype range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return to_rgb8(image, source=path)
+
+
+def to_rgb8(image: np.ndarray, source: Path | str = "<array>") -> np.ndarray:
+    """Normalise an OpenCV-decoded array (BGR order, any depth/channels) to RGB uint8."""
+    if image.dtype == np.uint16:
+        image = (image / 257.0).round().astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageReadError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageReadError(f"{source}: unsupported image shape {image.shape}")
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        image = (image[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temp path beside `target`; move it onto `target` only if the block succeeds.
+
+    Works for files and folders. An existing `target` survives any failure untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staged = tmp / target.name
+    try:
+        yield staged
+        if not staged.exists():
+            raise FileNotFoundError(f"nothing was written for {target}")
+        if target.is_dir() and not target.is_symlink():
+            old = tmp / (target.name + ".old")
+            os.replace(target, old)
+            os.replace(staged, target)
+        else:
+            os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(target: Path | str, text: str) -> Path:
+    with atomic_path(target) as staged:
+        staged.write_text(text)
+    return Path(target)
+
+
+def atomic_write_json(target: Path | str, payload: Any) -> Path:
+    return atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_image(path: Path | str, image: np.ndarray) -> None:
+    """Write an RGB (or single-channel) uint8 image; the format follows the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(path.suffix, bgr)
+    if not ok:
+        raise OSError(f"{path}: could not encode image")
+    encoded.tofile(str(path))

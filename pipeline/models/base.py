@@ -1,0 +1,107 @@
+"""The one classifier interface: five models, one training/evaluation/tracking path.
+
+Training, evaluation, tracking and reporting only ever talk to `Classifier`; they never branch
+on a model's name. A model is trained from an image-folder dataset
+(`<data_dir>/{train,val,test}/{all,hem}/*.png`, readable by torchvision and Ultralytics alike)
+and predicts P(ALL) for RGB uint8 arrays that went through the same preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+# Alphabetical, as torchvision ImageFolder and Ultralytics index class folders.
+CLASSES = ("all", "hem")
+POSITIVE = "all"
+MODEL_CARD = "model.json"
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainContext:
+    """Everything a model needs to train besides its own hyperparameters."""
+
+    data_dir: Path  # holds train/ and val/ image folders
+    work_dir: Path  # checkpoints for resuming live here (kept across a crash)
+    image_size: int
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+    monitor: str = "val_accuracy"
+    early_stopping_patience: int = 0
+    deterministic: bool = True
+    on_epoch: EpochCallback | None = None  # per-epoch metrics (train_loss, val_accuracy, ...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Classifier(ABC):
+    """Binary ALL-vs-hem classifier. Subclasses register themselves under `kind`."""
+
+    kind: ClassVar[str]
+    registry: ClassVar[dict[str, type[Classifier]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "kind", None):
+            Classifier.registry[cls.kind] = cls
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = dict(config)
+        self.image_size: int | None = None
+
+    @abstractmethod
+    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        """Train on ctx.data_dir/train (select on ctx.data_dir/val); return per-epoch history."""
+
+    @abstractmethod
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """P(ALL) for each RGB uint8 image, shape (N,)."""
+
+    @abstractmethod
+    def _save_weights(self, directory: Path) -> None: ...
+
+    @abstractmethod
+    def _load_weights(self, directory: Path) -> None: ...
+
+    def save(self, directory: Path) -> Path:
+        """Write weights plus a model card carrying the config, so `load` needs nothing else."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_weights(directory)
+        card = {"kind": self.kind, "config": self.config, "image_size": self.image_size}
+        (directory / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
+        return directory
+
+
+def build_model(config: dict[str, Any]) -> Classifier:
+    """Instantiate the classifier for a `conf/model/*.yaml` section (dispatch on `kind`)."""
+    import pipeline.models  # noqa: F401  (registers the implementations)
+
+    kind = config.get("kind")
+    if kind not in Classifier.registry:
+        raise ValueError(
+            f"unknown model kind {kind!r} (model {config.get('name')!r}); "
+            f"known: {sorted(Classifier.registry)}"
+        )
+    return Classifier.registry[kind](config)
+
+
+def load_model(directory: Path | str) -> Classifier:
+    directory = Path(directory)
+    card_path = directory / MODEL_CARD
+    if not card_path.exists():
+        raise FileNotFoundError(f"{directory}: no {MODEL_CARD}; not a saved model folder")
+    card = json.loads(card_path.read_text())
+    model = build_model(card["config"])
+    model.image_size = card.get("image_size")
+    model._load_weights(directory)
+    return model
