@@ -1,0 +1,58 @@
+"""Where every stage reads and writes: the single map of the artifact layout.
+
+Paths are relative to the working directory DVC runs the stage in (the repo, or a temporary
+experiment copy), so `dvc exp run --temp` writes into its own copy. Only the MLflow store is
+anchored on the real repo (see pipeline.tracking).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARTIFACTS = Path("artifacts")
+DEMO = ARTIFACTS / "demo"
+MODELS = Path("models")
+REPORTS = Path("reports")
+METRICS = REPORTS / "metrics"
+PLOTS = REPORTS / "plots"
+
+
+def dataset_dir(dataset: str) -> Path:
+    return ARTIFACTS / dataset
+
+
+def manifest(dataset: str) -> Path:
+    return dataset_dir(dataset) / "manifest.csv"
+
+
+def segmented(dataset: str) -> Path:
+    return dataset_dir(dataset) / "segmented"
+
+
+def cropped(dataset: str) -> Path:
+    return dataset_dir(dataset) / "cropped"
+
+
+def split_table(dataset: str) -> Path:
+    return dataset_dir(dataset) / "split.csv"
+
+
+def prepared(dataset: str) -> Path:
+    """The image-folder dataset `<split>/<class>/<id>.png` that models train on."""
+    return dataset_dir(dataset) / "dataset"
+
+
+def checkpoints(dataset: str, model: str) -> Path:
+    return dataset_dir(dataset) / "checkpoints" / model
+
+
+def model_dir(dataset: str, model: str) -> Path:
+    return MODELS / dataset / model
+
+
+def metrics(dataset: str, name: str) -> Path:
+    return METRICS / dataset / f"{name}.json"
+
+
+def plots(dataset: str, model: str) -> Path:
+    return PLOTS / dataset / model

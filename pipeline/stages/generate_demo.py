@@ -1,0 +1,20 @@
+"""Stage generate_demo: write the embedded synthetic datasets (both styles) deterministically."""
+
+import sys
+
+from pipeline import paths
+from pipeline.data.synthetic import generate_demo
+from pipeline.io import atomic_path
+from pipeline.stages.common import log, stage
+
+
+@stage
+def run(cfg) -> None:
+    with atomic_path(paths.DEMO) as staged:
+        generate_demo(cfg.demo, cfg.seed, staged)
+    log.info("demo datasets written to %s", paths.DEMO)
+
+
+main = run
+if __name__ == "__main__":
+    sys.exit(main())

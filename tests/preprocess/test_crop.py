@@ -1,0 +1,39 @@
+import numpy as np
+from omegaconf import OmegaConf
+
+from pipeline.preprocess.crop import crop_and_resize, crop_box
+from pipeline.schema import CropConfig
+
+
+def cell_on_black(side=100, box=(30, 60, 20, 80)):
+    image = np.zeros((side, side, 3), np.uint8)
+    top, bottom, left, right = box
+    image[top:bottom, left:right] = (200, 120, 180)
+    return image
+
+
+def cfg(**kw):
+    return OmegaConf.structured(CropConfig(**kw))
+
+
+def test_bbox_finds_the_cell_with_margin():
+    assert crop_box(cell_on_black(), cfg(margin=0.0)) == (30, 60, 20, 80)
+    top, bottom, left, right = crop_box(cell_on_black(), cfg(margin=0.1))
+    assert (top, bottom, left, right) == (27, 63, 14, 86)
+
+
+def test_fraction_rule_is_the_papers_central_crop():
+    assert crop_box(cell_on_black(), cfg(rule="fraction", fraction=[0.2, 0.8])) == (20, 80, 20, 80)
+
+
+def test_output_is_square_at_size_and_keeps_aspect():
+    out = crop_and_resize(cell_on_black(), cfg(size=64, margin=0.0))
+    assert out.shape == (64, 64, 3)
+    # 30x60 box padded to 60x60: the cell fills the middle half vertically
+    rows = np.flatnonzero(out.max(axis=(1, 2)) > 10)
+    assert 14 <= rows[0] <= 18 and 46 <= rows[-1] <= 50
+
+
+def test_all_black_image_is_kept_whole():
+    out = crop_and_resize(np.zeros((40, 50, 3), np.uint8), cfg(size=32))
+    assert out.shape == (32, 32, 3) and out.max() == 0
