@@ -37,8 +37,11 @@ class ActiveContourConfig:
 @dataclass
 class SegmentConfig:
     method: str = "otsu_active_contour"  # none | otsu | otsu_active_contour
-    channel: str = "gray"
+    channel: str = "gray"  # gray | lab_b | saturation
+    otsu_classes: int = 2
     min_area_px: int = 100
+    opening_radius_px: float = 0.0
+    convex_hull: bool = False
     reference_side: int = 257
     fill_holes: bool = True
     active_contour: ActiveContourConfig = field(default_factory=ActiveContourConfig)
@@ -103,6 +106,34 @@ class DemoConfig:
 
 
 @dataclass
+class GateConfig:
+    # Which metrics the CI gate compares; counts (tp, fp, ...) and CI bounds are not gated.
+    metrics: list[str] = field(
+        default_factory=lambda: [
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "balanced_accuracy",
+            "roc_auc",
+            "cell_dice_mean",
+            "nucleus_dice_mean",
+        ]
+    )
+    # Largest allowed drop per metric (absolute); `default` applies to gated metrics not listed.
+    tolerances: dict[str, float] = field(
+        default_factory=lambda: {
+            "accuracy": 0.02,
+            "f1": 0.03,
+            "roc_auc": 0.02,
+            "cell_dice_mean": 0.01,
+            "nucleus_dice_mean": 0.01,
+            "default": 0.02,
+        }
+    )
+
+
+@dataclass
 class Config:
     seed: int = 42
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -114,5 +145,6 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     # Model sections differ per model kind; each model class validates its own keys.
     models: dict[str, Any] = field(default_factory=dict)

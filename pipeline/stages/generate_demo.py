@@ -4,14 +4,12 @@ import sys
 
 from pipeline import paths
 from pipeline.data.synthetic import generate_demo
-from pipeline.io import atomic_path
 from pipeline.stages.common import log, stage
 
 
 @stage
 def run(cfg) -> None:
-    with atomic_path(paths.DEMO) as staged:
-        generate_demo(cfg.demo, cfg.seed, staged)
+    generate_demo(cfg.demo, cfg.seed, paths.DEMO)  # replaces the folder atomically
     log.info("demo datasets written to %s", paths.DEMO)
 
 

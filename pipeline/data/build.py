@@ -1,0 +1,119 @@
+"""Any supported dataset -> the one manifest every later stage reads.
+
+Every image is decoded once here, so a corrupt file fails the `prepare` stage with a list of
+all offending files instead of crashing training hours later on the first one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipeline.data.adapters import Listing, read_all_idb2, read_cnmc, read_folder
+from pipeline.io import BadInputError, ImageReadError, file_sha256, read_image
+from pipeline.manifest import COLUMNS, LABELS, validate
+from pipeline.parallel import parallel_map
+
+
+def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
+    """Dispatch on `dataset.adapter`; the synthetic demo reuses the real layouts' readers."""
+    adapter, style = dataset["adapter"], dataset.get("style")
+    if adapter == "synthetic":
+        if style not in ("smear", "cnmc"):
+            raise ValueError(f"dataset.style: {style!r} must be smear or cnmc for synthetic data")
+        adapter = "all_idb2" if style == "smear" else "cnmc"
+    if adapter == "cnmc":
+        return read_cnmc(root, dataset.get("folds"))
+    if adapter == "all_idb2":
+        return read_all_idb2(root)
+    if adapter == "folder":
+        return read_folder(root, dataset.get("classes"))
+    raise ValueError(f"dataset.adapter: unknown adapter {adapter!r}")
+
+
+def inspect_image(path: str) -> tuple[str, str | None]:
+    """(sha256, problem or None): decode the file fully so a bad one is caught here.
+
+    OpenCV's own warnings are silenced: the problem list already says which file is bad.
+    """
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        read_image(path)
+        return file_sha256(path), None
+    except (ImageReadError, OSError, cv2.error) as exc:
+        return "", str(exc) if isinstance(exc, ImageReadError) else f"{path}: {exc}"
+
+
+def merge_duplicate_groups(frame: pd.DataFrame) -> pd.Series:
+    """Groups joined transitively through byte-identical files, named by their smallest group.
+
+    A bipartite graph of group <-> sha256 nodes: its connected components are the merged groups,
+    so a subject and a duplicate chain spanning several subjects end up as one group.
+    """
+    groups, group_codes = np.unique(frame["group"].to_numpy(), return_inverse=True)
+    _, hash_codes = np.unique(frame["sha256"].to_numpy(), return_inverse=True)
+    n = len(groups)
+    edges = coo_matrix(
+        (np.ones(len(frame)), (group_codes, n + hash_codes)), shape=(n + hash_codes.max() + 1,) * 2
+    )
+    _, component = connected_components(edges, directed=False)
+    names = pd.Series(groups).groupby(component[:n]).transform("min").to_numpy()
+    return pd.Series(names[group_codes], index=frame.index, name="group")
+
+
+def build_manifest(
+    dataset: DictConfig | Mapping[str, Any], repo_root: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read, validate and hash a dataset; return (manifest, quarantined problems).
+
+    With `on_bad_file=error` any bad file raises one BadInputError listing all of them; with
+    `skip` they are dropped and returned. Structural problems (missing root, wrong layout, a
+    class left without images) raise under either policy.
+    """
+    if isinstance(dataset, DictConfig):
+        dataset = OmegaConf.to_container(dataset, resolve=True)
+    root = Path(dataset["root"])
+    root = root if root.is_absolute() else Path(repo_root) / root
+    policy = dataset.get("on_bad_file", "error")
+    listing = list_dataset(dataset, root.resolve() if root.exists() else root)
+    if listing.fatal_problems:
+        raise BadInputError(
+            listing.fatal_problems + listing.file_problems, what=f"dataset {dataset['name']}"
+        )
+    paths = [str(entry.path) for entry in listing.entries]
+    inspected = parallel_map(inspect_image, paths, desc=f"validate {dataset['name']}")
+    problems = listing.file_problems + [problem for _, problem in inspected if problem]
+    if problems and policy != "skip":
+        raise BadInputError(problems, what=f"dataset {dataset['name']}: bad files")
+    frame = pd.DataFrame(
+        [
+            {
+                "id": entry.id,
+                "path": str(entry.path),
+                "label": entry.label,
+                "group": entry.group,
+                "sha256": sha,
+                "source": str(entry.path),
+            }
+            for entry, (sha, problem) in zip(listing.entries, inspected, strict=True)
+            if not problem
+        ],
+        columns=list(COLUMNS),
+    )
+    empty = [label for label in LABELS if not (frame["label"] == label).any()]
+    if empty:
+        raise BadInputError(
+            [f"{root}: class '{label}' has no usable images" for label in empty] + problems,
+            what=f"dataset {dataset['name']}",
+        )
+    frame["group"] = merge_duplicate_groups(frame)
+    frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
+    return validate(frame, where=f"dataset {dataset['name']}"), problems

@@ -1,0 +1,307 @@
+"""CI metric-regression gate: fail when a gated metric drops by more than its tolerance.
+
+`dvc metrics diff` shows changes but has no tolerance and never fails, so CI could merge a
+silently worse model. This compares the metrics JSON files under `reports/metrics/` (one flat
+object per file, higher is better) with a baseline and exits 1 on any regression.
+
+Baseline (default: `--baseline-ref HEAD`, like `dvc metrics diff`): the same files committed at a
+git ref (`origin/main` in a pull request), or `--baseline-dir`, a folder laid out like
+`reports/metrics/`. Tolerances come from the `gate` section of params.yaml (conf/gate/).
+
+Exit codes: 0 no regression, 1 regression (a gated metric dropped too far, became null or went
+missing), 2 the gate could not run (bad ref, unreadable file, no metrics, bad tolerance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from omegaconf import DictConfig
+
+METRICS_DIR = "reports/metrics"
+DEFAULT_KEY = "default"
+# Float noise must not turn a drop of exactly the tolerance into a failure.
+EPS = 1e-9
+
+Metrics = dict[str, dict[str, object]]
+Status = Literal["ok", "regressed", "missing", "new", "n/a"]
+VERDICTS: dict[str, str] = {
+    "ok": "✅",
+    "new": "✅ new",
+    "n/a": "✅ n/a",
+    "regressed": "❌ regressed",
+    "missing": "❌ missing",
+}
+
+
+class GateError(Exception):
+    """The gate cannot run (bad ref, unreadable file, bad tolerance); the message says why."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One gated metric of one metrics file (`file` is relative to the metrics folder)."""
+
+    file: str
+    metric: str
+    baseline: float | None
+    current: float | None
+    tolerance: float
+    status: Status
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("regressed", "missing")
+
+
+def _number(value: object, where: str) -> float | None:
+    """JSON null and NaN (json.dump writes NaN for an undefined ROC-AUC) both mean "no value"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GateError(f"{where}: expected a number or null, got {value!r}")
+    return None if math.isnan(value) else float(value)
+
+
+def parse_metrics(text: str, where: str) -> dict[str, object]:
+    """Parse one flat metrics JSON; values are checked only for the metrics that are gated."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GateError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise GateError(f"{where}: expected a JSON object of metric -> value")
+    return data
+
+
+def read_metrics_dir(folder: Path | str) -> Metrics:
+    """Every `*.json` under `folder`, keyed by its relative path (`synthetic/svm_hog.json`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GateError(f"metrics folder {folder} does not exist")
+    return {
+        path.relative_to(folder).as_posix(): parse_metrics(path.read_text(), str(path))
+        for path in sorted(folder.rglob("*.json"))
+    }
+
+
+def _git(args: Sequence[str], cwd: Path) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise GateError("git is not installed; use --baseline-dir instead") from None
+    if done.returncode:
+        raise GateError(f"`git {' '.join(args)}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def read_metrics_at_ref(ref: str, folder: Path | str = METRICS_DIR) -> Metrics:
+    """The metrics files committed under `folder` at git `ref` (what `dvc metrics diff` reads).
+
+    Returns {} when the ref exists but has no metrics yet, so the first commit that adds them
+    reports every metric as new instead of failing.
+    """
+    folder = Path(folder).resolve()
+    try:
+        top = Path(_git(["rev-parse", "--show-toplevel"], folder.parent).strip())
+    except GateError as exc:
+        raise GateError(f"{folder.parent} is not inside a git repository: {exc}") from None
+    try:
+        _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top)
+    except GateError:
+        raise GateError(
+            f"baseline ref {ref!r} is not a commit in this repository "
+            "(in CI: fetch it first, e.g. `git fetch origin main` or checkout with fetch-depth: 0)"
+        ) from None
+    if not folder.is_relative_to(top.resolve()):
+        raise GateError(f"{folder} is outside the git repository {top}")
+    prefix = folder.relative_to(top.resolve()).as_posix()
+    names = _git(["ls-tree", "-r", "--name-only", ref, "--", prefix], top).splitlines()
+    return {
+        name[len(prefix) + 1 :]: parse_metrics(
+            _git(["show", f"{ref}:{name}"], top), f"{ref}:{name}"
+        )
+        for name in sorted(names)
+        if name.endswith(".json")
+    }
+
+
+def resolve_tolerances(
+    metrics: Sequence[str], tolerances: Mapping[str, float], overrides: Sequence[str] = ()
+) -> dict[str, float]:
+    """Tolerance of every gated metric, after `metric=value` overrides (`default=` included).
+
+    A key that is neither gated nor `default` is refused: a typo would otherwise silently keep
+    the old tolerance.
+    """
+    merged = {str(k): v for k, v in tolerances.items()}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        try:
+            merged[key.strip()] = float(value)
+        except ValueError:
+            raise GateError(f"--tolerance {item!r} is not of the form metric=number") from None
+    allowed = {*metrics, DEFAULT_KEY}
+    unknown = sorted(set(merged) - allowed)
+    if unknown:
+        raise GateError(f"tolerance for {unknown} but the gated metrics are {list(metrics)}")
+    result = {}
+    for metric in metrics:
+        value = merged.get(metric, merged.get(DEFAULT_KEY))
+        if value is None:
+            raise GateError(
+                f"no tolerance for gated metric {metric!r} and no gate.tolerances.default"
+            )
+        if not (isinstance(value, int | float) and value >= 0):
+            raise GateError(f"gate.tolerances.{metric} must be a number >= 0, got {value!r}")
+        result[metric] = float(value)
+    return result
+
+
+def _status(baseline: float | None, current: float | None, tolerance: float) -> Status:
+    if baseline is None:
+        return "n/a" if current is None else "new"
+    if current is None:
+        return "missing"
+    return "regressed" if current < baseline - tolerance - EPS else "ok"
+
+
+def compare(baseline: Metrics, current: Metrics, tolerances: Mapping[str, float]) -> list[Row]:
+    """One row per gated metric (the keys of `tolerances`) present in either side's file.
+
+    Present in the baseline but absent or null now -> "missing" (a failure: a model or metric
+    vanished); absent from the baseline -> "new" (not a failure).
+    """
+    rows = []
+    for file in sorted(baseline.keys() | current.keys()):
+        old, new = baseline.get(file, {}), current.get(file, {})
+        for metric, tolerance in tolerances.items():
+            if metric not in old and metric not in new:
+                continue
+            where = f"{file}: {metric}"
+            b = _number(old.get(metric), f"baseline {where}")
+            c = _number(new.get(metric), f"current {where}")
+            status: Status = "new" if metric not in old else _status(b, c, tolerance)
+            rows.append(Row(file, metric, b, c, tolerance, status))
+    return rows
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def render_markdown(rows: Sequence[Row], baseline_label: str = "baseline") -> str:
+    """The gate's verdict and a table of every gated metric, failures first."""
+    failed = [r for r in rows if r.failed]
+    verdict = (
+        f"❌ **{len(failed)} regression(s)**" if failed else "✅ **no regression**"
+    ) + f" against {baseline_label} ({len(rows)} gated metric values)"
+    lines = [
+        "### Metric regression gate",
+        "",
+        verdict,
+        "",
+        "| file / model | metric | baseline | current | delta | allowed drop | verdict |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: not r.failed):
+        name = r.file.removesuffix(".json")
+        lines.append(
+            f"| {name} | {r.metric} | {_fmt(r.baseline)} | {_fmt(r.current)} "
+            f"| {_fmt(r.delta, signed=True)} | {r.tolerance:.4f} | {VERDICTS[r.status]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _gate_config(params: Path | None) -> DictConfig:
+    """The validated `gate` section: params.yaml when present, else conf/ composed afresh."""
+    from pipeline import config
+
+    path = params or config.repo_root() / config.PARAMS_FILE
+    try:
+        cfg = config.load(path) if path.exists() else config.compose()
+    except config.ConfigError as exc:
+        raise GateError(f"config error: {exc}") from None
+    return cfg.gate
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--baseline-ref",
+        default="HEAD",
+        help="git ref whose committed metrics are the baseline (default: HEAD)",
+    )
+    source.add_argument(
+        "--baseline-dir", type=Path, help="folder laid out like reports/metrics/ (instead of a ref)"
+    )
+    parser.add_argument(
+        "--metrics-dir",
+        type=Path,
+        default=Path(METRICS_DIR),
+        help=f"current metrics (default: {METRICS_DIR})",
+    )
+    parser.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="override a tolerance, e.g. accuracy=0.05 or default=0.03 (repeatable)",
+    )
+    parser.add_argument(
+        "--params", type=Path, help="params file with the gate section (default: params.yaml)"
+    )
+    parser.add_argument(
+        "--summary", type=Path, help="also append the table to this file ($GITHUB_STEP_SUMMARY)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        gate = _gate_config(args.params)
+        tolerances = resolve_tolerances(list(gate.metrics), dict(gate.tolerances), args.tolerance)
+        current = read_metrics_dir(args.metrics_dir)
+        if not current:
+            raise GateError(f"no metrics files under {args.metrics_dir}: run `dvc repro` first")
+        if args.baseline_dir:
+            label = f"`{args.baseline_dir}`"
+            baseline = read_metrics_dir(args.baseline_dir)
+        else:
+            label = f"`{args.baseline_ref}`"
+            baseline = read_metrics_at_ref(args.baseline_ref, args.metrics_dir)
+        rows = compare(baseline, current, tolerances)
+    except GateError as exc:
+        print(f"gate error: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"gate error: none of the gated metrics {list(tolerances)} found", file=sys.stderr)
+        return 2
+    table = render_markdown(rows, label)
+    print(table)
+    if args.summary:
+        with args.summary.open("a") as fh:
+            fh.write(table + "\n")
+    return int(any(r.failed for r in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

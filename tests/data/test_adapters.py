@@ -1,0 +1,301 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.data import build_manifest
+from pipeline.data.build import merge_duplicate_groups
+from pipeline.io import BadInputError
+from pipeline.manifest import COLUMNS
+
+CNMC_FILES = {
+    "all": ["UID_11_10_1_all.bmp", "UID_11_10_2_all.bmp", "UID_3_1_1_all.bmp"],
+    "hem": ["UID_H10_43_1_hem.bmp", "UID_H22_31_15_hem.bmp"],
+}
+
+
+def make_cnmc(root: Path, write_image, folds=(0,), files=CNMC_FILES) -> Path:
+    seed = 0
+    for fold in folds:
+        for label, names in files.items():
+            for name in names:
+                seed += 1
+                write_image(root / "training_data" / f"fold_{fold}" / label / name, seed)
+    return root
+
+
+def make_all_idb2(root: Path, write_image, names=("Im001_1.tif", "Im002_1.jpg", "Im003_0.png")):
+    for seed, name in enumerate(names):
+        write_image(root / name, seed)
+    return root
+
+
+# --- C-NMC -----------------------------------------------------------------------------------
+
+
+def test_cnmc_manifest_columns_labels_and_subject_groups(tmp_path, write_image, dataset_cfg):
+    root = make_cnmc(tmp_path / "C-NMC_Leukemia", write_image)
+    frame, problems = build_manifest(dataset_cfg(root, "cnmc", folds=[0]), tmp_path)
+    assert problems == []
+    assert tuple(frame.columns) == COLUMNS
+    rows = frame.set_index("id")
+    assert rows.loc["fold0_all_UID_11_10_1_all", "group"] == "subject:11"
+    assert rows.loc["fold0_all_UID_11_10_2_all", "group"] == "subject:11"
+    assert rows.loc["fold0_all_UID_3_1_1_all", "group"] == "subject:3"
+    assert rows.loc["fold0_hem_UID_H10_43_1_hem", "group"] == "subject:H10"
+    assert rows.loc["fold0_hem_UID_H22_31_15_hem", "label"] == "hem"
+    assert frame["label"].value_counts().to_dict() == {"all": 3, "hem": 2}
+    assert frame["id"].tolist() == sorted(frame["id"])
+    for path in frame["path"]:
+        assert Path(path).is_absolute() and Path(path).is_file()
+
+
+def test_cnmc_folds_select_folders_and_null_means_all(tmp_path, write_image, dataset_cfg):
+    root = make_cnmc(tmp_path / "cnmc", write_image, folds=(0, 1, 2))
+    only_1, _ = build_manifest(dataset_cfg(root, "cnmc", folds=[1]), tmp_path)
+    every, _ = build_manifest(dataset_cfg(root, "cnmc", folds=None), tmp_path)
+    assert {i.split("_")[0] for i in only_1["id"]} == {"fold1"}
+    assert len(every) == 3 * len(only_1)
+    assert every["id"].is_unique
+
+
+def test_cnmc_relative_root_resolves_against_repo_root(tmp_path, write_image, dataset_cfg):
+    make_cnmc(tmp_path / "data" / "C-NMC_Leukemia", write_image)
+    frame, _ = build_manifest(dataset_cfg("data/C-NMC_Leukemia", "cnmc", folds=[0]), tmp_path)
+    assert all(p.startswith(str(tmp_path)) for p in frame["path"])
+
+
+def test_cnmc_bad_names_and_label_mismatch_all_listed(tmp_path, write_image, dataset_cfg):
+    root = make_cnmc(tmp_path / "cnmc", write_image)
+    fold = root / "training_data" / "fold_0"
+    bad = [
+        write_image(fold / "all" / "UID_H10_43_1_hem.bmp", 90),  # label disagrees with folder
+        write_image(fold / "hem" / "cell_17.bmp", 91),  # not the C-NMC pattern
+        write_image(fold / "unknown" / "UID_1_1_1_all.bmp", 92).parent,  # unknown class folder
+    ]
+    (fold / "all" / "readme.txt").write_text("not an image")
+    bad.append(fold / "all" / "readme.txt")
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "cnmc", folds=[0]), tmp_path)
+    for path in bad:
+        assert str(path) in str(info.value)
+    assert len(info.value.problems) == len(bad)
+
+    frame, problems = build_manifest(
+        dataset_cfg(root, "cnmc", folds=[0], on_bad_file="skip"), tmp_path
+    )
+    assert len(frame) == 5 and len(problems) == len(bad)
+
+
+@pytest.mark.parametrize(
+    ("layout", "folds", "needle"),
+    [
+        ("flat", [0], "not a C-NMC layout"),  # images straight under root
+        ("fold_without_hem", [0], "hem: class folder missing"),
+        ("ok", [3], "fold_3"),  # requested fold absent
+    ],
+)
+def test_cnmc_structural_errors_raise_even_when_skipping(
+    tmp_path, write_image, dataset_cfg, layout, folds, needle
+):
+    root = tmp_path / "cnmc"
+    if layout == "flat":
+        write_image(root / "UID_1_1_1_all.bmp")
+    elif layout == "fold_without_hem":
+        write_image(root / "training_data" / "fold_0" / "all" / "UID_1_1_1_all.bmp")
+    else:
+        make_cnmc(root, write_image)
+    with pytest.raises(BadInputError, match=needle):
+        build_manifest(dataset_cfg(root, "cnmc", folds=folds, on_bad_file="skip"), tmp_path)
+
+
+def test_duplicates_merge_subjects_transitively(tmp_path, write_image, dataset_cfg):
+    files = {
+        "all": ["UID_1_1_1_all.bmp", "UID_2_1_1_all.bmp", "UID_2_1_2_all.bmp", "UID_3_1_1_all.bmp"],
+        "hem": ["UID_H4_1_1_hem.bmp"],
+    }
+    root = make_cnmc(tmp_path / "cnmc", write_image, files=files)
+    cells = root / "training_data" / "fold_0" / "all"
+    # subject 1 == subject 2 (one image), subject 2 == subject 3 (another image): one chain
+    (cells / "UID_2_1_1_all.bmp").write_bytes((cells / "UID_1_1_1_all.bmp").read_bytes())
+    (cells / "UID_3_1_1_all.bmp").write_bytes((cells / "UID_2_1_2_all.bmp").read_bytes())
+    frame, _ = build_manifest(dataset_cfg(root, "cnmc"), tmp_path)
+    groups = frame.set_index("id")["group"]
+    assert groups[groups.index.str.contains("all")].nunique() == 1
+    assert groups["fold0_hem_UID_H4_1_1_hem"] == "subject:H4"
+
+
+def test_merge_duplicate_groups_names_group_by_smallest_member():
+    frame = pd.DataFrame({"group": ["b", "a", "c", "d", "d"], "sha256": ["x", "y", "x", "z", "y"]})
+    assert merge_duplicate_groups(frame).tolist() == ["b", "a", "b", "a", "a"]
+
+
+# --- ALL-IDB2 --------------------------------------------------------------------------------
+
+
+def test_all_idb2_labels_groups_and_mixed_formats(tmp_path, write_image, dataset_cfg):
+    root = make_all_idb2(
+        tmp_path / "img",
+        write_image,
+        names=("Im001_1.tif", "Im002_1.JPG", "Im003_0.png", "Im004_0.tiff", "Im005_0.jpeg"),
+    )
+    (root / "Im001_1.tif.txt").write_text("notes next to the images are ignored")
+    frame, problems = build_manifest(dataset_cfg(root, "all_idb2"), tmp_path)
+    assert problems == []
+    assert frame["id"].tolist() == ["Im001_1", "Im002_1", "Im003_0", "Im004_0", "Im005_0"]
+    assert frame["label"].tolist() == ["all", "all", "hem", "hem", "hem"]
+    assert frame["group"].tolist() == frame["id"].tolist()
+
+
+def test_all_idb2_duplicates_share_group(tmp_path, write_image, dataset_cfg):
+    root = make_all_idb2(tmp_path / "img", write_image, names=("Im001_1.png", "Im002_0.png"))
+    (root / "Im067_1.png").write_bytes((root / "Im001_1.png").read_bytes())
+    frame, _ = build_manifest(dataset_cfg(root, "all_idb2"), tmp_path)
+    groups = frame.set_index("id")["group"]
+    assert groups["Im067_1"] == groups["Im001_1"] == "Im001_1"
+    assert groups["Im002_0"] == "Im002_0"
+
+
+def test_all_idb2_bad_files_listed_together_or_skipped(tmp_path, write_image, dataset_cfg):
+    root = make_all_idb2(tmp_path / "img", write_image)
+    write_image(root / "Im004_0.png", 4)
+    bad = {
+        "Im010_1.jpg": b"",  # zero bytes
+        "Im011_1.png": b"\x89PNG\r\n\x1a\n" + bytes(range(200)),  # corrupt
+        "Im012_0.tif": b"just some text, not an image",  # non-image content
+    }
+    for name, content in bad.items():
+        (root / name).write_bytes(content)
+    write_image(root / "Im013_2.png", 13)  # unknown label
+    write_image(root / "photo.jpg", 14)  # unknown label
+    expected = [*bad, "Im013_2.png", "photo.jpg"]
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "all_idb2"), tmp_path)
+    message = str(info.value)
+    assert all(name in message for name in expected)
+    assert "Traceback" not in message and "cv2" not in message
+
+    frame, problems = build_manifest(dataset_cfg(root, "all_idb2", on_bad_file="skip"), tmp_path)
+    assert frame["id"].tolist() == ["Im001_1", "Im002_1", "Im003_0", "Im004_0"]
+    assert sorted(next(n for n in expected if n in p) for p in problems) == sorted(expected)
+
+
+def test_grayscale_rgba_and_16_bit_images_are_accepted(tmp_path, write_image, dataset_cfg):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "img"
+    write_image(root / "Im001_1.png", image=rng.integers(0, 256, (10, 10), dtype=np.uint8))
+    write_image(root / "Im002_1.png", image=rng.integers(0, 256, (10, 10, 4), dtype=np.uint8))
+    write_image(root / "Im003_0.tif", image=rng.integers(0, 65536, (10, 10, 3), dtype=np.uint16))
+    write_image(root / "Im004_0.png", image=rng.integers(0, 65536, (10, 10), dtype=np.uint16))
+    assert cv2.imread(str(root / "Im003_0.tif"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    frame, problems = build_manifest(dataset_cfg(root, "all_idb2"), tmp_path)
+    assert len(frame) == 4 and problems == []
+
+
+def test_empty_class_raises_even_when_skipping(tmp_path, write_image, dataset_cfg):
+    root = make_all_idb2(tmp_path / "img", write_image, names=("Im001_1.png", "Im002_1.png"))
+    (root / "Im003_0.png").write_bytes(b"")  # the only healthy image is unusable
+    with pytest.raises(BadInputError, match="class 'hem' has no usable images") as info:
+        build_manifest(dataset_cfg(root, "all_idb2", on_bad_file="skip"), tmp_path)
+    assert "Im003_0.png" in str(info.value)
+
+
+@pytest.mark.parametrize("adapter", ["all_idb2", "cnmc", "folder"])
+def test_missing_root_raises_even_when_skipping(tmp_path, dataset_cfg, adapter):
+    cfg = dataset_cfg(
+        tmp_path / "nowhere", adapter, on_bad_file="skip", classes={"all": ["a"], "hem": ["h"]}
+    )
+    with pytest.raises(BadInputError, match="does not exist"):
+        build_manifest(cfg, tmp_path)
+
+
+# --- folder-per-class ------------------------------------------------------------------------
+
+CLASSES = {"all": ["Malignant", "blast"], "hem": ["Benign"]}
+
+
+def make_folder(root: Path, write_image) -> Path:
+    write_image(root / "Malignant" / "a 1.png", 1)
+    write_image(root / "Malignant" / "early" / "deep" / "a2.jpg", 2)
+    write_image(root / "blast" / "x.bmp", 3)
+    write_image(root / "Benign" / "b1.png", 4)
+    write_image(root / "Benign" / ".hidden" / "ignored.png", 5)
+    (root / "README.md").write_text("files at the root are not classes")
+    return root
+
+
+def test_folder_maps_nested_class_folders(tmp_path, write_image, dataset_cfg):
+    root = make_folder(tmp_path / "ds", write_image)
+    frame, problems = build_manifest(dataset_cfg(root, "folder", classes=CLASSES), tmp_path)
+    assert problems == []
+    assert frame.set_index("id")["label"].to_dict() == {
+        "Benign__b1": "hem",
+        "Malignant__a_1": "all",
+        "Malignant__early__deep__a2": "all",
+        "blast__x": "all",
+    }
+    assert frame["group"].tolist() == frame["id"].tolist()
+
+
+def test_folder_accepts_omegaconf_section(tmp_path, write_image, dataset_cfg):
+    root = make_folder(tmp_path / "ds", write_image)
+    cfg = OmegaConf.create(dataset_cfg(root, "folder", classes=CLASSES))
+    frame, _ = build_manifest(cfg, tmp_path)
+    assert len(frame) == 4
+
+
+def test_folder_unmapped_folders_and_non_images_listed(tmp_path, write_image, dataset_cfg):
+    root = make_folder(tmp_path / "ds", write_image)
+    write_image(root / "Mystery" / "m.png", 6)
+    write_image(root / "Other" / "o.png", 7)
+    (root / "Benign" / "labels.csv").write_text("a,b\n")
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "folder", classes=CLASSES), tmp_path)
+    for name in ("Mystery", "Other", "labels.csv"):
+        assert name in str(info.value)
+    frame, problems = build_manifest(
+        dataset_cfg(root, "folder", classes=CLASSES, on_bad_file="skip"), tmp_path
+    )
+    assert len(frame) == 4 and len(problems) == 3
+
+
+def test_folder_missing_mapped_folder_and_empty_class_raise(tmp_path, write_image, dataset_cfg):
+    root = make_folder(tmp_path / "ds", write_image)
+    classes = {"all": ["Malignant", "Gone"], "hem": ["Benign"]}
+    with pytest.raises(BadInputError, match="Gone"):
+        build_manifest(dataset_cfg(root, "folder", classes=classes, on_bad_file="skip"), tmp_path)
+    (root / "Empty").mkdir()
+    classes = {"all": ["Malignant", "blast"], "hem": ["Benign", "Empty"]}
+    for path in (root / "Benign").rglob("*.png"):
+        path.unlink()
+    with pytest.raises(BadInputError, match="class 'hem' has no usable images"):
+        build_manifest(dataset_cfg(root, "folder", classes=classes), tmp_path)
+
+
+def test_folder_classes_must_map_both_labels(tmp_path, write_image, dataset_cfg):
+    root = make_folder(tmp_path / "ds", write_image)
+    with pytest.raises(BadInputError, match="dataset.classes"):
+        build_manifest(dataset_cfg(root, "folder", classes={"all": ["Malignant"]}), tmp_path)
+
+
+# --- synthetic -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("style", "folds"), [("smear", None), ("cnmc", [0])])
+def test_synthetic_reuses_real_layout_readers(tmp_path, write_image, dataset_cfg, style, folds):
+    if style == "smear":
+        root = make_all_idb2(tmp_path / "smear", write_image)
+    else:
+        root = make_cnmc(tmp_path / "cnmc", write_image)
+    frame, _ = build_manifest(dataset_cfg(root, "synthetic", style=style, folds=folds), tmp_path)
+    assert len(frame) == (3 if style == "smear" else 5)
+
+
+def test_synthetic_needs_a_style(tmp_path, dataset_cfg):
+    with pytest.raises(ValueError, match=r"dataset\.style"):
+        build_manifest(dataset_cfg(tmp_path, "synthetic", style=None), tmp_path)

@@ -1,0 +1,259 @@
+"""The CI gate must fail on a real regression and only then; git-ref baselines in a temp repo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.gate import (
+    GateError,
+    Row,
+    compare,
+    main,
+    read_metrics_dir,
+    render_markdown,
+    resolve_tolerances,
+)
+
+TOL = {"accuracy": 0.02, "f1": 0.03, "roc_auc": 0.02}
+
+
+def metrics(accuracy: float = 0.90, f1: float = 0.88, roc_auc: float | None = 0.95) -> dict:
+    return {
+        "accuracy": accuracy,
+        "accuracy_ci_low": accuracy - 0.05,
+        "accuracy_ci_high": accuracy + 0.05,
+        "f1": f1,
+        "roc_auc": roc_auc,
+        "tp": 10,
+        "fp": 1,
+        "tn": 9,
+        "fn": 2,
+        "n": 22,
+    }
+
+
+def write_tree(root: Path, files: dict[str, dict]) -> Path:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+    return root
+
+
+BASE = {"synthetic/svm_hog.json": metrics(), "synthetic/resnet50.json": metrics(0.80, 0.79)}
+
+
+def run_dirs(tmp_path: Path, current: dict[str, dict], *extra: str) -> int:
+    write_tree(tmp_path / "base", BASE)
+    write_tree(tmp_path / "cur", current)
+    return main(
+        ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur"), *extra]
+    )
+
+
+def test_unchanged_passes(tmp_path, capsys):
+    assert run_dirs(tmp_path, BASE) == 0
+    assert "❌" not in capsys.readouterr().out
+
+
+def test_drop_beyond_tolerance_fails_and_names_metric(tmp_path, capsys):
+    current = {**BASE, "synthetic/svm_hog.json": metrics(accuracy=0.85)}
+    assert run_dirs(tmp_path, current) == 1
+    failing = [line for line in capsys.readouterr().out.splitlines() if "❌ regressed" in line]
+    assert len(failing) == 1
+    assert "synthetic/svm_hog" in failing[0]
+    assert "| accuracy |" in failing[0]
+    assert "-0.0500" in failing[0]
+
+
+def test_drop_within_tolerance_passes(tmp_path):
+    current = {**BASE, "synthetic/svm_hog.json": metrics(accuracy=0.89, f1=0.86)}
+    assert run_dirs(tmp_path, current) == 0
+
+
+def test_drop_of_exactly_the_tolerance_passes():
+    rows = compare({"m.json": {"accuracy": 0.90}}, {"m.json": {"accuracy": 0.88}}, TOL)
+    assert [r.status for r in rows] == ["ok"]
+
+
+def test_tolerance_override_on_command_line(tmp_path):
+    current = {**BASE, "synthetic/svm_hog.json": metrics(accuracy=0.85)}
+    assert run_dirs(tmp_path, current, "--tolerance", "accuracy=0.06") == 0
+
+
+def test_ungated_keys_are_ignored(tmp_path):
+    dropped = metrics()
+    dropped.update(tp=0, accuracy_ci_low=0.1, n=3)
+    assert run_dirs(tmp_path, {**BASE, "synthetic/svm_hog.json": dropped}) == 0
+
+
+def test_missing_metric_fails(tmp_path, capsys):
+    no_f1 = {k: v for k, v in metrics().items() if k != "f1"}
+    assert run_dirs(tmp_path, {**BASE, "synthetic/svm_hog.json": no_f1}) == 1
+    out = capsys.readouterr().out
+    assert "| f1 |" in out and "missing" in out
+
+
+def test_missing_model_fails(tmp_path, capsys):
+    assert run_dirs(tmp_path, {"synthetic/svm_hog.json": metrics()}) == 1
+    assert "synthetic/resnet50 | accuracy | 0.8000 | — | — | 0.0200 | ❌ missing" in (
+        capsys.readouterr().out
+    )
+
+
+def test_new_model_and_new_metric_pass(tmp_path, capsys):
+    current = {**BASE, "synthetic/yolov8.json": metrics(0.5)}
+    current["synthetic/svm_hog.json"] = {**metrics(), "balanced_accuracy": 0.9}
+    assert run_dirs(tmp_path, current) == 0
+    out = capsys.readouterr().out
+    assert "synthetic/yolov8 | accuracy" in out and "new" in out
+    assert "| balanced_accuracy |" in out
+
+
+def test_null_values():
+    tol = {"roc_auc": 0.02}
+    both_null = compare({"m.json": {"roc_auc": None}}, {"m.json": {"roc_auc": None}}, tol)
+    became_defined = compare({"m.json": {"roc_auc": None}}, {"m.json": {"roc_auc": 0.7}}, tol)
+    became_null = compare({"m.json": {"roc_auc": 0.9}}, {"m.json": {"roc_auc": float("nan")}}, tol)
+    assert [r.status for r in both_null + became_defined + became_null] == [
+        "n/a",
+        "new",
+        "missing",
+    ]
+    assert not both_null[0].failed and became_null[0].failed
+    assert "—" in render_markdown(became_null)
+
+
+def test_non_numeric_gated_value_is_a_clear_error():
+    with pytest.raises(GateError, match=r"current m.json: accuracy.*'high'"):
+        compare({"m.json": {"accuracy": 0.9}}, {"m.json": {"accuracy": "high"}}, TOL)
+
+
+def test_render_lists_failures_first():
+    rows = [
+        Row("a.json", "accuracy", 0.9, 0.9, 0.02, "ok"),
+        Row("b.json", "f1", 0.9, 0.5, 0.03, "regressed"),
+    ]
+    table = render_markdown(rows, "`HEAD`")
+    assert "1 regression(s)" in table and "`HEAD`" in table
+    body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert body[1].startswith("| b | f1 |")
+
+
+def test_resolve_tolerances():
+    got = resolve_tolerances(["accuracy", "recall"], {"accuracy": 0.02, "default": 0.05})
+    assert got == {"accuracy": 0.02, "recall": 0.05}
+    assert resolve_tolerances(["recall"], {"default": 0.05}, ["default=0.1"]) == {"recall": 0.1}
+    with pytest.raises(GateError, match="acuracy"):
+        resolve_tolerances(["accuracy"], {"default": 0.05}, ["acuracy=0.1"])
+    with pytest.raises(GateError, match="metric=number"):
+        resolve_tolerances(["accuracy"], {"default": 0.05}, ["accuracy"])
+    with pytest.raises(GateError, match=r"gate.tolerances.accuracy must be a number >= 0"):
+        resolve_tolerances(["accuracy"], {"accuracy": -0.1})
+    with pytest.raises(GateError, match="no tolerance for gated metric 'recall'"):
+        resolve_tolerances(["recall"], {})
+
+
+def test_config_tolerances_are_used(tmp_path):
+    """conf/gate/default.yaml gates segmentation Dice with 0.01: a 0.015 drop must fail."""
+    base = {"synthetic/segmentation.json": {"cell_dice_mean": 0.90, "cell_dice_std": 0.1}}
+    cur = {"synthetic/segmentation.json": {"cell_dice_mean": 0.885, "cell_dice_std": 0.0}}
+    write_tree(tmp_path / "base", base)
+    write_tree(tmp_path / "cur", cur)
+    argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    assert main(argv) == 1
+
+
+def test_summary_file_is_appended(tmp_path):
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    assert run_dirs(tmp_path, BASE, "--summary", str(summary)) == 0
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "| synthetic/svm_hog | accuracy |" in text
+
+
+def test_no_metrics_and_bad_input_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    write_tree(tmp_path / "base", BASE)
+    argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "empty")]
+    assert main(argv) == 2
+    assert "no metrics files" in capsys.readouterr().err
+    argv = ["--baseline-dir", str(tmp_path / "nope"), "--metrics-dir", str(tmp_path / "base")]
+    assert main(argv) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "m.json").write_text("{not json")
+    with pytest.raises(GateError, match=r"m.json: not valid JSON"):
+        read_metrics_dir(tmp_path / "bad")
+
+
+# --- git-ref baseline -------------------------------------------------------------------------
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repo whose HEAD commits reports/metrics/ with BASE."""
+    git(tmp_path, "init", "-q")
+    write_tree(tmp_path / "reports" / "metrics", BASE)
+    git(tmp_path, "add", "reports")
+    git(tmp_path, "commit", "-q", "-m", "baseline metrics")
+    return tmp_path
+
+
+def gate_cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.gate", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@needs_git
+def test_git_ref_baseline(repo):
+    """The real CLI in a fresh repo: committed metrics at HEAD vs a worse working copy."""
+    write_tree(repo / "reports" / "metrics", {"synthetic/resnet50.json": metrics(0.70, 0.79)})
+    done = gate_cli(repo, "--baseline-ref", "HEAD")
+    assert done.returncode == 1, done.stderr
+    assert "synthetic/resnet50 | accuracy | 0.8000 | 0.7000 | -0.1000" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@needs_git
+def test_git_ref_baseline_unchanged_and_from_subfolder(repo, monkeypatch):
+    monkeypatch.chdir(repo / "reports")
+    assert main(["--baseline-ref", "HEAD", "--metrics-dir", "metrics"]) == 0
+
+
+@needs_git
+def test_git_ref_without_metrics_reports_all_new(repo, monkeypatch):
+    git(repo, "rm", "-r", "-q", "--cached", "reports")
+    git(repo, "commit", "-q", "-m", "drop metrics")
+    monkeypatch.chdir(repo)
+    assert main(["--baseline-ref", "HEAD"]) == 0
+
+
+@needs_git
+def test_bad_ref_exits_2_with_message(repo):
+    done = gate_cli(repo, "--baseline-ref", "no-such-branch")
+    assert done.returncode == 2
+    assert "baseline ref 'no-such-branch' is not a commit" in done.stderr
+    assert "Traceback" not in done.stderr
