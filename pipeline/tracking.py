@@ -1,0 +1,455 @@
+"""The one place MLflow is configured: store URI, experiments, run tags/params, models, registry.
+
+Everything else calls these functions and never `mlflow.*` directly, so where a run lands, what
+it is tagged with and how it ends are decided here alone.
+
+- Store: `MLFLOW_TRACKING_URI` wins, then `tracking.uri`, else `sqlite:///<repo>/mlflow.db`
+  with artifacts in `<repo>/mlartifacts` (anchored on the real repo even inside
+  `dvc exp run --temp` copies, see `pipeline.config.repo_root`). The chosen URI is also
+  exported to the environment, so libraries that read it themselves (Ultralytics' callback)
+  log into the same store instead of creating `./mlruns` or `./mlflow.db`.
+- One experiment per dataset, `<experiment_prefix>/<dataset>`; runs are tagged with the git
+  commit, DVC stage, dataset name and hash, and model name, and carry the whole resolved
+  config as flattened params.
+- A run ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM); a run orphaned by
+  SIGKILL is closed as KILLED by `close_stale_runs` at the next attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import Schema, TensorSpec
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import repo_root
+
+if TYPE_CHECKING:  # pipeline.models imports torch/ultralytics: only when a model is loaded
+    from pipeline.models.base import Classifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+MODEL_ARTIFACT = "model"
+MODEL_URI_TAG = "model_uri"
+TEST_PREFIX = "test_"
+CHAMPION_ALIAS = "champion"
+HTTP_TIMEOUT_S = 3.0
+PACKAGE = "all-detect"
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow store/server cannot be reached or written; the message names the URI."""
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """Where runs go: env `MLFLOW_TRACKING_URI`, else `tracking.uri`, else the repo's SQLite db.
+
+    Relative SQLite paths are anchored on the repo root, not on the working directory, which is
+    a throw-away copy under `dvc exp run --temp`.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+    if not uri:
+        return f"sqlite:///{repo_root() / DEFAULT_DB}"
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_absolute():
+        return f"sqlite:///{repo_root() / db}"
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifact folder for a new experiment: `<db folder>/mlartifacts/<experiment>` for SQLite.
+
+    Without it MLflow would put a SQLite store's artifacts under `./mlruns` of the current
+    directory. Servers (http) decide their own artifact store: None.
+    """
+    db = _sqlite_path(uri)
+    return (db.parent / ARTIFACTS_DIR / experiment).as_uri() if db else None
+
+
+def configure(cfg: DictConfig) -> str:
+    """Point MLflow (and, via the environment, any library using it) at our store."""
+    uri = tracking_uri(cfg)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def check_reachable(cfg: DictConfig) -> str:
+    """Fail fast, before training, when the store cannot be used; return its URI.
+
+    A server gets a short-timeout HTTP probe (MLflow's own client retries for minutes). A
+    SQLite store must have a writable folder; the probe query also creates the schema, so
+    parallel jobs started afterwards do not race to migrate the database.
+    """
+    uri = configure(cfg)
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _probe_http(uri)
+        return uri
+    db = _sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingUnavailableError(
+                f"MLflow store {uri}: cannot create folder: {exc}"
+            ) from exc
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingUnavailableError(f"MLflow store {uri}: {db} is not writable")
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingUnavailableError(f"MLflow store {uri} is not usable: {exc}") from exc
+    return uri
+
+
+def _probe_http(uri: str) -> None:
+    """Reachable if `/health` (MLflow server) or the REST search endpoint answers 200."""
+    base = uri.rstrip("/")
+    last: Exception | None = None
+    for endpoint in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        try:
+            with urllib.request.urlopen(base + endpoint, timeout=HTTP_TIMEOUT_S):
+                return
+        except urllib.error.HTTPError as exc:  # server answered: try the next endpoint
+            last = exc
+        except (urllib.error.URLError, OSError) as exc:  # nothing answered: give up now
+            last = exc
+            break
+    raise TrackingUnavailableError(
+        f"MLflow tracking server {uri} is not reachable ({last}). Start it "
+        "(`mlflow server --backend-store-uri sqlite:///mlflow.db`) or unset MLFLOW_TRACKING_URI "
+        "to use the local SQLite store."
+    )
+
+
+def experiment_name(cfg: DictConfig, dataset: str) -> str:
+    return f"{cfg.tracking.experiment_prefix}/{dataset}"
+
+
+def registered_model_name(cfg: DictConfig, dataset: str) -> str:
+    return f"{cfg.tracking.experiment_prefix}-{dataset}"
+
+
+def _experiment_id(cfg: DictConfig, dataset: str) -> str:
+    """Get or create (or restore, if deleted) the dataset's experiment."""
+    client = mlflow.MlflowClient()
+    name = experiment_name(cfg, dataset)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = artifact_location(mlflow.get_tracking_uri(), name)
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a parallel job
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def git_commit() -> str:
+    """HEAD of the working directory's repo (a `dvc exp run --temp` copy is one), or 'unknown'."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def flatten_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
+    """`{'models': {'resnet50': {'lr': 1e-4}}}` -> `{'models.resnet50.lr': '0.0001'}`.
+
+    Lists become JSON; values longer than MLflow's param limit are truncated with '...'.
+    """
+    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+            return
+        text = json.dumps(node) if isinstance(node, list | tuple) else str(node)
+        if len(text) > MAX_PARAM_VAL_LENGTH:
+            text = text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
+        flat[prefix] = text
+
+    walk("", tree)
+    return flat
+
+
+def _log_params(run_id: str, params: dict[str, str]) -> None:
+    """Log params once; a resumed run keeps its original values (MLflow params are immutable)."""
+    existing = mlflow.MlflowClient().get_run(run_id).data.params
+    changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+    if changed:
+        log.warning("resumed run %s keeps its original values for params %s", run_id, changed)
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
+@contextlib.contextmanager
+def start_run(
+    cfg: DictConfig,
+    dataset: str,
+    model: str,
+    stage: str,
+    run_id: str | None = None,
+    nested: bool = False,
+    parent_run_id: str | None = None,
+    dataset_hash: str | None = None,
+    run_name: str | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Create (or resume, by `run_id`) a tagged run holding the whole config as params.
+
+    `dataset_hash` (e.g. the manifest's sha256) identifies the data version. A resumed run
+    gets the tags of its latest stage. Ends FINISHED, FAILED on an exception, KILLED on
+    KeyboardInterrupt/SIGTERM (re-raised; SIGTERM becomes SystemExit(143) while the run is
+    open, in the main thread only).
+    """
+    configure(cfg)
+    experiment_id = _experiment_id(cfg, dataset)
+    run = mlflow.start_run(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        run_name=None if run_id else run_name or model,
+        nested=nested,
+        parent_run_id=parent_run_id,
+    )
+    current = run.info.run_id
+    restore_sigterm = _sigterm_raises()
+    status = RunStatus.FAILED
+    try:
+        commit = git_commit()
+        tags = {
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,
+            "dvc_stage": stage,
+            "dataset": dataset,
+            "model": model,
+        }
+        if dataset_hash is not None:  # a resumed run keeps the hash it was trained on
+            tags["dataset_hash"] = dataset_hash
+        mlflow.set_tags(tags)
+        _log_params(current, flatten_config(cfg))
+        yield run
+        status = RunStatus.FINISHED
+    except (KeyboardInterrupt, SystemExit):
+        status = RunStatus.KILLED
+        raise
+    finally:
+        restore_sigterm()
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == current:
+            mlflow.end_run(RunStatus.to_string(status))
+        else:  # the block ended or switched runs itself: close ours without touching others
+            mlflow.MlflowClient().set_terminated(current, RunStatus.to_string(status))
+
+
+def _sigterm_raises():
+    """Make SIGTERM raise SystemExit (so the run ends KILLED); return the undo function."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def close_stale_runs(cfg: DictConfig, dataset: str, model: str) -> list[str]:
+    """Mark this (dataset, model)'s runs left RUNNING by a dead (SIGKILLed) attempt as KILLED.
+
+    Call at the start of training: DVC never runs the same stage twice at once, so any such run
+    not active in this process belongs to an attempt that died. Returns the closed run ids.
+    """
+    configure(cfg)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
+    if experiment is None:
+        return []
+    ours = {run.info.run_id for run in [mlflow.active_run()] if run is not None}
+    stale = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.model = '{model}'",
+    )
+    closed = [run.info.run_id for run in stale if run.info.run_id not in ours]
+    for run_id in closed:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    if closed:
+        log.warning("closed %d stale MLflow run(s) of %s/%s as KILLED", len(closed), dataset, model)
+    return closed
+
+
+def _active_run_id() -> str:
+    """Refuse to log outside `start_run`: MLflow would silently open a run in the wrong place."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: log inside `pipeline.tracking.start_run(...)`")
+    return run.info.run_id
+
+
+def _numeric(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None}
+
+
+def log_epoch(metrics: Mapping[str, float | None], step: int) -> None:
+    """Per-epoch training curves (train_loss, val_accuracy, ...) at `step` = epoch."""
+    _active_run_id()
+    mlflow.log_metrics(_numeric(metrics), step=step)
+
+
+def log_test_metrics(metrics: Mapping[str, float | int | None]) -> None:
+    """Test metrics as `test_<name>`; undefined ones (None) are skipped."""
+    _active_run_id()
+    mlflow.log_metrics(_numeric(metrics, TEST_PREFIX))
+
+
+def log_artifacts(paths: Iterable[Path | str], artifact_path: str | None = None) -> None:
+    """Files go in `artifact_path`, folders in `artifact_path/<folder name>`."""
+    _active_run_id()
+    for path in map(Path, paths):
+        if path.is_dir():
+            subdir = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            mlflow.log_artifacts(str(path), artifact_path=subdir)
+        elif path.is_file():
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        else:
+            raise FileNotFoundError(f"cannot log artifact {path}: no such file or folder")
+
+
+class ClassifierModel(mlflow.pyfunc.PythonModel):
+    """Pyfunc wrapper: loads a saved model folder; predict(N x H x W x 3 uint8) -> P(ALL).
+
+    Inputs must be preprocessed (segmented, cropped) like the training images. Loading needs
+    the `pipeline` package importable (it is pickled by reference, not by value).
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from pipeline.models.base import load_model
+
+        self.classifier = load_model(context.artifacts["model_dir"])
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: np.ndarray,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        return self.classifier.predict_proba(list(model_input))
+
+
+def _requirements() -> list[str]:
+    """The project's declared runtime dependencies: explicit, so MLflow infers/downloads nothing."""
+    try:
+        requires = importlib.metadata.requires(PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        requires = []
+    return [r for r in requires if "extra ==" not in r] or [f"mlflow=={mlflow.__version__}"]
+
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+    outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,))]),
+)
+
+
+def log_model(classifier: Classifier, model_dir: Path | str) -> ModelInfo:
+    """Log the saved model folder as a pyfunc model of the active run; tag the run with its URI.
+
+    One wrapper for all five classifiers (no per-model flavour), so serving and the registry
+    never branch on the model kind.
+    """
+    run_id = _active_run_id()
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"cannot log model: {model_dir} is not a saved model folder")
+    with warnings.catch_warnings():
+        # An input example would make MLflow load and run the model once more at logging time.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=ClassifierModel(),
+            artifacts={"model_dir": str(model_dir)},
+            pip_requirements=_requirements(),
+            signature=SIGNATURE,
+            metadata={"kind": classifier.kind, "image_size": classifier.image_size},
+        )
+    mlflow.MlflowClient().set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    return info
+
+
+def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> int:
+    """Register the finished run with the best `test_<metric>` as `<prefix>-<dataset>`.
+
+    Idempotent: if that run is already a version, its number is returned. The version gets the
+    alias 'champion'. Ties go to the most recent run.
+    """
+    configure(cfg)
+    client = mlflow.MlflowClient()
+    key = TEST_PREFIX + metric
+    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
+    runs = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            order_by=[f"metrics.`{key}` DESC", "attributes.start_time DESC"],
+        )
+        if experiment
+        else []
+    )
+    candidates = [r for r in runs if key in r.data.metrics and MODEL_URI_TAG in r.data.tags]
+    if not candidates:
+        raise LookupError(
+            f"no finished run with metric {key!r} and a logged model in experiment "
+            f"{experiment_name(cfg, dataset)!r} at {mlflow.get_tracking_uri()}"
+        )
+    best = candidates[0]
+    name = registered_model_name(cfg, dataset)
+    registered = [
+        v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best.info.run_id
+    ]
+    version = (
+        registered[0]
+        if registered
+        else mlflow.register_model(
+            best.data.tags[MODEL_URI_TAG],
+            name,
+            tags={key: str(best.data.metrics[key]), "model": best.data.tags.get("model", "")},
+        )
+    )
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    return int(version.version)

@@ -1,0 +1,145 @@
+import json
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from pipeline.evaluate.metrics import (
+    METRICS,
+    bootstrap_replicates,
+    compute_metrics,
+    summarise_folds,
+)
+
+
+def scores(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return y, np.clip(0.35 * y + 0.65 * rng.random(n), 0, 1)
+
+
+def test_hand_computed_confusion_counts():
+    # 4 ALL: p = .9 .8 .6 .3 -> TP 3, FN 1; 4 hem: p = .7 .4 .2 .1 -> FP 1, TN 3.
+    y = [1, 1, 1, 1, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1]
+    m = compute_metrics(y, p, n_boot=50)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"], m["n"]) == (3, 1, 1, 3, 8)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+    assert m["balanced_accuracy"] == pytest.approx(3 / 4)
+    # 16 (pos, neg) pairs; the positive scores higher in 13 (not: 0.6 < 0.7, 0.3 < 0.4, 0.3 < 0.7).
+    assert m["roc_auc"] == pytest.approx(13 / 16)
+
+
+def test_threshold_moves_predictions():
+    y, p = [1, 1, 0, 0], [0.9, 0.55, 0.52, 0.1]
+    assert compute_metrics(y, p, threshold=0.5, n_boot=10)["fp"] == 1
+    assert compute_metrics(y, p, threshold=0.6, n_boot=10)["fn"] == 1
+
+
+def test_ci_contains_estimate_is_deterministic_and_json_safe():
+    y, p = scores()
+    m = compute_metrics(y, p, seed=7)
+    for name in METRICS:
+        assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"], name
+        assert m[f"{name}_ci_low"] < m[f"{name}_ci_high"], name
+    assert compute_metrics(y, p, seed=7) == m
+    assert compute_metrics(y, p, seed=8) != m
+    json.dumps(m, allow_nan=False)
+
+
+def test_wider_confidence_gives_wider_interval():
+    y, p = scores()
+    narrow, wide = compute_metrics(y, p, confidence=0.5), compute_metrics(y, p, confidence=0.99)
+    assert wide["accuracy_ci_low"] < narrow["accuracy_ci_low"]
+    assert wide["accuracy_ci_high"] > narrow["accuracy_ci_high"]
+
+
+def test_bootstrap_matches_sklearn_on_explicit_resamples():
+    y, p = scores(60, seed=3)
+    p = np.round(p, 1)  # ties, to exercise the tie handling of the rank AUC
+    rng = np.random.default_rng(0)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    w_pos = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=5)
+    w_neg = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=5)
+    boot = bootstrap_replicates(y, p, 0.5, w_pos, w_neg)
+    for b in range(5):
+        idx = np.r_[np.repeat(pos, w_pos[b]), np.repeat(neg, w_neg[b])]
+        yb, pb = y[idx], p[idx]
+        pred = (pb >= 0.5).astype(int)
+        expected = {
+            "accuracy": accuracy_score(yb, pred),
+            "precision": precision_score(yb, pred, zero_division=0),
+            "recall": recall_score(yb, pred),
+            "f1": f1_score(yb, pred),
+            "specificity": recall_score(yb, pred, pos_label=0),
+            "balanced_accuracy": balanced_accuracy_score(yb, pred),
+            "roc_auc": roc_auc_score(yb, pb),
+        }
+        for name, value in expected.items():
+            assert boot[name][b] == pytest.approx(value), name
+
+
+def test_bootstrap_is_fast():
+    y, p = scores(500)
+    compute_metrics(y, p)  # warm-up (imports)
+    start = time.perf_counter()
+    compute_metrics(y, p, n_boot=1000)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_single_class_gives_none_auc():
+    m = compute_metrics([1, 1, 1, 1], [0.9, 0.8, 0.2, 0.7], n_boot=100)
+    assert m["roc_auc"] is None and m["roc_auc_ci_low"] is None and m["roc_auc_ci_high"] is None
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["balanced_accuracy"] == pytest.approx(3 / 4)
+    assert m["specificity"] == 0  # zero division -> 0
+    json.dumps(m, allow_nan=False)
+
+
+def test_no_positive_predictions_give_zero_precision():
+    m = compute_metrics([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], n_boot=20)
+    assert m["precision"] == 0 and m["f1"] == 0 and m["precision_ci_high"] == 0
+
+
+@pytest.mark.parametrize(
+    "y,p,match",
+    [
+        ([1, 0], [0.5], "equal length"),
+        ([], [], "empty"),
+        ([1, 2], [0.1, 0.2], "0/1"),
+        ([1, 0], [0.1, 1.5], "probabilities"),
+        ([1, 0], [0.1, np.nan], "probabilities"),
+    ],
+)
+def test_bad_input_is_named(y, p, match):
+    with pytest.raises(ValueError, match=match):
+        compute_metrics(y, p)
+
+
+def test_summarise_folds():
+    folds = [
+        {"accuracy": 0.8, "roc_auc": 0.9, "n": 10},
+        {"accuracy": 0.9, "roc_auc": None, "n": 12},
+        {"accuracy": 1.0, "roc_auc": 0.7, "n": 11},
+    ]
+    s = summarise_folds(folds)
+    assert s["n_folds"] == 3 and s["n"] == 33
+    assert s["accuracy_mean"] == pytest.approx(0.9)
+    assert s["accuracy_std"] == pytest.approx(0.1)
+    assert s["roc_auc_mean"] == pytest.approx(0.8)  # the undefined fold is left out
+    assert s["f1_mean"] is None and s["f1_std"] is None
+    assert summarise_folds(folds[:1])["accuracy_std"] is None
+    with pytest.raises(ValueError):
+        summarise_folds([])

@@ -1,0 +1,275 @@
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline import tracking
+from pipeline.models.base import Classifier
+
+DATASET, MODEL = "synthetic", "svm_hog"
+
+
+class MeanIntensity(Classifier):
+    """A real (if trivial) classifier: P(ALL) = mean intensity, scaled by a saved factor."""
+
+    kind = "test_mean_intensity"
+
+    def fit(self, ctx):
+        return []
+
+    def predict_proba(self, images):
+        return np.array([float(im.mean()) / 255 * self.config["scale"] for im in images])
+
+    def _save_weights(self, directory: Path) -> None:
+        (directory / "weights.json").write_text(json.dumps({"scale": self.config["scale"]}))
+
+    def _load_weights(self, directory: Path) -> None:
+        self.config["scale"] = json.loads((directory / "weights.json").read_text())["scale"]
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory):
+    """Creating MLflow's schema takes seconds: do it once, copy the file for each test."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_store(migrated_db, tmp_path, monkeypatch):
+    """A fresh store per test; run from an empty folder to catch a stray ./mlruns."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(migrated_db, store / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def client():
+    return mlflow.MlflowClient(mlflow.get_tracking_uri())
+
+
+def status(run_id):
+    return client().get_run(run_id).info.status
+
+
+def test_tracking_uri_precedence(cfg, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    cfg.tracking.uri = "sqlite:////srv/mlflow.db"
+    assert tracking.tracking_uri(cfg) == "http://tracking.example:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(cfg) == "sqlite:////srv/mlflow.db"
+    repo = Path(tracking.repo_root())
+    cfg.tracking.uri = "sqlite:///stores/mlflow.db"  # relative: anchored on the repo, not cwd
+    assert tracking.tracking_uri(cfg) == f"sqlite:///{repo / 'stores' / 'mlflow.db'}"
+    cfg.tracking.uri = None
+    assert tracking.tracking_uri(cfg) == f"sqlite:///{repo / 'mlflow.db'}"
+
+
+def test_default_store_is_anchored_on_repo_from_dvc_temp_copy(cfg, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "dvc.yaml").parent.mkdir()
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    temp_copy = repo / ".dvc" / "tmp" / "exps" / "xyz"
+    temp_copy.mkdir(parents=True)
+    (temp_copy / "dvc.yaml").write_text("stages: {}\n")  # the copy looks like a repo too
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    uri = tracking.tracking_uri(cfg)
+    assert uri == f"sqlite:///{repo.resolve() / 'mlflow.db'}"
+    location = tracking.artifact_location(uri, "all-detect/cnmc")
+    assert location == (repo.resolve() / "mlartifacts" / "all-detect" / "cnmc").as_uri()
+
+
+def test_run_has_params_tags_metrics(cfg, tmp_path):
+    with tracking.start_run(cfg, DATASET, MODEL, "train", dataset_hash="abc123") as run:
+        tracking.log_epoch({"train_loss": 0.5, "val_accuracy": 0.75, "val_auc": None}, step=1)
+        tracking.log_epoch({"train_loss": 0.25, "val_accuracy": 0.8}, step=2)
+        tracking.log_test_metrics({"accuracy": 0.9, "roc_auc": None, "tp": 3})
+        report = tmp_path / "report.txt"
+        report.write_text("hello")
+        tracking.log_artifacts([report], artifact_path="reports")
+    data = client().get_run(run.info.run_id)
+    assert data.info.status == "FINISHED"
+    tags = data.data.tags
+    assert tags["dvc_stage"] == "train" and tags["model"] == MODEL
+    assert tags["dataset"] == DATASET and tags["dataset_hash"] == "abc123"
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    params = data.data.params
+    assert params == tracking.flatten_config(cfg)
+    assert params["models.resnet50.lr"] == str(cfg.models.resnet50.lr)
+    assert params["dataset.name"] == cfg.dataset.name
+    metrics = data.data.metrics
+    assert metrics["test_accuracy"] == 0.9 and metrics["test_tp"] == 3
+    assert "test_roc_auc" not in metrics and "val_auc" not in metrics
+    history = client().get_metric_history(run.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
+    experiment = client().get_experiment(data.info.experiment_id)
+    assert experiment.name == f"{cfg.tracking.experiment_prefix}/{DATASET}"
+    store = Path(mlflow.get_tracking_uri().removeprefix("sqlite:///")).parent
+    assert experiment.artifact_location.startswith((store / "mlartifacts").as_uri())
+    [artifact] = client().list_artifacts(run.info.run_id, "reports")
+    assert artifact.path == "reports/report.txt"
+
+
+def test_flatten_truncates_long_values():
+    flat = tracking.flatten_config({"a": {"b": "x" * 7000, "c": [1, 2]}, "d": None})
+    assert len(flat["a.b"]) == 6000 and flat["a.b"].endswith("...")
+    assert flat["a.c"] == "[1, 2]" and flat["d"] == "None"
+
+
+def test_exception_marks_run_failed(cfg):
+    with (
+        pytest.raises(ZeroDivisionError),
+        tracking.start_run(cfg, DATASET, MODEL, "train") as run,
+    ):
+        1 / 0  # noqa: B018
+    assert status(run.info.run_id) == "FAILED"
+    assert mlflow.active_run() is None
+
+
+def test_interrupt_and_sigterm_mark_run_killed(cfg):
+    with pytest.raises(KeyboardInterrupt), tracking.start_run(cfg, DATASET, MODEL, "train") as run:
+        raise KeyboardInterrupt
+    assert status(run.info.run_id) == "KILLED"
+    before = signal.getsignal(signal.SIGTERM)
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        tracking.start_run(cfg, DATASET, MODEL, "train") as run,
+    ):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert status(run.info.run_id) == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_resume_by_run_id_and_nested(cfg):
+    with tracking.start_run(cfg, DATASET, MODEL, "train", dataset_hash="h1") as parent:
+        with tracking.start_run(cfg, DATASET, MODEL, "train", nested=True) as child:
+            tracking.log_epoch({"fold_accuracy": 0.7}, step=0)
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    assert client().get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
+    cfg.models.resnet50.lr = 0.5  # changed on resume: the original param value is kept
+    with tracking.start_run(cfg, DATASET, MODEL, "evaluate", run_id=parent.info.run_id) as resumed:
+        tracking.log_test_metrics({"accuracy": 0.5})
+    assert resumed.info.run_id == parent.info.run_id
+    data = client().get_run(parent.info.run_id)
+    assert data.info.status == "FINISHED" and data.data.metrics["test_accuracy"] == 0.5
+    assert data.data.params["models.resnet50.lr"] != "0.5"
+    assert data.data.tags["dvc_stage"] == "evaluate" and data.data.tags["dataset_hash"] == "h1"
+
+
+def test_close_stale_runs_marks_running_as_killed(cfg):
+    with tracking.start_run(cfg, DATASET, MODEL, "train") as done:
+        pass
+    experiment_id = done.info.experiment_id
+    # What a SIGKILLed process leaves behind: runs that never ended.
+    stale = client().create_run(experiment_id, tags={"model": MODEL, "dataset": DATASET})
+    other = client().create_run(experiment_id, tags={"model": "yolov8", "dataset": DATASET})
+    assert status(stale.info.run_id) == "RUNNING"
+    assert tracking.close_stale_runs(cfg, DATASET, MODEL) == [stale.info.run_id]
+    assert status(stale.info.run_id) == "KILLED"
+    assert status(other.info.run_id) == "RUNNING"
+    assert status(done.info.run_id) == "FINISHED"
+    assert tracking.close_stale_runs(cfg, "never-seen", MODEL) == []
+
+
+def test_logging_outside_a_run_is_refused(cfg):
+    tracking.configure(cfg)
+    with pytest.raises(RuntimeError, match="no active MLflow run"):
+        tracking.log_test_metrics({"accuracy": 1.0})
+
+
+def test_check_reachable_fails_fast_for_dead_server(cfg, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(tracking.TrackingUnavailableError, match=r"http://127\.0\.0\.1:9"):
+        tracking.check_reachable(cfg)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server answering 200 on the paths in `ok`, 404 elsewhere."""
+    ok: set[str] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path in ok else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", ok
+    server.shutdown()
+    server.server_close()
+
+
+def test_check_reachable_http(cfg, monkeypatch, http_server):
+    uri, ok = http_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(tracking.TrackingUnavailableError, match="404"):
+        tracking.check_reachable(cfg)  # something answers, but it is not an MLflow server
+    ok.add("/health")
+    assert tracking.check_reachable(cfg) == uri
+
+
+def test_check_reachable_sqlite(cfg, tmp_path, monkeypatch):
+    uri = tracking.check_reachable(cfg)
+    assert Path(uri.removeprefix("sqlite:///")).is_file()  # schema created up front
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    with pytest.raises(tracking.TrackingUnavailableError, match="a-file/mlflow.db"):
+        tracking.check_reachable(cfg)
+
+
+def train_and_log(cfg, tmp_path, scale, accuracy):
+    classifier = MeanIntensity({"kind": MeanIntensity.kind, "name": "mean", "scale": scale})
+    model_dir = classifier.save(tmp_path / f"model-{scale}")
+    with tracking.start_run(cfg, DATASET, "mean", "train") as run:
+        tracking.log_test_metrics({"accuracy": accuracy})
+        start = time.perf_counter()
+        info = tracking.log_model(classifier, model_dir)
+        seconds = time.perf_counter() - start
+    return run.info.run_id, info, seconds
+
+
+def test_register_best_registers_better_run_and_it_loads(cfg, tmp_path):
+    worse, _, _ = train_and_log(cfg, tmp_path, scale=0.5, accuracy=0.7)
+    better, info, seconds = train_and_log(cfg, tmp_path, scale=1.0, accuracy=0.9)
+    assert seconds < 10, f"log_model took {seconds:.1f} s"
+    assert client().get_run(better).data.tags[tracking.MODEL_URI_TAG] == info.model_uri
+
+    version = tracking.register_best(cfg, DATASET)
+    assert tracking.register_best(cfg, DATASET) == version  # idempotent
+    name = tracking.registered_model_name(cfg, DATASET)
+    registered = client().get_model_version_by_alias(name, tracking.CHAMPION_ALIAS)
+    assert int(registered.version) == version
+    assert registered.run_id == better != worse
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{tracking.CHAMPION_ALIAS}")
+    images = np.stack([np.full((8, 8, 3), 51, np.uint8), np.full((8, 8, 3), 255, np.uint8)])
+    np.testing.assert_allclose(model.predict(images), [0.2, 1.0])
+
+
+def test_register_best_without_candidates_says_why(cfg):
+    with pytest.raises(LookupError, match="test_accuracy"):
+        tracking.register_best(cfg, "empty")
