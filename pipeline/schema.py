@@ -27,9 +27,9 @@ class DatasetConfig:
 class ActiveContourConfig:
     alpha: float = 0.015
     beta: float = 10.0
-    gamma: float = 0.001
+    gamma: float = 1.0
     w_edge: float = 1.0
-    max_num_iter: int = 250
+    max_num_iter: int = 100
     smoothing_sigma: float = 2.0
     n_points: int = 200
 
@@ -37,8 +37,8 @@ class ActiveContourConfig:
 @dataclass
 class SegmentConfig:
     method: str = "otsu_active_contour"  # none | otsu | otsu_active_contour
-    channel: str = "gray"  # gray | lab_b | saturation
-    otsu_classes: int = 2
+    channel: str = "lab_b"  # gray (paper) | lab_b | saturation
+    otsu_classes: int = 3
     min_area_px: int = 100
     opening_radius_px: float = 0.0
     convex_hull: bool = False

@@ -23,25 +23,36 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def stage(func: Callable[[DictConfig], None]) -> Callable[[list[str] | None], int]:
-    """Wrap `func(cfg)` as a CLI: `python -m pipeline.stages.X [key=value ...]`.
+def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
+    """Wrap `func(cfg, *names)` as a CLI: `python -m pipeline.stages.X [name ...] [key=value ...]`.
 
-    Overrides on the command line are for ad-hoc runs; under DVC the stage reads params.yaml.
+    Plain words (e.g. a model name) are passed on as positional arguments; `key=value` overrides
+    are for ad-hoc runs, since under DVC every stage reads params.yaml as it is.
     """
 
     @functools.wraps(func)
     def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         name = func.__module__.rsplit(".", 1)[-1]
+        args = sys.argv[1:] if argv is None else argv
         try:
-            cfg = load(overrides=sys.argv[1:] if argv is None else argv)
-            func(cfg)
+            cfg = load(overrides=[a for a in args if "=" in a])
+            func(cfg, *[a for a in args if "=" not in a])
         except EXPECTED_ERRORS + _extra_expected() as exc:
             print(f"error in stage {name}: {exc}", file=sys.stderr)
             return 1
         return 0
 
     return main
+
+
+def model_config(cfg: DictConfig, model_name: str) -> dict:
+    """The `models.<name>` section as a plain dict, or a clear error listing the known names."""
+    from omegaconf import OmegaConf
+
+    if model_name not in cfg.models:
+        raise ConfigError(f"unknown model {model_name!r}; configured: {sorted(cfg.models)}")
+    return OmegaConf.to_container(cfg.models[model_name], resolve=True)
 
 
 def _extra_expected() -> tuple[type[BaseException], ...]:

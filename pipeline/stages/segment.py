@@ -12,7 +12,7 @@ from pipeline import manifest, paths
 from pipeline.config import repo_root
 from pipeline.io import atomic_path, atomic_write_json, read_image, write_image
 from pipeline.parallel import parallel_map
-from pipeline.preprocess.masks import find_mask, score_segmentations
+from pipeline.preprocess.masks import find_mask, overlap_row, read_gt_mask, score_segmentations
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 from pipeline.stages.common import log, stage
 
@@ -26,13 +26,10 @@ def _segment_one(row: dict, cfg, out_dir, mask_dir) -> dict:
     label_mask = np.where(seg.nucleus, 255, np.where(seg.cell, 128, 0)).astype(np.uint8)
     write_image(out_dir / "masks" / f"{row['id']}.png", label_mask)
     truth = find_mask(mask_dir, row["id"]) if mask_dir else None
-    return {
-        "id": row["id"],
-        "found": seg.found,
-        "cell": seg.cell,
-        "nucleus": seg.nucleus,
-        "truth": str(truth) if truth else None,
-    }
+    overlap = None
+    if truth is not None:
+        overlap = overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
+    return {"id": row["id"], "found": seg.found, "overlap": overlap}
 
 
 @stage
@@ -67,7 +64,7 @@ def run(cfg) -> None:
             "n_images": len(frame),
             "n_cell_not_found": len(not_found),
         }
-        scored = [r for r in results if r["truth"]]
+        scored = [r["overlap"] for r in results if r["overlap"]]
         if scored:
             scores, per_image = score_segmentations(scored)
             summary.update(scores)

@@ -1,0 +1,119 @@
+"""Ground-truth segmentation masks (ALL-IDB2 colour code) and overlap scores.
+
+The masks measure how well `segment.py` finds the cell: Dice/IoU per image against the
+manual masks, summarised as a DVC metrics JSON (mean/median and the worst images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline.io import IMAGE_SUFFIXES
+
+# ALL-IDB2 mask colours in BGR order (as OpenCV reads them).
+BACKGROUND_BGR = (255, 255, 255)
+NUCLEUS_BGR = (255, 255, 0)
+CYTOPLASM_BGR = (255, 0, 0)
+_PALETTE = np.array([BACKGROUND_BGR, NUCLEUS_BGR, CYTOPLASM_BGR], dtype=np.int32)
+# A pixel farther than this (Euclidean, 0..255 units) from every code colour is not a code colour.
+_MAX_COLOUR_DISTANCE = 100.0
+# Share of pixels that may be off-palette (JPEG ringing, antialiasing) before the file is rejected.
+_MAX_OFF_PALETTE = 0.05
+N_WORST = 5
+
+
+class MaskError(ValueError):
+    """A ground-truth mask cannot be read or does not follow the colour code; names the file."""
+
+
+def read_gt_mask(path: Path | str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Read an ALL-IDB2 colour mask as (whole cell, nucleus) boolean masks of size `shape[:2]`.
+
+    Each pixel takes its nearest code colour, so compression noise does not matter; the
+    mask is resized with nearest neighbour because it is drawn at the original resolution.
+    """
+    path = Path(path)
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.empty(0, np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if mask is None:
+        raise MaskError(f"{path}: not a readable mask image")
+    pixels = mask.reshape(-1, 1, 3).astype(np.int32)
+    distance = np.sqrt(((pixels - _PALETTE[None]) ** 2).sum(axis=2))
+    label = distance.argmin(axis=1)
+    off_palette = float((distance.min(axis=1) > _MAX_COLOUR_DISTANCE).mean())
+    if off_palette > _MAX_OFF_PALETTE:
+        raise MaskError(
+            f"{path}: {off_palette:.0%} of pixels are none of the mask colours "
+            "(BGR white background, cyan nucleus, blue cytoplasm)"
+        )
+    label = label.reshape(mask.shape[:2]).astype(np.uint8)
+    height, width = shape[:2]
+    label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+    return label > 0, label == 1
+
+
+def find_mask(mask_dir: Path | str, image_id: str) -> Path | None:
+    """The mask file for `image_id` in `mask_dir`, whatever its image suffix, or None."""
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (suffix, suffix.upper()):
+            path = Path(mask_dir) / f"{image_id}{candidate}"
+            if path.is_file():
+                return path
+    return None
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """2|A∩B| / (|A|+|B|); two empty masks agree perfectly (1.0)."""
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    total = int(pred.sum() + truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """|A∩B| / |A∪B|; two empty masks agree perfectly (1.0)."""
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    union = int((pred | truth).sum())
+    return 1.0 if union == 0 else int((pred & truth).sum()) / union
+
+
+def overlap_row(
+    image_id: str,
+    cell: np.ndarray,
+    nucleus: np.ndarray,
+    true_cell: np.ndarray,
+    true_nucleus: np.ndarray,
+) -> dict[str, Any]:
+    """One per-image row for `score_segmentations`."""
+    return {
+        "id": image_id,
+        "cell_dice": dice(cell, true_cell),
+        "cell_iou": iou(cell, true_cell),
+        "nucleus_dice": dice(nucleus, true_nucleus),
+        "nucleus_iou": iou(nucleus, true_nucleus),
+    }
+
+
+def score_segmentations(
+    rows: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Summarise per-image rows (as from `overlap_row`) into metrics and a per-image table.
+
+    The summary is flat and JSON-ready (DVC metrics): mean/median of each score, the image
+    count and the ids of the worst images by whole-cell Dice (where to look first).
+    """
+    table = pd.DataFrame(list(rows))
+    if table.empty:
+        raise ValueError("no segmentations to score (no image had a ground-truth mask)")
+    table = table.sort_values("cell_dice", kind="stable").reset_index(drop=True)
+    summary: dict[str, Any] = {"n_images": len(table)}
+    for column in ("cell_dice", "cell_iou", "nucleus_dice", "nucleus_iou"):
+        summary[f"{column}_mean"] = round(float(table[column].mean()), 4)
+        summary[f"{column}_median"] = round(float(table[column].median()), 4)
+    summary["worst_cell_dice_ids"] = table["id"].head(N_WORST).tolist()
+    return summary, table

@@ -1,0 +1,108 @@
+"""Ground-truth colour masks (ALL-IDB2 code) and the overlap scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.preprocess.masks import (
+    CYTOPLASM_BGR,
+    NUCLEUS_BGR,
+    MaskError,
+    dice,
+    find_mask,
+    iou,
+    overlap_row,
+    read_gt_mask,
+    score_segmentations,
+)
+
+
+def write_colour_mask(path: Path, side: int = 250, noise: int = 0) -> None:
+    """Cytoplasm disk with a nucleus disk inside on white, BGR as ALL-IDB2 stores it."""
+    mask = np.full((side, side, 3), 255, np.uint8)
+    cv2.circle(mask, (side // 2, side // 2), side // 4, CYTOPLASM_BGR, -1)
+    cv2.circle(mask, (side // 2, side // 2), side // 8, NUCLEUS_BGR, -1)
+    if noise:
+        jitter = np.random.default_rng(0).integers(-noise, noise + 1, mask.shape)
+        mask = np.clip(mask.astype(int) + jitter, 0, 255).astype(np.uint8)
+    cv2.imwrite(str(path), mask)
+
+
+def test_reads_colour_code_and_resizes(tmp_path: Path) -> None:
+    path = tmp_path / "Im001_1.tif"
+    write_colour_mask(path)
+    cell, nucleus = read_gt_mask(path, (100, 100, 3))
+    assert cell.shape == nucleus.shape == (100, 100)
+    assert cell.dtype == bool and nucleus.dtype == bool
+    assert (nucleus <= cell).all()  # the whole cell contains the nucleus
+    yy, xx = np.mgrid[:100, :100]
+    r = np.hypot(yy - 50, xx - 50)
+    assert cell[r < 23].all() and not cell[r > 27].any()
+    assert nucleus[r < 11].all() and not nucleus[r > 14].any()
+
+
+def test_tolerates_jpeg_like_colour_noise(tmp_path: Path) -> None:
+    clean, noisy = tmp_path / "clean.png", tmp_path / "noisy.jpg"
+    write_colour_mask(clean)
+    write_colour_mask(noisy, noise=20)
+    for a, b in zip(read_gt_mask(clean, (80, 80)), read_gt_mask(noisy, (80, 80)), strict=True):
+        assert dice(a, b) > 0.97
+
+
+def test_bad_masks_name_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(MaskError, match="broken.tif"):
+        read_gt_mask(broken, (50, 50))
+    with pytest.raises(MaskError, match="missing.png"):
+        read_gt_mask(tmp_path / "missing.png", (50, 50))
+    photo = tmp_path / "photo.png"  # a colour image that is not a mask
+    cv2.imwrite(str(photo), np.full((40, 40, 3), (30, 120, 200), np.uint8))
+    with pytest.raises(MaskError, match="photo.png"):
+        read_gt_mask(photo, (40, 40))
+
+
+def test_find_mask_any_suffix(tmp_path: Path) -> None:
+    write_colour_mask(tmp_path / "Im003_1.tif")
+    write_colour_mask(tmp_path / "Im005_1.PNG")
+    assert find_mask(tmp_path, "Im003_1") == tmp_path / "Im003_1.tif"
+    assert find_mask(tmp_path, "Im005_1") == tmp_path / "Im005_1.PNG"
+    assert find_mask(tmp_path, "Im007_1") is None
+
+
+def test_dice_and_iou_edge_cases() -> None:
+    empty = np.zeros((4, 4), bool)
+    full = np.ones((4, 4), bool)
+    half = np.zeros((4, 4), bool)
+    half[:2] = True
+    assert dice(empty, empty) == iou(empty, empty) == 1.0
+    assert dice(empty, full) == iou(full, empty) == 0.0
+    assert dice(full, full) == iou(full, full) == 1.0
+    assert dice(half, full) == pytest.approx(2 * 8 / 24)
+    assert iou(half, full) == pytest.approx(0.5)
+
+
+def test_score_segmentations_summary_and_worst() -> None:
+    truth = np.zeros((10, 10), bool)
+    truth[2:8, 2:8] = True
+    rows = []
+    for k in range(7):  # image k misses k rows of the cell
+        pred = truth.copy()
+        pred[2 : 2 + k] = False
+        rows.append(overlap_row(f"im{k}", pred, pred, truth, truth))
+    summary, table = score_segmentations(rows)
+    assert summary["n_images"] == 7
+    assert summary["worst_cell_dice_ids"] == ["im6", "im5", "im4", "im3", "im2"]
+    dices = [row["cell_dice"] for row in rows]
+    assert summary["cell_dice_mean"] == pytest.approx(np.mean(dices), abs=1e-4)
+    assert summary["cell_dice_median"] == pytest.approx(rows[3]["cell_dice"], abs=1e-4)
+    assert table["id"].iloc[0] == "im6" and len(table) == 7
+    assert 0 < summary["nucleus_iou_mean"] < summary["nucleus_dice_mean"] < 1
+    json.dumps(summary)  # DVC metrics must be plain JSON
+    with pytest.raises(ValueError, match="no segmentations"):
+        score_segmentations([])
