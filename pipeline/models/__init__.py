@@ -1,0 +1,20 @@
+"""The five classifiers behind `pipeline.models.base.Classifier` (importing fills the registry)."""
+
+from pipeline.models.base import Classifier, TrainContext, build_model, load_model
+from pipeline.models.cnn_svm import CnnSvmClassifier
+from pipeline.models.svm_hog import HogSvmClassifier
+from pipeline.models.torchvision_cnn import TorchvisionClassifier
+from pipeline.models.weights import MissingWeightsError
+from pipeline.models.yolo import YoloClassifier
+
+__all__ = [
+    "Classifier",
+    "CnnSvmClassifier",
+    "HogSvmClassifier",
+    "MissingWeightsError",
+    "TorchvisionClassifier",
+    "TrainContext",
+    "YoloClassifier",
+    "build_model",
+    "load_model",
+]

@@ -1,0 +1,1 @@
+"""Training loop, device resolution and image-folder data shared by the torchvision models."""

@@ -1,0 +1,29 @@
+"""Checks each model class runs on its own config section (the schema leaves `models` open)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline.config import ConfigError
+
+
+def _where(config: dict[str, Any], where: str | None) -> str:
+    return f"models.{where or config.get('name', config.get('kind'))}"
+
+
+def require(config: dict[str, Any], keys: Iterable[str], where: str | None = None) -> None:
+    """All `keys` present; `where` names a nested section (e.g. 'svm_hog.hog')."""
+    missing = [key for key in keys if key not in config]
+    if missing:
+        raise ConfigError(", ".join(f"{_where(config, where)}.{key}: missing" for key in missing))
+
+
+def choice(
+    config: dict[str, Any], key: str, allowed: Iterable[str], where: str | None = None
+) -> str:
+    value = config.get(key)
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{_where(config, where)}.{key}: {value!r} not in {allowed}")
+    return value

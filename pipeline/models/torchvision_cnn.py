@@ -1,0 +1,197 @@
+"""ResNet50 and DenseNet121 (paper III.C.2 and III.C.4): one implementation for any torchvision
+classification network whose head is a single Linear layer at `fc` or `classifier`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision.datasets import ImageFolder
+
+from pipeline.models import params
+from pipeline.models.base import Classifier, TrainContext
+from pipeline.models.weights import torchvision_weights
+from pipeline.train import loop
+from pipeline.train.data import (
+    eval_transform,
+    image_folder,
+    make_loader,
+    to_tensor_batch,
+    train_transform,
+)
+from pipeline.train.device import DeviceSpec, resolve_device
+
+HEAD_ATTRS = ("fc", "classifier")
+# What `trainable: last` unfreezes besides the head: the last stage of each family.
+LAST_STAGE = {"resnet": ("layer4",), "densenet": ("features.denseblock4", "features.norm5")}
+WEIGHTS_FILE = "weights.pt"
+
+
+def head_attr(network: nn.Module) -> str:
+    """Name of the classification head's attribute (`fc` for ResNets, `classifier` for
+    DenseNets)."""
+    for attr in HEAD_ATTRS:
+        if isinstance(getattr(network, attr, None), nn.Module):
+            return attr
+    raise ValueError(
+        f"{type(network).__name__}: no head at {HEAD_ATTRS}; architecture not supported"
+    )
+
+
+def _new_head(in_features: int, hidden: int, dropout: float) -> nn.Sequential:
+    """Dropout -> Linear(2), or with `hidden` > 0 the paper's DenseNet head
+    Linear -> ReLU -> Dropout -> Linear(2)."""
+    if hidden > 0:
+        return nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 2)
+        )
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 2))
+
+
+def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
+    """`config['arch']` with a new two-class head and `config['trainable']` applied."""
+    arch = config["arch"]
+    weights = torchvision_weights(arch) if pretrained else None
+    network = torchvision.models.get_model(arch, weights=weights)
+    attr = head_attr(network)
+    old_head = getattr(network, attr)
+    if not isinstance(old_head, nn.Linear):
+        raise ValueError(f"{arch}: head {attr} is not a single Linear layer; not supported")
+    in_features = old_head.in_features
+    setattr(
+        network,
+        attr,
+        _new_head(in_features, int(config.get("head_hidden", 0)), float(config["dropout"])),
+    )
+    trainable = config.get("trainable", "all")
+    if trainable != "all":
+        network.requires_grad_(False)
+        getattr(network, attr).requires_grad_(True)
+    if trainable == "last":
+        family = arch.rstrip("0123456789_")
+        if family not in LAST_STAGE:
+            raise ValueError(f"trainable: last is not defined for {arch!r}; use all or head")
+        for name in LAST_STAGE[family]:
+            network.get_submodule(name).requires_grad_(True)
+    return network
+
+
+def make_optimizer(config: dict[str, Any], parameters: Iterable[nn.Parameter]):
+    trainable = [p for p in parameters if p.requires_grad]
+    lr, weight_decay = float(config["lr"]), float(config.get("weight_decay", 0.0))
+    name = config["optimizer"]
+    if name == "sgd":
+        momentum = float(config.get("momentum", 0.0))
+        return torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    return optimizer_class(trainable, lr=lr, weight_decay=weight_decay)
+
+
+def dataset_fingerprint(dataset: ImageFolder) -> str:
+    """Hash of relative paths, sizes and labels: a checkpoint is not resumed on other data."""
+    root = Path(dataset.root)
+    digest = hashlib.sha256()
+    for path, label in dataset.samples:
+        digest.update(
+            f"{Path(path).relative_to(root)}|{Path(path).stat().st_size}|{label}\n".encode()
+        )
+    return digest.hexdigest()
+
+
+class TorchvisionClassifier(Classifier):
+    """A torchvision ImageNet CNN with a new two-class head, trained by `pipeline.train.loop`."""
+
+    kind: ClassVar[str] = "torchvision"
+    REQUIRED = ("arch", "pretrained", "epochs", "batch_size", "lr", "optimizer", "dropout")
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        params.require(self.config, self.REQUIRED)
+        params.choice(self.config, "pretrained", ("imagenet", "none"))
+        params.choice(self.config, "optimizer", ("adam", "adamw", "sgd"))
+        self.config.setdefault("trainable", "all")
+        params.choice(self.config, "trainable", ("all", "head", "last"))
+        self.network: nn.Module | None = None
+        self.device: DeviceSpec | None = None
+
+    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        loop.seed_everything(ctx.seed, ctx.deterministic)
+        self.image_size = ctx.image_size
+        self.device = resolve_device(ctx.device)
+        network = build_network(self.config, pretrained=self.config["pretrained"] == "imagenet")
+        network.to(self.device.device)
+        model = (
+            nn.DataParallel(network, device_ids=list(self.device.device_ids))
+            if self.device.multi_gpu
+            else network
+        )
+        train_set = image_folder(ctx.data_dir, "train", train_transform(ctx.image_size))
+        val_set = image_folder(ctx.data_dir, "val", eval_transform(ctx.image_size))
+        batch_size = int(self.config["batch_size"])
+        pin = self.device.device.type == "cuda"
+        train_loader = make_loader(
+            train_set, batch_size, shuffle=True, seed=ctx.seed,
+            num_workers=ctx.num_workers, pin_memory=pin,
+        )  # fmt: skip
+        val_loader = make_loader(
+            val_set, batch_size, shuffle=False, seed=ctx.seed,
+            num_workers=ctx.num_workers, pin_memory=pin,
+        )  # fmt: skip
+        run_config = {
+            "model": self.config,
+            "image_size": ctx.image_size,
+            "seed": ctx.seed,
+            "monitor": ctx.monitor,
+            "early_stopping_patience": ctx.early_stopping_patience,
+            "data": {
+                "train": dataset_fingerprint(train_set),
+                "val": dataset_fingerprint(val_set),
+            },
+        }
+        optimizer = make_optimizer(self.config, network.parameters())
+        history = loop.fit(
+            model, optimizer, train_loader, val_loader, ctx, self.device,
+            epochs=int(self.config["epochs"]), config=run_config,
+        )  # fmt: skip
+        self.network = network.eval()
+        return history
+
+    def _require_network(self) -> nn.Module:
+        if self.network is None:
+            raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained or loaded")
+        return self.network
+
+    def _image_batches(self, images: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
+        batch_size = int(self.config["batch_size"])
+        for start in range(0, len(images), batch_size):
+            yield to_tensor_batch(images[start : start + batch_size], self.image_size)
+
+    @torch.inference_mode()
+    def _infer(self, batches: Iterable[torch.Tensor], module: nn.Module) -> np.ndarray:
+        """Concatenate `module` outputs over batches, run on this model's device."""
+        device = (self.device or resolve_device("auto")).device
+        self._require_network().eval()
+        outputs = [module(batch.to(device)).float().cpu() for batch in batches]
+        return torch.cat(outputs).numpy() if outputs else np.zeros((0, 2), np.float32)
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        network = self._require_network()
+        logits = torch.from_numpy(self._infer(self._image_batches(images), network))
+        return torch.softmax(logits, dim=1)[:, 0].numpy().astype(np.float64)
+
+    def _save_weights(self, directory: Path) -> None:
+        torch.save(self._require_network().state_dict(), directory / WEIGHTS_FILE)
+
+    def _load_weights(self, directory: Path) -> None:
+        # The saved state replaces every weight: no need for the ImageNet file here.
+        network = build_network(self.config, pretrained=False)
+        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+        self.device = resolve_device("auto")
+        self.network = network.to(self.device.device).eval()

@@ -1,0 +1,217 @@
+"""Ultralytics YOLOv8 classification (paper III.C.5), kept strictly offline.
+
+Ultralytics phones home unless told not to: it checks connectivity, sends analytics (`sync`),
+downloads Arial.ttf for plots and weights for AMP checks, and starts its own MLflow (or
+ClearML, Comet, DVCLive...) run when those packages are importable. `_ultralytics()` sets
+YOLO_OFFLINE=1 before the first import and switches those integrations off in Ultralytics'
+settings file (a per-user file: the change persists, which is what an offline project wants);
+training passes `plots=False` and absolute `project`/`data` paths so nothing lands in the cwd.
+Our own tracking receives the per-epoch metrics through `ctx.on_epoch`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.models import params
+from pipeline.models.base import CLASSES, POSITIVE, Classifier, TrainContext
+from pipeline.models.weights import yolo_weights
+from pipeline.train.data import check_images
+from pipeline.train.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "best.pt"
+RUN_NAME = "yolo"
+STAMP = "yolo_config.json"
+INTEGRATIONS_OFF = ("sync", "mlflow", "wandb", "tensorboard", "clearml", "comet", "dvc", "raytune")
+
+
+def _ultralytics() -> Any:
+    """Import Ultralytics offline, with every third-party integration switched off."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import ultralytics
+
+    stale = {k: False for k in INTEGRATIONS_OFF if ultralytics.settings.get(k, False)}
+    if stale:
+        ultralytics.settings.update(stale)
+    return ultralytics
+
+
+def _history_from_csv(results_csv: Path) -> list[dict[str, float]]:
+    """Ultralytics' results.csv as our history rows (it has no train accuracy)."""
+    if not results_csv.exists():
+        return []
+    with results_csv.open() as handle:
+        rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return [_row(int(r["epoch"]), r) for r in rows]
+
+
+def _row(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": float(metrics["train/loss"]),
+        "val_loss": float(metrics["val/loss"]),
+        "val_accuracy": float(metrics["metrics/accuracy_top1"]),
+    }
+
+
+def _data_view(data_dir: Path, view: Path) -> Path:
+    """A folder of symlinks to the train/val splits: Ultralytics writes `<split>.cache` files
+    beside each split, which must not land in the (DVC-tracked) data folder, and it must not
+    see the test split."""
+    shutil.rmtree(view, ignore_errors=True)
+    view.mkdir(parents=True)
+    for split in ("train", "val"):
+        source = (data_dir / split).resolve()
+        if not source.is_dir():
+            raise FileNotFoundError(f"{source}: missing {split} split for YOLO training")
+        (view / split).symlink_to(source, target_is_directory=True)
+    return view
+
+
+class YoloClassifier(Classifier):
+    """YOLOv8-cls fine-tuned (or trained from the yaml with `pretrained: none`) by Ultralytics.
+
+    Differences from the torchvision loop, all Ultralytics' own: the best epoch is picked by
+    its fitness (top-1 accuracy; `train.monitor=val_loss` is not honoured), history rows carry
+    no `train_accuracy` (Ultralytics does not measure it), and `deterministic=True` is not
+    bit-exact. A killed run resumes from Ultralytics' `last.pt` when the config is unchanged
+    (Ultralytics does not checkpoint RNG states, so a resumed run is close to, not identical
+    with, an uninterrupted one).
+    """
+
+    kind: ClassVar[str] = "yolo"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        params.require(self.config, ("variant", "pretrained", "epochs", "batch_size", "lr"))
+        params.choice(self.config, "pretrained", ("imagenet", "none"))
+        self.model: Any = None
+        self.device = "cpu"
+
+    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        ultralytics = _ultralytics()
+        self.image_size = ctx.image_size
+        device = resolve_device(ctx.device)
+        self.device = device.ultralytics
+        if ctx.monitor != "val_accuracy":
+            log.warning("yolo: Ultralytics selects the best epoch by top-1 accuracy, not %s",
+                        ctx.monitor)  # fmt: skip
+        work_dir = Path(ctx.work_dir).resolve()
+        run_dir = work_dir / RUN_NAME
+        stamp = {
+            "model": self.config,
+            "image_size": ctx.image_size,
+            "seed": ctx.seed,
+            "patience": ctx.early_stopping_patience,
+            "data": str(Path(ctx.data_dir).resolve()),
+        }
+        last = run_dir / "weights" / "last.pt"
+        resume = self._resumable(work_dir / STAMP, stamp, last)
+        if not resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / STAMP).write_text(json.dumps(stamp, sort_keys=True))
+
+        relayed: set[int] = set()
+        if resume:
+            model = ultralytics.YOLO(str(last))
+            for row in _history_from_csv(run_dir / "results.csv"):
+                self._relay(ctx, row, relayed)
+        elif self.config["pretrained"] == "imagenet":
+            model = ultralytics.YOLO(str(yolo_weights(self.config["variant"])))
+        else:
+            model = ultralytics.YOLO(f"{self.config['variant']}.yaml")
+
+        def on_fit_epoch_end(trainer: Any) -> None:
+            if trainer.epoch >= trainer.epochs:  # the re-validation of best.pt after training
+                return
+            metrics = {**trainer.label_loss_items(trainer.tloss), **trainer.metrics}
+            self._relay(ctx, _row(trainer.epoch + 1, metrics), relayed)
+
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+        if resume:
+            model.train(resume=True, device=self.device, workers=ctx.num_workers)
+        else:
+            model.train(
+                data=str(_data_view(Path(ctx.data_dir), work_dir / "data")),
+                epochs=int(self.config["epochs"]),
+                batch=int(self.config["batch_size"]),
+                lr0=float(self.config["lr"]),
+                optimizer=self.config.get("optimizer", "auto"),
+                patience=ctx.early_stopping_patience or int(self.config.get("patience", 100)),
+                imgsz=ctx.image_size,
+                project=str(work_dir),
+                name=RUN_NAME,
+                exist_ok=True,
+                seed=ctx.seed,
+                deterministic=ctx.deterministic,
+                workers=ctx.num_workers,
+                device=self.device,
+                amp=ctx.amp,
+                plots=False,
+                verbose=False,
+            )
+        best = run_dir / "weights" / WEIGHTS_FILE
+        self.model = ultralytics.YOLO(str(best if best.exists() else last))
+        return _history_from_csv(run_dir / "results.csv")
+
+    @staticmethod
+    def _relay(ctx: TrainContext, row: dict[str, float], relayed: set[int]) -> None:
+        relayed.add(int(row["epoch"]))
+        if ctx.on_epoch is not None:
+            ctx.on_epoch(int(row["epoch"]), row)
+
+    @staticmethod
+    def _resumable(stamp_path: Path, stamp: dict[str, Any], last: Path) -> bool:
+        """An interrupted run of the same config: last.pt still holds its optimizer state."""
+        if not (stamp_path.exists() and last.exists()):
+            return False
+        if json.loads(stamp_path.read_text()) != json.loads(json.dumps(stamp, sort_keys=True)):
+            return False
+        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        return checkpoint.get("optimizer") is not None
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained or loaded")
+        check_images(images)
+        if not len(images):
+            return np.zeros(0)
+        # Ultralytics reads numpy arrays as OpenCV BGR.
+        bgr = [cv2.cvtColor(image, cv2.COLOR_RGB2BGR) for image in images]
+        batch = int(self.config["batch_size"])
+        probs = []
+        for start in range(0, len(bgr), batch):
+            results = self.model.predict(
+                bgr[start : start + batch], imgsz=self.image_size, device=self.device,
+                verbose=False,
+            )  # fmt: skip
+            for result in results:
+                names = {name: index for index, name in result.names.items()}
+                probs.append(float(result.probs.data[names[POSITIVE]]))
+        return np.asarray(probs, dtype=np.float64)
+
+    def _save_weights(self, directory: Path) -> None:
+        if self.model is None:
+            raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained")
+        shutil.copyfile(self.model.ckpt_path, directory / WEIGHTS_FILE)
+
+    def _load_weights(self, directory: Path) -> None:
+        self.model = _ultralytics().YOLO(str(directory / WEIGHTS_FILE))
+        self.device = resolve_device("auto").ultralytics
+        missing = set(CLASSES) - set(self.model.names.values())
+        if missing:
+            raise ValueError(f"{directory / WEIGHTS_FILE}: model lacks classes {sorted(missing)}")

@@ -1,0 +1,115 @@
+"""Image-folder datasets and the transforms every torchvision model shares.
+
+Training and prediction go through the same `eval_transform`, so a saved model sees at
+predict time exactly the tensors it was validated on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+
+from pipeline.io import BadInputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_transform(image_size: int) -> transforms.Compose:
+    return transforms.Compose(
+        [
+            transforms.Resize((image_size, image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def train_transform(image_size: int) -> transforms.Compose:
+    """Eval transform plus flips: cell images have no canonical orientation.
+
+    The flips draw from torch's global RNG, which the loop seeds and checkpoints, so they
+    stay reproducible across a resume.
+    """
+    return transforms.Compose(
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomVerticalFlip(),
+            *eval_transform(image_size).transforms,
+        ]
+    )
+
+
+def image_folder(data_dir: Path, split: str, transform: transforms.Compose | None) -> ImageFolder:
+    """`<data_dir>/<split>/{all,hem}` as an ImageFolder whose class indices match CLASSES."""
+    # Imported here: pipeline.models imports this module while its package initialises.
+    from pipeline.models.base import CLASSES
+
+    root = Path(data_dir) / split
+    missing = [str(root / name) for name in CLASSES if not (root / name).is_dir()]
+    if missing:
+        raise BadInputError(missing, what=f"missing class folder(s) for split {split!r}")
+    dataset = ImageFolder(str(root), transform=transform, allow_empty=True)
+    if dataset.classes != list(CLASSES):
+        extra = sorted(set(dataset.classes) - set(CLASSES))
+        raise BadInputError(
+            [str(root / name) for name in extra], what=f"unexpected class folder(s) in {root}"
+        )
+    empty = [str(root / name) for i, name in enumerate(CLASSES) if i not in dataset.targets]
+    if empty:
+        raise BadInputError(empty, what=f"class folder(s) without images in split {split!r}")
+    return dataset
+
+
+def make_loader(
+    dataset: ImageFolder,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader whose shuffling follows its own seeded generator (checkpointed on resume)."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
+def check_images(images: Sequence[np.ndarray]) -> None:
+    """Every model's predict input: RGB uint8 arrays (H, W, 3); lists every offender."""
+    problems = [
+        f"image {i}: expected RGB uint8 (H, W, 3), got "
+        f"{getattr(im, 'dtype', type(im).__name__)} {getattr(im, 'shape', '')}"
+        for i, im in enumerate(images)
+        if not (
+            isinstance(im, np.ndarray)
+            and im.dtype == np.uint8
+            and im.ndim == 3
+            and im.shape[2] == 3
+        )
+    ]
+    if problems:
+        raise BadInputError(problems, what="cannot predict on these images")
+
+
+def to_tensor_batch(images: Sequence[np.ndarray], image_size: int) -> torch.Tensor:
+    """Stack RGB uint8 arrays through the eval transform (resizing any other size)."""
+    check_images(images)
+    transform = eval_transform(image_size)
+    return torch.stack([transform(Image.fromarray(image)) for image in images])

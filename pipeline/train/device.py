@@ -1,0 +1,72 @@
+"""One place that turns the `train.device` string into torch devices (and Ultralytics' form)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Where to train: the primary device, GPU ids to spread a batch over, Ultralytics' string."""
+
+    device: torch.device
+    device_ids: tuple[int, ...] = ()  # more than one id -> torch.nn.DataParallel
+
+    @property
+    def multi_gpu(self) -> bool:
+        return len(self.device_ids) > 1
+
+    @property
+    def ultralytics(self) -> str:
+        """Ultralytics takes 'cpu', 'mps', '0' or '0,1' rather than torch devices."""
+        if self.device.type == "cuda":
+            return ",".join(str(i) for i in self.device_ids)
+        return self.device.type
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(spec: str | int = "auto") -> DeviceSpec:
+    """Resolve 'auto' | 'cpu' | 'mps' | 'cuda' | 'cuda:N' | 'N' | 'N,M,...' to a DeviceSpec.
+
+    'auto' prefers CUDA, then Apple MPS, then CPU. Asking for a GPU that is not there is an
+    error rather than a silent CPU fallback, so a run never reports CPU timings as GPU ones.
+    """
+    text = str(spec).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return DeviceSpec(torch.device("cuda", 0), (0,))
+        if _mps_available():
+            return DeviceSpec(torch.device("mps"))
+        return DeviceSpec(torch.device("cpu"))
+    if text == "cpu":
+        return DeviceSpec(torch.device("cpu"))
+    if text == "mps":
+        if not _mps_available():
+            raise ValueError("train.device='mps' but Apple MPS is not available")
+        return DeviceSpec(torch.device("mps"))
+    if text == "cuda":
+        ids: tuple[int, ...] = (0,)
+    elif match := re.fullmatch(r"cuda:(\d+)", text):
+        ids = (int(match.group(1)),)
+    elif re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
+        ids = tuple(int(part) for part in text.split(","))
+    else:
+        raise ValueError(
+            f"train.device={spec!r}: expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'"
+        )
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in ids if i >= available]
+    if missing:
+        raise ValueError(
+            f"train.device={spec!r}: CUDA device(s) {missing} not available "
+            f"({available} CUDA device(s) visible)"
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"train.device={spec!r}: repeated GPU id")
+    return DeviceSpec(torch.device("cuda", ids[0]), ids)

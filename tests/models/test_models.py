@@ -1,0 +1,219 @@
+"""Every classifier behind the one interface: fit, predict, save/load, history, callbacks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config import ConfigError
+from pipeline.io import BadInputError, read_image
+from pipeline.models import MissingWeightsError, TrainContext, build_model, load_model
+from pipeline.train import loop
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
+TINY = {"pretrained": "none", "epochs": 2, "batch_size": 8}
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "svm_hog": {"hog": {"image_side": 32, "pixels_per_cell": 8}},
+    "resnet50": TINY,
+    "resnet50_svm": {**TINY, "epochs": 1, "trainable": "head"},
+    "densenet121": {**TINY, "epochs": 1, "trainable": "all", "lr": 0.01},
+    "yolov8": TINY,
+}
+HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy"}
+
+
+def model_config(name: str, **changes: Any) -> dict[str, Any]:
+    """The documented config of `name` with the tiny test overrides merged in."""
+    config = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    for key, value in {**OVERRIDES[name], **changes}.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    return config
+
+
+def val_images(data_dir: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    paths = sorted((data_dir / "val").glob("*/*.png"))
+    return [read_image(p) for p in paths], np.array([p.parent.name == "all" for p in paths])
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_fit_predict_save_load(
+    name: str, image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may be written to the cwd (Ultralytics' runs/...)
+    calls: list[tuple[int, dict[str, float]]] = []
+    ctx = TrainContext(
+        data_dir=image_folder_dir,
+        work_dir=tmp_path / "work",
+        image_size=32,
+        on_epoch=lambda epoch, row: calls.append((epoch, row)),
+    )
+    model = build_model(model_config(name))
+    start = time.perf_counter()
+    history = model.fit(ctx)
+    print(f"{name}: fit {time.perf_counter() - start:.1f}s")
+
+    expected_epochs = model.config.get("epochs", 1)
+    assert [row["epoch"] for row in history] == list(range(1, expected_epochs + 1))
+    assert all(set(row) >= HISTORY_KEYS for row in history)
+    assert [epoch for epoch, _ in calls] == [row["epoch"] for row in history]
+
+    images, _ = val_images(image_folder_dir)
+    proba = model.predict_proba(images)
+    assert proba.shape == (len(images),)
+    assert np.all((proba >= 0) & (proba <= 1))
+    # Another size is resized inside predict; the result is still one probability per image.
+    assert model.predict_proba([np.zeros((48, 40, 3), np.uint8)]).shape == (1,)
+
+    loaded = load_model(model.save(tmp_path / "saved"))
+    assert type(loaded) is type(model)
+    assert loaded.image_size == 32
+    np.testing.assert_array_equal(loaded.predict_proba(images), proba)
+    leftovers = {"runs", "mlruns", "datasets", "wandb", "dvclive"} & {
+        p.name for p in tmp_path.iterdir()
+    }
+    assert not leftovers
+    assert not list(image_folder_dir.rglob("*.cache")), "Ultralytics wrote into the data folder"
+
+
+def test_hog_svm_separates_the_classes(image_folder_dir: Path, tmp_path: Path) -> None:
+    """Bright vs dark discs are trivially separable: a working HOG+SVM must get them right."""
+    model = build_model(model_config("svm_hog", hog={"color": "rgb"}))
+    model.fit(TrainContext(data_dir=image_folder_dir, work_dir=tmp_path, image_size=32))
+    images, is_all = val_images(image_folder_dir)
+    assert np.mean((model.predict_proba(images) > 0.5) == is_all) >= 0.9
+
+
+def test_torchvision_is_deterministic_and_resumes(
+    image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = model_config("resnet50", trainable="last", epochs=2)
+    images, _ = val_images(image_folder_dir)
+
+    def run(work: str, on_epoch: Any = None) -> tuple[np.ndarray, list[dict[str, float]]]:
+        model = build_model(config)
+        ctx = TrainContext(image_folder_dir, tmp_path / work, image_size=32, on_epoch=on_epoch)
+        history = model.fit(ctx)
+        return model.predict_proba(images), history
+
+    reference, reference_history = run("a")
+    again, again_history = run("b")
+    np.testing.assert_array_equal(again, reference)
+    assert again_history == reference_history
+
+    def crash_after_first_epoch(epoch: int, row: dict[str, float]) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    with pytest.raises(KeyboardInterrupt):
+        run("c", crash_after_first_epoch)
+    trained: list[int] = []
+    original = loop.train_one_epoch
+    monkeypatch.setattr(
+        loop, "train_one_epoch", lambda *a, **k: trained.append(1) or original(*a, **k)
+    )
+    replayed: list[int] = []
+    resumed, resumed_history = run("c", lambda epoch, row: replayed.append(epoch))
+    assert len(trained) == 1, "resume must only train the missing epoch"
+    assert replayed == [1, 2]
+    assert resumed_history == reference_history
+    np.testing.assert_array_equal(resumed, reference)
+
+
+@pytest.mark.parametrize(
+    ("name", "file_name"),
+    [
+        ("resnet50", "resnet50-11ad3fa6.pth"),
+        ("densenet121", "densenet121-a639ec97.pth"),
+        ("resnet50_svm", "resnet50-11ad3fa6.pth"),
+        ("yolov8", "yolov8n-cls.pt"),
+    ],
+)
+def test_missing_pretrained_weights_is_a_clear_error(
+    name: str,
+    file_name: str,
+    image_folder_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    offline: None,
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ALL_DETECT_WEIGHTS", str(tmp_path / "weights"))
+    model = build_model(model_config(name, pretrained="imagenet"))
+    ctx = TrainContext(image_folder_dir, tmp_path / "work", image_size=32)
+    with pytest.raises(MissingWeightsError) as error:
+        model.fit(ctx)
+    message = str(error.value)
+    assert file_name in message
+    assert str(tmp_path) in message  # the folder to put it in
+    assert "https://" in message
+
+
+def test_cached_weights_need_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
+) -> None:
+    from pipeline.models.weights import torchvision_weights, yolo_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ALL_DETECT_WEIGHTS", str(tmp_path / "weights"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    cached.parent.mkdir(parents=True)
+    cached.touch()
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "yolov8s-cls.pt").touch()
+    assert torchvision_weights("resnet50").url.endswith(cached.name)
+    assert yolo_weights("yolov8s-cls") == tmp_path / "weights" / "yolov8s-cls.pt"
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("resnet50", "optimizer", "rmsprop"),
+        ("densenet121", "trainable", "some"),
+        ("resnet50", "pretrained", "coco"),
+        ("resnet50_svm", "svm_kernel", "poly"),
+        ("svm_hog", "hog", {"color": "hsv"}),
+        ("yolov8", "pretrained", "yes"),
+    ],
+)
+def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=rf"models\.{name}\."):
+        build_model(model_config(name, **{key: value}))
+
+
+def test_bad_inputs_are_named(image_folder_dir: Path, tmp_path: Path) -> None:
+    model = build_model(model_config("svm_hog"))
+    with pytest.raises(BadInputError, match="hem"):
+        model.fit(TrainContext(tmp_path, tmp_path / "work", image_size=32))
+    (tmp_path / "train" / "all").mkdir(parents=True)
+    model.fit(TrainContext(image_folder_dir, tmp_path / "work", image_size=32))
+    with pytest.raises(BadInputError, match="image 1"):
+        model.predict_proba([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32)])
+
+
+def test_yolo_resumes_an_interrupted_run(
+    image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = model_config("yolov8", epochs=3)
+    work = tmp_path / "work"
+
+    def crash(epoch: int, row: dict[str, float]) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_model(config).fit(TrainContext(image_folder_dir, work, 32, on_epoch=crash))
+    crashed = (work / "yolo" / "results.csv").read_text().splitlines()
+    relayed: list[int] = []
+    history = build_model(config).fit(
+        TrainContext(image_folder_dir, work, 32, on_epoch=lambda e, r: relayed.append(e))
+    )
+    assert relayed == [1, 2, 3]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    # Epochs 1-2 were not retrained: their rows are the crashed run's, byte for byte.
+    assert (work / "yolo" / "results.csv").read_text().splitlines()[:3] == crashed
