@@ -47,7 +47,9 @@ def run(cfg, model_name: str) -> None:
             (staged / "history.json").write_text(json.dumps(history, indent=1))
             atomic_write_json(staged / "mlflow_run.json", {"run_id": run.info.run_id})
         tracking.log_model(classifier, final)
+    # Training finished: drop the resume state but keep the (DVC-declared) folder.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    ctx.work_dir.mkdir(parents=True)
     log.info("%s/%s trained: %s", dataset, model_name, history[-1] if history else {})
 
 

@@ -1,0 +1,232 @@
+"""What a team lead sees: the MLflow UI, rendered by a real headless Chromium, lists one run per
+model with its test metrics.
+
+The store is the demo's (`ALL_DETECT_UI_STORE=<repo>/mlflow.db` after `dvc repro`, screenshot in
+`reports/mlflow_ui.png`) or, by default, a small one logged here through `pipeline.tracking`, so
+the test checks our own logging end to end. Chromium is Debian's (`scripts/install_chromium.sh`),
+driven by Playwright; the test skips when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline import tracking
+from pipeline.evaluate.metrics import compute_metrics
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+STORE_ENV = "ALL_DETECT_UI_STORE"
+MODELS = ("svm_hog", "resnet50", "resnet50_svm", "densenet121", "yolov8")
+# Metric columns the test adds to the runs table, named as `tracking.log_test_metrics` logs them.
+SHOWN = tuple(tracking.TEST_PREFIX + m for m in ("accuracy", "f1", "roc_auc"))
+HIDDEN = ("Dataset", "Source", "Models")  # default columns removed to make room for them
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_S = 60
+UI_TIMEOUT_MS = 30_000
+# The UI prints metrics at full or rounded precision depending on the version: compare loosely.
+DISPLAY_TOLERANCE = 5e-4
+
+
+@pytest.fixture
+def playwright_api():
+    """Playwright's sync API module, or a skip naming what is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing: run scripts/install_chromium.sh")
+    return pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@pytest.fixture
+def store(cfg, tmp_path, monkeypatch) -> Path:
+    """The SQLite file to browse: `$ALL_DETECT_UI_STORE`, else five runs logged here."""
+    if os.environ.get(STORE_ENV):
+        db = Path(os.environ[STORE_ENV])
+        if not db.is_file():
+            pytest.fail(f"{STORE_ENV}={db}: no such SQLite file (run `dvc repro` first)")
+        return db
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    rng = np.random.default_rng(0)
+    y_true = np.repeat([1, 0], 30)
+    for separation, model in enumerate(MODELS, start=1):  # each model a little better
+        logits = 0.6 * separation * (2 * y_true - 1) + rng.normal(size=y_true.size)
+        metrics = compute_metrics(y_true, 1 / (1 + np.exp(-logits)), n_boot=20)
+        with tracking.start_run(
+            cfg, dataset=cfg.dataset.name, model=model, stage=f"train@{model}", dataset_hash="0f"
+        ):
+            tracking.log_test_metrics(metrics)
+    return db
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_ui(store: Path, tmp_path: Path) -> Iterator[str]:
+    """An `mlflow server` on the store at 127.0.0.1:<free port>; its base URL. Always stopped."""
+    port = _free_port()
+    log_path = tmp_path / "mlflow_server.log"
+    command = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{store}"),
+        *("--artifacts-destination", str(tmp_path / "served_artifacts")),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    with log_path.open("wb") as log:
+        # Own process group: the server starts worker processes, which must die with it.
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, server, log_path)
+        yield url
+    finally:
+        _stop(server)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited ({server.returncode}):\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {SERVER_START_S}s:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(server: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _latest_runs(uri: str, experiment: str) -> dict[str, mlflow.entities.Run]:
+    """Per model, its newest run in the experiment: the one at the top of the UI's table."""
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"experiment {experiment!r} missing from {uri}"
+    runs = {}
+    for model in MODELS:
+        newest = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.model = '{model}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        assert newest, f"no run tagged model={model!r} in {experiment!r} of {uri}"
+        missing = [k for k in SHOWN if k not in newest[0].data.metrics]
+        assert not missing, f"newest {model} run in {uri} lacks metrics {missing}"
+        runs[model] = newest[0]
+    return runs
+
+
+def _show_columns(page) -> None:
+    """Through the 'Columns' menu, as a user would: add the test metrics, drop wide extras."""
+    page.get_by_role("button", name="Columns").click()
+    search = page.get_by_placeholder("Search columns")
+    for title in SHOWN + HIDDEN:
+        search.fill(title)
+        # The search highlights matches, so compare whole titles, not `title=` attributes.
+        exact = page.locator("[class*='tree-title']", has_text=re.compile(f"^{re.escape(title)}$"))
+        node = page.locator("[class*='tree-treenode']", has=exact)
+        node.locator(":scope > [class*='tree-checkbox']").click()
+    search.fill("")
+    page.keyboard.press("Escape")
+    assistant_close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
+    if assistant_close.count():
+        assistant_close.click()
+
+
+def _check_table(page, expect, runs: dict[str, mlflow.entities.Run], shot: Path) -> None:
+    """Every model's row, and its test metric cells with the stored values, are on screen."""
+    for key in SHOWN:
+        header = page.locator(f"[role=columnheader][col-id='metrics.`{key}`']")
+        expect(header, f"{key} column (screenshot {shot})").to_be_in_viewport()
+    for model, run in runs.items():
+        row = page.locator(f"[role=row][row-id='{run.info.run_id}']")
+        name = row.locator("[col-id='attributes.`Run Name`']")
+        expect(name, f"{model} row (screenshot {shot})").to_be_in_viewport()
+        expect(name, f"screenshot {shot}").to_contain_text(model)
+        for key in SHOWN:
+            cell = row.locator(f"[col-id='metrics.`{key}`']")
+            expect(cell, f"{model} {key} (screenshot {shot})").to_be_in_viewport()
+            shown, stored = cell.inner_text().strip(), run.data.metrics[key]
+            assert abs(float(shown) - stored) < DISPLAY_TOLERANCE, (
+                f"{model} {key}: UI shows {shown!r}, store holds {stored} (screenshot {shot})"
+            )
+
+
+def test_runs_table_shows_each_model_with_its_test_metrics(
+    playwright_api, cfg, store, mlflow_ui, tmp_path
+):
+    experiment = tracking.experiment_name(cfg, cfg.dataset.name)
+    runs = _latest_runs(f"sqlite:///{store}", experiment)
+    experiment_id = next(iter(runs.values())).info.experiment_id
+    shot = REPO / "reports" / "mlflow_ui.png" if os.environ.get(STORE_ENV) else tmp_path / "ui.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    expect = playwright_api.expect
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS, timeout=UI_TIMEOUT_MS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1920, "height": 1080}, color_scheme="light")
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            # MLflow 3 opens an experiment on its GenAI overview; the runs table is its own tab.
+            page.goto(
+                f"{mlflow_ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            )
+            try:
+                for run in runs.values():
+                    page.locator(f"[role=row][row-id='{run.info.run_id}']").first.wait_for()
+                _show_columns(page)
+                _check_table(page, expect, runs, shot)
+            finally:
+                page.screenshot(path=str(shot))
+        finally:
+            browser.close()
