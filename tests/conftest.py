@@ -26,6 +26,22 @@ def cfg():
     return compose()
 
 
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory) -> Path:
+    """The whole pipeline (5 models) run once per session on a tiny demo; read-only for tests.
+
+    Tests that modify outputs copy it first (shutil.copytree).
+    """
+    from tests.workspace import make_workspace, run_pipeline
+
+    root = make_workspace(tmp_path_factory.mktemp("demo_workspace"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        patch.setenv("ALL_DETECT_JOBS", "1")
+        run_pipeline(root)
+    return root
+
+
 def real_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
