@@ -85,7 +85,7 @@ class TrainConfig:
 class EvaluateConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
-    positive_class: str = "all"
+    explain_samples: int = 8
 
 
 @dataclass
@@ -134,6 +134,27 @@ class GateConfig:
 
 
 @dataclass
+class CvConfig:
+    folds: int = 0  # 0 = off; k >= 2: repeated grouped stratified k-fold CV in stage `cv`
+    repeats: int = 1
+
+
+@dataclass
+class CrossConfig:
+    targets: list[str] = field(default_factory=lambda: ["synthetic_cnmc"])  # conf/dataset names
+    roots: dict[str, str] = field(default_factory=dict)  # optional root per target
+    on_missing: str = "error"  # error | skip: a target whose root does not exist
+
+
+@dataclass
+class ProbeConfig:
+    folds: int = 5
+    repeats: int = 1
+    bins: int = 8  # histogram bins per colour channel
+    warn_roc_auc: float = 0.75  # background-only ROC-AUC above this logs a shortcut warning
+
+
+@dataclass
 class Config:
     seed: int = 42
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -146,5 +167,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    cv: CvConfig = field(default_factory=CvConfig)
+    cross: CrossConfig = field(default_factory=CrossConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     # Model sections differ per model kind; each model class validates its own keys.
     models: dict[str, Any] = field(default_factory=dict)

@@ -23,9 +23,11 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 import torch
+from PIL import Image
+from torch import nn
 
 from pipeline.models import params
-from pipeline.models.base import CLASSES, POSITIVE, Classifier, TrainContext
+from pipeline.models.base import CLASSES, POSITIVE, CamTarget, Classifier, TrainContext
 from pipeline.models.weights import yolo_weights
 from pipeline.train.data import check_images
 from pipeline.train.device import resolve_device
@@ -79,6 +81,19 @@ def _data_view(data_dir: Path, view: Path) -> Path:
             raise FileNotFoundError(f"{source}: missing {split} split for YOLO training")
         (view / split).symlink_to(source, target_is_directory=True)
     return view
+
+
+class _Logits(nn.Module):
+    """Ultralytics' classifier returns (probabilities, logits) in eval mode; Grad-CAM needs the
+    logits alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[1] if isinstance(out, tuple) else out
 
 
 class YoloClassifier(Classifier):
@@ -163,6 +178,7 @@ class YoloClassifier(Classifier):
                 amp=ctx.amp,
                 plots=False,
                 verbose=False,
+                **dict(self.config.get("train_args") or {}),
             )
         best = run_dir / "weights" / WEIGHTS_FILE
         self.model = ultralytics.YOLO(str(best if best.exists() else last))
@@ -203,6 +219,23 @@ class YoloClassifier(Classifier):
                 names = {name: index for index, name in result.names.items()}
                 probs.append(float(result.probs.data[names[POSITIVE]]))
         return np.asarray(probs, dtype=np.float64)
+
+    def cam_target(self) -> CamTarget:
+        """The backbone's last block (before the Classify head) of the underlying torch model,
+        fed through Ultralytics' own classification transform (what `predict` applies)."""
+        if self.model is None:
+            raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained or loaded")
+        from ultralytics.data.augment import classify_transforms
+
+        network = self.model.model
+        transform = classify_transforms(self.image_size)
+        index = {name: i for i, name in self.model.names.items()}[POSITIVE]
+
+        def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
+            check_images(images)
+            return torch.stack([transform(Image.fromarray(image)) for image in images])
+
+        return CamTarget(_Logits(network), [network.model[-2]], to_tensor, index)
 
     def _save_weights(self, directory: Path) -> None:
         if self.model is None:
