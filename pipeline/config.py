@@ -149,6 +149,7 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     bad_splits = sorted(set(cfg.augment.splits) - set(SPLITS))
     check(not bad_splits, "augment.splits", f"unknown splits {bad_splits}")
     check(0 < cfg.evaluate.confidence < 1, "evaluate.confidence", "must be in (0, 1)")
+    check(cfg.evaluate.explain_samples >= 0, "evaluate.explain_samples", "must be >= 0")
     for name, section in (cfg.models or {}).items():
         for key in ("lr", "epochs", "batch_size"):
             if key in section:

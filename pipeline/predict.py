@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pipeline.io import IMAGE_SUFFIXES, ImageReadError, read_image
+from pipeline.io import ImageReadError, read_image
 from pipeline.models.base import Classifier, load_model
 from pipeline.preprocess.crop import crop_and_resize
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
@@ -130,16 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         predictor = Predictor.load(args.model)
         files = list_images(args.target)
+        if args.explain:
+            from pipeline.evaluate.explain import require_cam_target
+
+            require_cam_target(predictor.model)  # fail before predicting, not after
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     table = predictor.predict_files(files)
-    if args.explain:
-        from pipeline.evaluate.explain import write_overlays
-
-        good = table[table["error"] == ""]
-        images = [predictor.prepare(read_image(p)) for p in good["path"]]
-        write_overlays(predictor.model, images, [Path(p).stem for p in good["path"]], args.explain)
     if args.target.is_file() and not args.output:
         row = table.iloc[0]
         if row["error"]:
@@ -151,6 +149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(table)} predictions to {args.output}")
     else:
         table.to_csv(sys.stdout, index=False)
+    if args.explain:
+        from pipeline.evaluate.explain import write_overlays
+
+        # After the predictions: a failure here does not lose them.
+        good = [Path(p) for p in table.loc[table["error"] == "", "path"]]
+        images = [predictor.prepare(read_image(p)) for p in good]
+        root = args.target if args.target.is_dir() else args.target.parent
+        names = [p.relative_to(root).with_suffix("").as_posix() for p in good]
+        try:
+            overlays = write_overlays(predictor.model, images, names, args.explain)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {len(overlays)} Grad-CAM overlay(s) to {args.explain}", file=sys.stderr)
     bad = int((table["error"] != "").sum())
     if bad:
         print(f"{bad} file(s) could not be read (see the error column)", file=sys.stderr)

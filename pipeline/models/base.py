@@ -13,9 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # base stays importable without torch (HOG+SVM, tracking)
+    import torch
 
 # Alphabetical, as torchvision ImageFolder and Ultralytics index class folders.
 CLASSES = ("all", "hem")
@@ -43,6 +46,16 @@ class TrainContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CamTarget:
+    """What Grad-CAM needs from a CNN, so explanations never branch on the model's kind."""
+
+    network: torch.nn.Module  # returns class logits (N, n_classes) for a tensor batch
+    layers: list[torch.nn.Module]  # the feature map(s) the heatmap is computed on
+    to_tensor: Callable[[Sequence[np.ndarray]], torch.Tensor]  # the model's own preprocessing
+    positive_index: int  # the network's output index of POSITIVE
+
+
 class Classifier(ABC):
     """Binary ALL-vs-hem classifier. Subclasses register themselves under `kind`."""
 
@@ -65,6 +78,10 @@ class Classifier(ABC):
     @abstractmethod
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """P(ALL) for each RGB uint8 image, shape (N,)."""
+
+    def cam_target(self) -> CamTarget | None:
+        """Grad-CAM hook; None for models without a convolutional feature map (HOG+SVM)."""
+        return None
 
     @abstractmethod
     def _save_weights(self, directory: Path) -> None: ...

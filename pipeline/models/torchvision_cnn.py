@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from torch import nn
 from torchvision.datasets import ImageFolder
 
 from pipeline.models import params
-from pipeline.models.base import Classifier, TrainContext
+from pipeline.models.base import CLASSES, POSITIVE, CamTarget, Classifier, TrainContext
 from pipeline.models.weights import torchvision_weights
 from pipeline.train import loop
 from pipeline.train.data import (
@@ -30,7 +31,14 @@ from pipeline.train.device import DeviceSpec, resolve_device
 HEAD_ATTRS = ("fc", "classifier")
 # What `trainable: last` unfreezes besides the head: the last stage of each family.
 LAST_STAGE = {"resnet": ("layer4",), "densenet": ("features.denseblock4", "features.norm5")}
+# Grad-CAM's feature map: the last convolutional stage's output, right before global pooling.
+CAM_LAYER = {"resnet": "layer4", "densenet": "features"}
 WEIGHTS_FILE = "weights.pt"
+
+
+def arch_family(arch: str) -> str:
+    """`resnet50` -> `resnet`, `densenet121` -> `densenet`."""
+    return arch.rstrip("0123456789_")
 
 
 def head_attr(network: nn.Module) -> str:
@@ -74,7 +82,7 @@ def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
         network.requires_grad_(False)
         getattr(network, attr).requires_grad_(True)
     if trainable == "last":
-        family = arch.rstrip("0123456789_")
+        family = arch_family(arch)
         if family not in LAST_STAGE:
             raise ValueError(f"trainable: last is not defined for {arch!r}; use all or head")
         for name in LAST_STAGE[family]:
@@ -166,6 +174,18 @@ class TorchvisionClassifier(Classifier):
         if self.network is None:
             raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained or loaded")
         return self.network
+
+    def cam_target(self) -> CamTarget | None:
+        layer = CAM_LAYER.get(arch_family(self.config["arch"]))
+        if layer is None:
+            return None
+        network = self._require_network()
+        return CamTarget(
+            network=network,
+            layers=[network.get_submodule(layer)],
+            to_tensor=partial(to_tensor_batch, image_size=self.image_size),
+            positive_index=CLASSES.index(POSITIVE),
+        )
 
     def _image_batches(self, images: Sequence[np.ndarray]) -> Iterator[torch.Tensor]:
         batch_size = int(self.config["batch_size"])

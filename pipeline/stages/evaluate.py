@@ -2,11 +2,14 @@
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline import manifest, paths, tracking
+from pipeline.evaluate.explain import write_overlays
 from pipeline.evaluate.metrics import compute_metrics
 from pipeline.evaluate.plots import write_plot_data
 from pipeline.io import atomic_path, atomic_write_json, read_image
@@ -16,6 +19,21 @@ from pipeline.stages.common import log, model_config, stage
 
 def predict_split(model, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba([read_image(p) for p in frame["path"]])
+
+
+def log_gradcam(model, frame: pd.DataFrame, n: int, seed: int) -> None:
+    """Grad-CAM overlays of a seeded sample of `frame` as artifacts `gradcam/<label>_<id>.png`
+    of the active run; nothing is kept on disk."""
+    if n == 0 or model.cam_target() is None:
+        log.info("no Grad-CAM overlays for %s (%s)", model.config.get("name"), model.kind)
+        return
+    sample = frame.sample(n=min(n, len(frame)), random_state=seed)
+    images = [read_image(p) for p in sample["path"]]
+    names = [f"{row.label}_{row.id}" for row in sample.itertuples()]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "gradcam"
+        write_overlays(model, images, names, folder)
+        tracking.log_artifacts([folder])
 
 
 @stage
@@ -49,6 +67,7 @@ def run(cfg, model_name: str) -> None:
         tracking.log_artifacts(
             [plot_dir / p.name for p in written] + [plot_dir / "predictions.csv"]
         )
+        log_gradcam(model, test, cfg.evaluate.explain_samples, cfg.seed)
     log.info(
         "%s/%s test accuracy %.3f [%.3f, %.3f] on %d images",
         dataset,
