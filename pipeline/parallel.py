@@ -18,6 +18,19 @@ def n_jobs() -> int:
     return int(os.environ.get("ALL_DETECT_JOBS", "0")) or os.cpu_count() or 1
 
 
+class _InDirectory:
+    """Call `func` in the caller's working directory: joblib reuses worker processes, which
+    keep the directory they started in, so relative paths would resolve somewhere else."""
+
+    def __init__(self, func: Callable[[T], R], cwd: str) -> None:
+        self.func, self.cwd = func, cwd
+
+    def __call__(self, item: T) -> R:
+        if os.getcwd() != self.cwd:
+            os.chdir(self.cwd)
+        return self.func(item)
+
+
 def parallel_map(
     func: Callable[[T], R], items: Sequence[T] | Iterable[T], desc: str, jobs: int | None = None
 ) -> list[R]:
@@ -33,7 +46,8 @@ def parallel_map(
     else:
         runner = Parallel(n_jobs=jobs, return_as="generator", batch_size=8)
         results = []
-        for result in runner(delayed(func)(item) for item in items):
+        task = _InDirectory(func, os.getcwd())
+        for result in runner(delayed(task)(item) for item in items):
             results.append(result)
             progress.update()
     progress.close()

@@ -56,3 +56,21 @@ def metrics(dataset: str, name: str) -> Path:
 
 def plots(dataset: str, model: str) -> Path:
     return PLOTS / dataset / model
+
+
+def cv_metrics(dataset: str, model: str) -> Path:
+    return METRICS / dataset / "cv" / f"{model}.json"
+
+
+def cv_predictions(dataset: str, model: str) -> Path:
+    """Out-of-fold P(ALL) of every image in every repeat (one row per image and repeat)."""
+    return REPORTS / "cv" / dataset / f"{model}.csv"
+
+
+def cross_dir(dataset: str) -> Path:
+    """Metrics of the models trained on `dataset`, tested on other datasets: <target>/<model>."""
+    return METRICS / dataset / "cross"
+
+
+def shortcut(dataset: str) -> Path:
+    return metrics(dataset, "shortcut")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def make_workspace(root: Path, overrides: Sequence[str] = ()) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     write_params(root / "params.yaml", [*TINY_OVERRIDES, *overrides])
     return root
+
+
+def copy_workspace(
+    source: Path, target: Path, overrides: Sequence[str] = (), parts: Sequence[str] = ("artifacts",)
+) -> Path:
+    """A writable copy of the `parts` folders of `source`, with its own tiny params.yaml."""
+    for part in parts:
+        shutil.copytree(source / part, target / part, symlinks=True)
+    return make_workspace(target, overrides)
 
 
 def run_stage(root: Path, name: str, *args: str) -> int:

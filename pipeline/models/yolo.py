@@ -117,6 +117,15 @@ class YoloClassifier(Classifier):
         self.device = "cpu"
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        # Ultralytics sets torch's process-wide CPU thread count (to cores - 1) when it
+        # selects a device; put it back so later work in this process is unaffected.
+        threads = torch.get_num_threads()
+        try:
+            return self._fit(ctx)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         ultralytics = _ultralytics()
         self.image_size = ctx.image_size
         device = resolve_device(ctx.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -21,6 +22,9 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ImageReadError,
     FileNotFoundError,
 )
+# The machine, not the code, is at fault (full disk, quota, read-only or forbidden folder): the
+# errno text and file name say it all, and atomic writes left the previous outputs in place.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 
 def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
@@ -33,12 +37,14 @@ def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
     @functools.wraps(func)
     def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        name = func.__module__.rsplit(".", 1)[-1]
+        name = _stage_name(func)
         args = sys.argv[1:] if argv is None else argv
         try:
             cfg = load(overrides=[a for a in args if "=" in a])
             func(cfg, *[a for a in args if "=" not in a])
-        except EXPECTED_ERRORS + _extra_expected() as exc:
+        except Exception as exc:
+            if not _is_expected(exc):
+                raise
             print(f"error in stage {name}: {exc}", file=sys.stderr)
             return 1
         return 0
@@ -53,6 +59,18 @@ def model_config(cfg: DictConfig, model_name: str) -> dict:
     if model_name not in cfg.models:
         raise ConfigError(f"unknown model {model_name!r}; configured: {sorted(cfg.models)}")
     return OmegaConf.to_container(cfg.models[model_name], resolve=True)
+
+
+def _stage_name(func: Callable[..., None]) -> str:
+    """'ingest' for pipeline.stages.ingest, also when run as `python -m` (module `__main__`)."""
+    spec = getattr(sys.modules.get(func.__module__), "__spec__", None)
+    return (spec.name if spec else func.__module__).rsplit(".", 1)[-1]
+
+
+def _is_expected(exc: Exception) -> bool:
+    if isinstance(exc, EXPECTED_ERRORS + _extra_expected()):
+        return True
+    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
 
 
 def _extra_expected() -> tuple[type[BaseException], ...]:

@@ -5,6 +5,8 @@ import json
 import sys
 
 from pipeline import paths, tracking
+from pipeline.evaluate.crossval import cross_table, cv_table
+from pipeline.evaluate.probes import shortcut_table, warning_line
 from pipeline.report.table import build_table, write_report
 from pipeline.stages.common import log, stage
 
@@ -12,10 +14,38 @@ from pipeline.stages.common import log, stage
 def collect_metrics() -> dict[tuple[str, str], dict]:
     found = {}
     for path in sorted(paths.METRICS.glob("*/*.json")):
-        if path.stem in ("segmentation",) or path.stem.startswith(("cv_", "cross_", "probe")):
+        if path.stem in ("segmentation", "shortcut") or path.stem.startswith(
+            ("cv_", "cross_", "probe")
+        ):
             continue
         found[(path.parent.name, path.stem)] = json.loads(path.read_text())
     return found
+
+
+def _read(pattern: str) -> dict[tuple[str, ...], dict]:
+    """Metrics files matching `pattern` under reports/metrics, keyed by their path parts."""
+    return {
+        path.relative_to(paths.METRICS).with_suffix("").parts: json.loads(path.read_text())
+        for path in sorted(paths.METRICS.glob(pattern))
+    }
+
+
+def extra_sections() -> tuple[dict, list[str]]:
+    """CV, cross-dataset and shortcut-audit sections (those with results), and warnings."""
+    cv = {(d, m): v for (d, _, m), v in _read("*/cv/*.json").items()}
+    cross = {(d, t, m): v for (d, _, t, m), v in _read("*/cross/*/*.json").items()}
+    probes = {d: v for (d, _), v in _read("*/shortcut.json").items()}
+    sections = {
+        "k-fold cross-validation": cv_table(cv),
+        "Cross-dataset (train → test)": cross_table(cross),
+        "Shortcut audit (background vs cell)": shortcut_table(probes),
+    }
+    warnings = [
+        f"**Warning (shortcut audit, {d}):** {warning_line(v)}."
+        for d, v in sorted(probes.items())
+        if v.get("shortcut_warning")
+    ]
+    return {title: table for title, table in sections.items() if not table.empty}, warnings
 
 
 @stage
@@ -26,7 +56,11 @@ def run(cfg) -> None:
         f"augmentation on {', '.join(cfg.augment.splits)} only). Image side {cfg.crop.size} px. "
         "Weights: see each model's `pretrained` in params.yaml. 95% bootstrap CIs in brackets."
     )
-    write_report(build_table(metrics), paths.REPORTS, notes=notes)
+    sections, warnings = extra_sections()
+    for line in warnings:
+        log.warning(line)
+    notes = "\n\n".join([notes, *warnings])
+    write_report(build_table(metrics), paths.REPORTS, extra_sections=sections, notes=notes)
     if cfg.tracking.register_best:
         version = tracking.register_best(cfg, cfg.dataset.name, metric=cfg.tracking.register_metric)
         log.info("registered best %s model: %s", cfg.dataset.name, version)

@@ -1,0 +1,75 @@
+"""Stage cross_eval: every model trained on this dataset, tested on each `cross.targets` dataset.
+
+A target is read through its own adapter (conf/dataset/<target>.yaml, root overridable with
+`cross.roots`), segmented if the target needs it, then cropped/resized as in training.
+"""
+
+import sys
+
+from pipeline import paths
+from pipeline.config import ConfigError, repo_root
+from pipeline.data import build_manifest
+from pipeline.evaluate import crossval
+from pipeline.evaluate.metrics import compute_metrics
+from pipeline.io import atomic_path, atomic_write_json
+from pipeline.stages.common import log, model_config, stage
+
+ON_MISSING = ("error", "skip")
+
+
+@stage
+def run(cfg, *model_names: str) -> None:
+    dataset = cfg.dataset.name
+    if cfg.cross.on_missing not in ON_MISSING:
+        raise ConfigError(f"cross.on_missing: {cfg.cross.on_missing!r} not in {ON_MISSING}")
+    names = list(model_names) or list(cfg.models)
+    for name in names:
+        model_config(cfg, name)  # fails clearly on an unknown name
+    model_dirs = {name: paths.model_dir(dataset, name) for name in names}
+    with atomic_path(paths.cross_dir(dataset)) as staged:
+        staged.mkdir()
+        for target_name in cfg.cross.targets:
+            target = crossval.target_dataset(target_name, cfg.cross.roots)
+            root = crossval.dataset_root(target, repo_root())
+            if not root.exists():
+                problem = (
+                    f"cross.targets: target {target_name!r}: dataset root {root} does not exist "
+                    f"(set +cross.roots.{target_name}=<path>, or cross.on_missing=skip)"
+                )
+                if cfg.cross.on_missing == "error":
+                    raise FileNotFoundError(problem)
+                log.warning("skipped: %s", problem)
+                continue
+            if target_name == dataset:
+                log.warning("cross target %r is the training dataset itself", target_name)
+            frame, problems = build_manifest(target, repo_root())
+            if problems:
+                log.warning("%s: %d bad files skipped", target_name, len(problems))
+            predictions = crossval.cross_predict(model_dirs, frame, target.segment)
+            y = crossval.y_true(predictions["label"])
+            out = staged / target_name
+            out.mkdir()
+            predictions.to_csv(out / "predictions.csv", index=False)
+            for name in names:
+                metrics = compute_metrics(
+                    y,
+                    predictions[name],
+                    n_boot=cfg.evaluate.bootstrap_samples,
+                    confidence=cfg.evaluate.confidence,
+                    seed=cfg.seed,
+                )
+                atomic_write_json(out / f"{name}.json", metrics)
+                log.info(
+                    "%s -> %s %s: accuracy %.3f, ROC-AUC %s on %d images",
+                    dataset,
+                    target_name,
+                    name,
+                    metrics["accuracy"],
+                    metrics["roc_auc"],
+                    metrics["n"],
+                )
+
+
+main = run
+if __name__ == "__main__":
+    sys.exit(main())

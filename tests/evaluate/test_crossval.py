@@ -1,0 +1,131 @@
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.config import ConfigError
+from pipeline.evaluate.crossval import (
+    make_folds,
+    summarise_cv,
+    target_dataset,
+    write_fold_dataset,
+)
+from pipeline.evaluate.metrics import summarise_folds
+from pipeline.io import write_image
+from pipeline.schema import AugmentConfig
+
+
+def frame(n_subjects=40, seed=0):
+    """Imbalanced (2:1) subjects with 1-4 images each, two subjects sharing a duplicate."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        label = "all" if s % 3 else "hem"
+        for i in range(rng.integers(1, 5)):
+            rows.append({"id": f"s{s}_{i}", "label": label, "group": f"subject:{s}"})
+    data = pd.DataFrame(rows)
+    data.loc[data["group"].isin(["subject:1", "subject:2"]), "group"] = "dup:1"
+    return data
+
+
+def test_no_group_spans_train_val_and_test_in_any_fold():
+    data = frame()
+    for fold in make_folds(data, folds=5, repeats=2, seed=0, val_fraction=0.11):
+        spans = data.assign(split=fold.split).groupby("group")["split"].nunique()
+        assert (spans == 1).all()
+        assert set(fold.split) == {"train", "val", "test"}
+
+
+def test_each_repeat_tests_every_image_exactly_once():
+    data = frame()
+    folds = make_folds(data, folds=4, repeats=3, seed=1, val_fraction=0.2)
+    assert len(folds) == 12
+    for repeat in range(3):
+        tested = np.concatenate([f.split == "test" for f in folds if f.repeat == repeat])
+        counts = np.stack([f.split == "test" for f in folds if f.repeat == repeat]).sum(axis=0)
+        assert tested.sum() == len(data) and (counts == 1).all()
+
+
+def test_test_and_validation_parts_are_stratified():
+    data = frame(n_subjects=150)
+    overall = (data["label"] == "all").mean()
+    for fold in make_folds(data, folds=5, repeats=1, seed=2, val_fraction=0.11):
+        for part in ("test", "val"):
+            share = (data.loc[fold.split == part, "label"] == "all").mean()
+            assert share == pytest.approx(overall, abs=0.12)
+        assert (fold.split == "val").mean() == pytest.approx(0.8 * 0.11, abs=0.04)
+
+
+def test_same_seed_same_folds_other_seed_other_folds():
+    data = frame()
+    a = make_folds(data, folds=5, repeats=2, seed=3, val_fraction=0.11)
+    b = make_folds(data, folds=5, repeats=2, seed=3, val_fraction=0.11)
+    c = make_folds(data, folds=5, repeats=2, seed=4, val_fraction=0.11)
+    assert all((x.split == y.split).all() for x, y in zip(a, b, strict=True))
+    assert any((x.split != y.split).any() for x, y in zip(a, c, strict=True))
+
+
+def test_repeats_reshuffle_the_folds():
+    folds = make_folds(frame(), folds=3, repeats=2, seed=0, val_fraction=0.2)
+    assert any((x.split != y.split).any() for x, y in zip(folds[:3], folds[3:], strict=True))
+
+
+@pytest.mark.parametrize("folds,repeats", [(1, 1), (-1, 1), (5, 0), (500, 1)])
+def test_bad_fold_settings_fail_naming_the_key(folds, repeats):
+    with pytest.raises(ConfigError, match="cv.folds"):
+        make_folds(frame(), folds=folds, repeats=repeats, seed=0, val_fraction=0.1)
+
+
+def test_fold_folder_augments_the_training_part_only(tmp_path):
+    rng = np.random.default_rng(0)
+    data = frame(n_subjects=20)
+    paths = []
+    for image_id in data["id"]:
+        path = tmp_path / "src" / f"{image_id}.png"
+        write_image(path, rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+        paths.append(str(path))
+    data["path"] = paths
+    fold = make_folds(data, folds=4, repeats=1, seed=0, val_fraction=0.2)[0]
+    augment = OmegaConf.structured(AugmentConfig(multiplier=2.0, splits=["train", "val", "test"]))
+    out = write_fold_dataset(data, fold, tmp_path / "fold", augment, seed=0)
+    written = {
+        split: sorted(p.stem for p in (out / split).rglob("*.png")) for split in ("train", "val")
+    }
+    assert not (out / "test").exists()
+    ids = data["id"].to_numpy()
+    assert written["val"] == sorted(ids[fold.split == "val"])  # originals only
+    train_ids = set(ids[fold.split == "train"])
+    assert len(written["train"]) == 2 * len(train_ids)
+    assert {name.split("__")[0] for name in written["train"]} == train_ids
+    for split in ("train", "val"):
+        for label in ("all", "hem"):
+            for path in (out / split / label).glob("*.png"):
+                assert data.set_index("id").at[path.stem.split("__")[0], "label"] == label
+
+
+def test_summary_pools_repeats_per_image_and_summarises_folds():
+    predictions = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"] * 2,
+            "label": ["all", "all", "hem", "hem"] * 2,
+            "repeat": [0] * 4 + [1] * 4,
+            "fold": [0, 1, 0, 1] * 2,
+            "p_all": [0.9, 0.4, 0.2, 0.6, 0.7, 0.8, 0.1, 0.3],
+        }
+    )
+    per_fold = [{"accuracy": 1.0, "n": 2}, {"accuracy": 0.5, "n": 2}]
+    summary = summarise_cv(predictions, per_fold, folds=2, repeats=2, n_boot=50, seed=0)
+    # pooled P(ALL): a .8, b .6, c .15, d .45 -> all correct
+    assert summary["n"] == 4 and summary["accuracy"] == 1.0
+    assert summary["accuracy_mean"] == summarise_folds(per_fold)["accuracy_mean"]
+    assert summary["enabled"] and summary["folds"] == 2 and summary["repeats"] == 2
+
+
+def test_unknown_cross_target_names_the_known_datasets():
+    with pytest.raises(ConfigError, match="synthetic_cnmc"):
+        target_dataset("no_such_dataset")
+
+
+def test_cross_target_root_can_be_overridden():
+    assert target_dataset("all_idb2", {"all_idb2": "/x/y"}).root == "/x/y"
+    assert target_dataset("synthetic_cnmc").segment is False

@@ -1,0 +1,146 @@
+"""Stages cv, cross_eval and probe on tiny workspaces (tests/workspace.py)."""
+
+import json
+import logging
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipeline import paths
+from pipeline.evaluate.crossval import target_predictor
+from tests.workspace import MODELS, make_workspace, run_stage
+
+
+@pytest.fixture(scope="module")
+def cropped_workspace(tmp_path_factory):
+    """generate_demo -> crop on the tiny smear demo, with 3-fold CV on; no model trained."""
+    root = make_workspace(
+        tmp_path_factory.mktemp("cv_workspace"), ["cv.folds=3", "tracking.register_best=false"]
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALL_DETECT_JOBS", "1")
+        for name in ("generate_demo", "ingest", "segment", "crop"):
+            assert run_stage(root, name) == 0, name
+    return root
+
+
+def test_cv_off_writes_the_disabled_marker_without_reading_data(tmp_path):
+    root = make_workspace(tmp_path)  # no data at all: the stage must not need any
+    assert run_stage(root, "cv", "svm_hog") == 0
+    assert json.loads((root / paths.cv_metrics("synthetic", "svm_hog")).read_text()) == {
+        "enabled": False
+    }
+    assert pd.read_csv(root / paths.cv_predictions("synthetic", "svm_hog")).empty
+
+
+def test_cv_is_deterministic_grouped_and_tracked_as_nested_runs(
+    cropped_workspace, tmp_path, monkeypatch
+):
+    root = cropped_workspace
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    written = (
+        paths.cv_metrics("synthetic", "svm_hog"),
+        paths.cv_predictions("synthetic", "svm_hog"),
+    )
+    outputs = []
+    for _ in range(2):
+        assert run_stage(root, "cv", "svm_hog") == 0
+        outputs.append([(root / path).read_text() for path in written])
+    assert outputs[0] == outputs[1]  # same seed: same folds, same model, same metrics
+    summary = json.loads(outputs[0][0])
+    assert summary["enabled"] and summary["folds"] == 3 and summary["n_folds"] == 3
+    assert summary["accuracy_ci_low"] <= summary["accuracy"] <= summary["accuracy_ci_high"]
+    assert summary["accuracy_std"] is not None
+    predictions = pd.read_csv(root / paths.cv_predictions("synthetic", "svm_hog"))
+    cropped = pd.read_csv(root / paths.cropped("synthetic") / "manifest.csv")
+    assert sorted(predictions["id"]) == sorted(cropped["id"])  # every image tested once
+    assert (predictions.groupby("group")["fold"].nunique() == 1).all()
+    assert summary["n"] == len(cropped)
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["all-detect/synthetic"])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 2 and set(runs["status"]) == {"FINISHED"}
+    children = runs[runs["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
+    assert len(children) == 3 and children["metrics.test_accuracy"].notna().all()
+    assert parents["metrics.test_accuracy_mean"].notna().all()
+    assert set(runs["tags.dvc_stage"]) == {"cv@svm_hog"}
+
+
+def test_probe_audits_the_segmented_dataset_and_the_report_shows_it(cropped_workspace):
+    root = cropped_workspace
+    assert run_stage(root, "probe") == 0
+    result = json.loads((root / paths.shortcut("synthetic")).read_text())
+    assert result["applicable"] and result["n"] == 32
+    for probe in ("background", "cell", "model_input", "model_input_background"):
+        assert 0 <= result[f"{probe}_roc_auc"] <= 1
+    assert run_stage(root, "report") == 0
+    report = (root / "reports" / "table2.md").read_text()
+    assert "## Shortcut audit (background vs cell)" in report
+
+
+def test_probe_is_not_applicable_without_segmentation(tmp_path):
+    root = make_workspace(tmp_path, ["dataset=synthetic_cnmc"])
+    assert run_stage(root, "probe") == 0
+    assert json.loads((root / paths.shortcut("synthetic_cnmc")).read_text()) == {
+        "applicable": False
+    }
+
+
+@pytest.fixture
+def trained_view(demo_workspace, tmp_path):
+    """A fresh folder seeing the demo workspace's data and models (read-only) through links."""
+
+    def make(*overrides):
+        root = make_workspace(tmp_path / "view", ["tracking.register_best=false", *overrides])
+        for name in ("artifacts", "models"):
+            if not (root / name).exists():
+                (root / name).symlink_to(demo_workspace / name)
+        return root
+
+    return make
+
+
+def test_cross_eval_tests_every_model_on_the_other_dataset(trained_view):
+    root = trained_view()
+    assert run_stage(root, "cross_eval") == 0
+    out = root / paths.cross_dir("synthetic") / "synthetic_cnmc"
+    target = pd.read_csv(out / "predictions.csv")
+    assert len(target) == 32 and set(target["label"]) == {"all", "hem"}
+    for model in MODELS:
+        metrics = json.loads((out / f"{model}.json").read_text())
+        assert metrics["n"] == len(target) and 0 <= metrics["accuracy"] <= 1
+    assert run_stage(root, "report") == 0
+    report = (root / "reports" / "table2.md").read_text()
+    assert "## Cross-dataset (train → test)" in report and "synthetic_cnmc" in report
+
+
+def test_the_target_decides_segmentation_the_model_decides_how(demo_workspace):
+    model_dir = demo_workspace / paths.model_dir("synthetic", "svm_hog")
+    key_plain, plain = target_predictor(model_dir, target_segment=False)
+    key_seg, seg = target_predictor(model_dir, target_segment=True)
+    assert not plain.segment and seg.segment and key_plain != key_seg
+    assert seg.crop_cfg.size == plain.crop_cfg.size == 32
+
+
+def test_a_missing_target_root_fails_naming_target_and_root(trained_view, tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    root = trained_view("cross.targets=[all_idb2]", f"+cross.roots.all_idb2={missing}")
+    assert run_stage(root, "cross_eval", "svm_hog") == 1
+    err = capsys.readouterr().err
+    assert "'all_idb2'" in err and str(missing) in err
+
+
+def test_a_missing_target_root_is_skipped_when_asked(trained_view, tmp_path, caplog):
+    missing = tmp_path / "nowhere"
+    root = trained_view(
+        "cross.targets=[all_idb2, synthetic_cnmc]",
+        f"+cross.roots.all_idb2={missing}",
+        "cross.on_missing=skip",
+    )
+    with caplog.at_level(logging.WARNING):
+        assert run_stage(root, "cross_eval", "svm_hog") == 0
+    assert "skipped" in caplog.text and str(missing) in caplog.text
+    cross = root / paths.cross_dir("synthetic")
+    assert sorted(p.name for p in cross.iterdir()) == ["synthetic_cnmc"]

@@ -1,0 +1,145 @@
+"""The fault matrix: every expected failure ends a stage with exit code 1 and one clear line
+naming the file, key or store, and leaves every earlier output byte-identical."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from pipeline import manifest, paths
+from pipeline.io import file_sha256
+from tests.workspace import copy_workspace, run_stage
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = paths.dataset_dir("synthetic")
+
+
+@pytest.fixture
+def workspace(demo_workspace, tmp_path, monkeypatch) -> Path:
+    """A writable copy of the demo workspace's data and models; stages run in-process."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")  # workers in-process, so monkeypatches apply
+    return copy_workspace(demo_workspace, tmp_path / "ws", parts=("artifacts", "models"))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under artifacts/ and models/ (the outputs a failure must not touch)."""
+    return {
+        str(p.relative_to(root)): file_sha256(p)
+        for part in ("artifacts", "models")
+        for p in sorted((root / part).rglob("*"))
+        if p.is_file()
+    }
+
+
+def temp_leftovers(root: Path) -> list[Path]:
+    return sorted(root.rglob(".*.tmp"))
+
+
+def fails_cleanly(root: Path, capsys, stage: str, *args: str) -> str:
+    """Run a stage that must fail; return its one-line error after checking nothing changed."""
+    before = snapshot(root)
+    assert run_stage(root, stage, *args) == 1
+    err = capsys.readouterr().err
+    assert f"error in stage {stage}:" in err and "Traceback" not in err
+    assert snapshot(root) == before
+    assert temp_leftovers(root) == []
+    return err
+
+
+def test_missing_dataset_root(workspace, capsys):
+    err = fails_cleanly(workspace, capsys, "ingest", "dataset.root=no/such/folder")
+    assert "no/such/folder: dataset root does not exist" in err
+
+
+def test_corrupt_image_is_listed_then_quarantined_with_skip(workspace, capsys):
+    images = sorted((workspace / "artifacts" / "demo" / "smear").glob("*.png"))
+    bad = images[len(images) // 2]
+    bad.write_bytes(os.urandom(bad.stat().st_size))
+    err = fails_cleanly(workspace, capsys, "ingest")
+    assert bad.name in err and "bad files (1)" in err
+
+    assert run_stage(workspace, "ingest", "dataset.on_bad_file=skip") == 0
+    quarantined = (workspace / DATA / "quarantine.txt").read_text().splitlines()
+    assert len(quarantined) == 1 and bad.name in quarantined[0]
+    ids = manifest.read(workspace / paths.manifest("synthetic"))["id"]
+    assert len(ids) == len(images) - 1 and bad.stem not in set(ids)
+
+
+@pytest.mark.parametrize("stage", ["crop", "augment"])
+def test_disk_full_while_writing_images_keeps_the_previous_output(
+    workspace, capsys, monkeypatch, stage
+):
+    calls = []
+
+    def full_disk(path, image):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, image)
+
+    module = importlib.import_module(f"pipeline.stages.{stage}")
+    real_write = module.write_image
+    monkeypatch.setattr(module, "write_image", full_disk)
+    err = fails_cleanly(workspace, capsys, stage)
+    assert "No space left on device" in err and str(calls[-1]) in err
+
+
+def test_unreachable_tracking_server_fails_before_training(workspace, capsys, monkeypatch):
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    started = time.monotonic()
+    try:
+        err = fails_cleanly(workspace, capsys, "train", "resnet50")
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert time.monotonic() - started < 30
+    assert "http://127.0.0.1:9" in err and "not reachable" in err
+
+
+def _edit_params(root: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    node = params
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.parametrize(
+    ("stage", "args", "section", "key", "value", "named"),
+    [
+        ("train", ["resnet50"], "models.resnet50", "lr", -0.001, "models.resnet50.lr"),
+        ("split", [], "split", "train", 0.5, "split: train + val + test must sum to 1"),
+    ],
+)
+def test_invalid_config_value_names_the_key(
+    workspace, capsys, stage, args, section, key, value, named
+):
+    """Both ways a value reaches a stage: an ad-hoc override, and params.yaml (DVC's way)."""
+    err = fails_cleanly(workspace, capsys, stage, *args, f"{section}.{key}={value}")
+    assert named in err
+    _edit_params(workspace, section, key, value)
+    assert named in fails_cleanly(workspace, capsys, stage, *args)
+
+
+def test_unknown_model_on_the_command_line(workspace):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.train", "nosuchmodel"],
+        cwd=workspace,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "error in stage train: unknown model 'nosuchmodel'" in result.stderr
+    assert "Traceback" not in result.stderr

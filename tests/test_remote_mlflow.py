@@ -1,0 +1,84 @@
+"""The pipeline against a remote MLflow tracking server (`mlflow server`, proxied artifacts), as
+a team would share one: params, test metrics and the model all land on the server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import paths, tracking
+from pipeline.io import read_image
+from tests.test_mlflow_ui import _free_port, _stop, _wait_healthy
+from tests.workspace import PREP_STAGES, make_workspace, run_stage
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """A fresh `mlflow server` (SQLite backend, served artifacts) on a free port; always stopped."""
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    command = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"),
+        *("--artifacts-destination", str(tmp_path / "server_artifacts")),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log_path)
+        yield url
+    finally:
+        _stop(process)
+
+
+def test_train_and_evaluate_log_params_metrics_and_model_to_the_server(
+    server, tmp_path, monkeypatch
+):
+    root = make_workspace(tmp_path / "ws")
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    previous_uri = mlflow.get_tracking_uri()
+    try:
+        for name in PREP_STAGES:
+            assert run_stage(root, name) == 0, name
+        assert run_stage(root, "train", "svm_hog") == 0
+        assert run_stage(root, "evaluate", "svm_hog") == 0
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+    client = mlflow.MlflowClient(server)
+    experiment = client.get_experiment_by_name("all-detect/synthetic")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # served, not local
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model"] == "svm_hog" and run.data.tags["dataset_hash"]
+    assert run.data.params["models.svm_hog.C"] == "1.0"
+    assert run.data.params["crop.size"] == "32"
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert {"test_f1", "test_roc_auc"} <= set(run.data.metrics)
+    assert "predictions.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # The model (an MLflow 3 logged model of the run) downloads from the server and is the one
+    # evaluate scored: same probabilities on the test images.
+    model_uri = run.data.tags[tracking.MODEL_URI_TAG]
+    (logged,) = client.search_logged_models([experiment.experiment_id])
+    assert logged.source_run_id == run.info.run_id and model_uri.endswith(logged.model_id)
+    predictions = pd.read_csv(root / paths.plots("synthetic", "svm_hog") / "predictions.csv")
+    served = mlflow.pyfunc.load_model(model_uri)
+    with monkeypatch.context() as patch:
+        patch.chdir(root)
+        images = np.stack([read_image(p) for p in predictions["path"]])
+    np.testing.assert_allclose(served.predict(images), predictions["p_all"], rtol=1e-6)
