@@ -12,13 +12,14 @@ Our own tracking receives the per-epoch metrics through `ctx.on_epoch`.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import cv2
 import numpy as np
@@ -32,6 +33,7 @@ from pipeline.models.weights import yolo_weights
 from pipeline.train.data import check_images
 from pipeline.train.device import resolve_device
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "best.pt"
@@ -58,6 +60,21 @@ def _history_from_csv(results_csv: Path) -> list[dict[str, float]]:
     with results_csv.open() as handle:
         rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     return [_row(int(r["epoch"]), r) for r in rows]
+
+
+def _keeps_torch_threads(method: Callable[..., T]) -> Callable[..., T]:
+    """Ultralytics sets torch's process-wide CPU thread count (to cores - 1) whenever it selects
+    a device; restore it, so whatever runs next in this process computes as it would alone."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        threads = torch.get_num_threads()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
 
 
 def _row(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
@@ -116,16 +133,8 @@ class YoloClassifier(Classifier):
         self.model: Any = None
         self.device = "cpu"
 
+    @_keeps_torch_threads
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        # Ultralytics sets torch's process-wide CPU thread count (to cores - 1) when it
-        # selects a device; put it back so later work in this process is unaffected.
-        threads = torch.get_num_threads()
-        try:
-            return self._fit(ctx)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         ultralytics = _ultralytics()
         self.image_size = ctx.image_size
         device = resolve_device(ctx.device)
@@ -209,6 +218,7 @@ class YoloClassifier(Classifier):
         checkpoint = torch.load(last, map_location="cpu", weights_only=False)
         return checkpoint.get("optimizer") is not None
 
+    @_keeps_torch_threads
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         if self.model is None:
             raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained or loaded")
