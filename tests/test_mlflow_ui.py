@@ -11,13 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +20,7 @@ import pytest
 
 from pipeline import tracking
 from pipeline.evaluate.metrics import compute_metrics
+from tests.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +41,6 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SERVER_START_S = 60
 UI_TIMEOUT_MS = 30_000
 # The UI prints metrics at full or rounded precision depending on the version: compare loosely.
 DISPLAY_TOLERANCE = 5e-4
@@ -91,64 +84,11 @@ def store(cfg, tmp_path, monkeypatch) -> Path:
     return db
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_ui(store: Path, tmp_path: Path) -> Iterator[str]:
-    """An `mlflow server` on the store at 127.0.0.1:<free port>; its base URL. Always stopped."""
-    port = _free_port()
-    log_path = tmp_path / "mlflow_server.log"
-    command = [
-        *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", f"sqlite:///{store}"),
-        *("--artifacts-destination", str(tmp_path / "served_artifacts")),
-        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-    ]
-    with log_path.open("wb") as log:
-        # Own process group: the server starts worker processes, which must die with it.
-        server = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, server, log_path)
+    """An `mlflow server` on the store; its base URL."""
+    with mlflow_server(store, tmp_path) as url:
         yield url
-    finally:
-        _stop(server)
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited ({server.returncode}):\n{_tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {SERVER_START_S}s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop(server: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _latest_runs(uri: str, experiment: str) -> dict[str, mlflow.entities.Run]:

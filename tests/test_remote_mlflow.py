@@ -3,8 +3,6 @@ a team would share one: params, test metrics and the model all land on the serve
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from pipeline import paths, tracking
 from pipeline.io import read_image
-from tests.test_mlflow_ui import _free_port, _stop, _wait_healthy
+from tests.mlflow_server import mlflow_server
 from tests.workspace import PREP_STAGES, make_workspace, run_stage
 
 pytestmark = pytest.mark.integration
@@ -23,25 +21,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """A fresh `mlflow server` (SQLite backend, served artifacts) on a free port; always stopped."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    command = [
-        *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"),
-        *("--artifacts-destination", str(tmp_path / "server_artifacts")),
-        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process, log_path)
+    """A fresh `mlflow server` with its own empty store."""
+    with mlflow_server(tmp_path / "server.db", tmp_path) as url:
         yield url
-    finally:
-        _stop(process)
 
 
 def test_train_and_evaluate_log_params_metrics_and_model_to_the_server(
