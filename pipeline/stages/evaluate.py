@@ -57,7 +57,9 @@ def run(cfg, model_name: str) -> None:
     plot_dir = paths.plots(dataset, model_name)
     with atomic_path(plot_dir) as staged:
         written = write_plot_data(staged, y_true, p_all, history)
-        test.assign(p_all=p_all).to_csv(staged / "predictions.csv", index=False)
+        # no `source`: absolute paths would make this committed file differ between clones
+        columns = ["id", "path", "label", "group", "split", "augmented_from"]
+        test[columns].assign(p_all=p_all).to_csv(staged / "predictions.csv", index=False)
     atomic_write_json(paths.metrics(dataset, model_name), metrics)
     run_id = json.loads((model_dir / "mlflow_run.json").read_text())["run_id"]
     with tracking.start_run(
