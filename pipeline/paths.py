@@ -74,3 +74,8 @@ def cross_dir(dataset: str) -> Path:
 
 def shortcut(dataset: str) -> Path:
     return metrics(dataset, "shortcut")
+
+
+def tuning(dataset: str, model: str) -> Path:
+    """Hyperparameter search table (one row per candidate); `.json` beside it: the winner."""
+    return REPORTS / "tuning" / dataset / f"{model}.csv"

@@ -155,6 +155,12 @@ class ProbeConfig:
 
 
 @dataclass
+class TuneConfig:
+    # model name -> {params key: [values]}: the grid `python -m pipeline.stages.tune` searches
+    grids: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     seed: int = 42
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -170,5 +176,6 @@ class Config:
     cv: CvConfig = field(default_factory=CvConfig)
     cross: CrossConfig = field(default_factory=CrossConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     # Model sections differ per model kind; each model class validates its own keys.
     models: dict[str, Any] = field(default_factory=dict)

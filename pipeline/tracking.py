@@ -338,6 +338,15 @@ def log_test_metrics(metrics: Mapping[str, float | int | None]) -> None:
     mlflow.log_metrics(_numeric(metrics, TEST_PREFIX))
 
 
+def log_cv_summary(summary: Mapping[str, Any]) -> None:
+    """A CV summary: validation-part scores as `val_*` (what tuning selects on), the rest as
+    test metrics (`test_accuracy_mean`, ...)."""
+    _active_run_id()
+    numeric = {k: v for k, v in summary.items() if not isinstance(v, bool)}
+    mlflow.log_metrics(_numeric({k: v for k, v in numeric.items() if k.startswith("val_")}))
+    log_test_metrics({k: v for k, v in numeric.items() if not k.startswith("val_")})
+
+
 def log_artifacts(paths: Iterable[Path | str], artifact_path: str | None = None) -> None:
     """Files go in `artifact_path`, folders in `artifact_path/<folder name>`."""
     _active_run_id()

@@ -129,8 +129,9 @@ def fit_predict_fold(
     cfg: DictConfig,
     work_dir: Path,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> np.ndarray:
-    """Train a fresh model on the fold's train/val part; return P(ALL) of its test rows.
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Train a fresh model on the fold's train/val part; return P(ALL) of its test rows and
+    the training history.
 
     `cfg` supplies `augment`, `train`, `crop.size` and `seed` exactly as the train stage uses
     them; `work_dir` (emptied by the caller) receives the fold's images and checkpoints.
@@ -145,9 +146,104 @@ def fit_predict_fold(
         on_epoch=on_epoch,
         **OmegaConf.to_container(cfg.train),
     )
-    classifier.fit(ctx)
+    history = classifier.fit(ctx)
     test = frame.reset_index(drop=True)[fold.split == "test"]
-    return classifier.predict_proba([read_image(p) for p in test["path"]])
+    return classifier.predict_proba([read_image(p) for p in test["path"]]), history
+
+
+def selected_epoch(history: Sequence[Mapping[str, float]], monitor: str) -> Mapping[str, float]:
+    """The history row of the kept checkpoint: the best `monitor`, the first one on ties, as the
+    training loop chooses (`val_loss` is minimised, anything else maximised)."""
+    if not history:
+        raise ValueError("empty training history: the model reported no epoch")
+    if monitor not in history[0]:
+        monitor = "val_accuracy"  # a model that cannot honour the monitor selects on accuracy
+    sign = -1.0 if monitor == "val_loss" else 1.0
+    return max(history, key=lambda row: sign * row[monitor])
+
+
+def summarise_selection(selected: Sequence[Mapping[str, float]]) -> dict[str, Number]:
+    """Mean/std over folds of the kept checkpoints' validation scores (`val_<m>_mean/_std`).
+
+    These come from each fold's inner validation part only, never its test fold, so they are
+    what hyperparameter selection may look at (`pipeline.stages.tune`).
+    """
+    out: dict[str, Number] = {}
+    for name in ("val_accuracy", "val_loss"):
+        values = np.array([row[name] for row in selected if row.get(name) is not None], float)
+        out[f"{name}_mean"] = float(values.mean()) if len(values) else None
+        out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return out
+
+
+def cross_validate(
+    frame: pd.DataFrame,
+    cfg: DictConfig,
+    model_name: str,
+    run_name: str,
+    parent_run_id: str | None = None,
+) -> tuple[dict[str, Number | bool], pd.DataFrame]:
+    """k-fold CV of one model as configured in `cfg` (cv, split, augment, train, crop, seed).
+
+    MLflow: one run (`run_name`, nested under `parent_run_id` if given) holding the summary
+    and the out-of-fold predictions, with one child run per fold. Returns the summary and the
+    predictions (one row per test image per repeat).
+    """
+    import tempfile
+
+    from pipeline import tracking
+
+    dataset = cfg.dataset.name
+    config = OmegaConf.to_container(cfg.models[model_name], resolve=True)
+    val_fraction = cfg.split.val / (cfg.split.train + cfg.split.val)
+    folds = make_folds(frame, cfg.cv.folds, cfg.cv.repeats, cfg.seed, val_fraction)
+    bootstrap = {
+        "n_boot": cfg.evaluate.bootstrap_samples,
+        "confidence": cfg.evaluate.confidence,
+        "seed": cfg.seed,
+    }
+    parts, per_fold, selected = [], [], []
+    stage = f"cv@{model_name}"
+    run_args = {"dataset": dataset, "model": model_name, "stage": stage}
+    with tracking.start_run(
+        cfg, run_name=run_name, nested=parent_run_id is not None, parent_run_id=parent_run_id,
+        **run_args,
+    ) as parent:  # fmt: skip
+        for fold in folds:
+            with (
+                tracking.start_run(
+                    cfg,
+                    run_name=f"{run_name} {fold.name}",
+                    nested=True,
+                    parent_run_id=parent.info.run_id,
+                    **run_args,
+                ),  # fmt: skip
+                tempfile.TemporaryDirectory(prefix=f"cv-{model_name}-") as work,
+            ):
+                p_all, history = fit_predict_fold(
+                    frame,
+                    fold,
+                    config,
+                    cfg,
+                    Path(work),
+                    on_epoch=lambda epoch, metrics: tracking.log_epoch(metrics, step=epoch),
+                )
+                part = fold_predictions(frame, fold, p_all)
+                metrics = compute_metrics(y_true(part["label"]), p_all, **bootstrap)
+                tracking.log_test_metrics(metrics)
+            parts.append(part)
+            per_fold.append(metrics)
+            selected.append(selected_epoch(history, cfg.train.monitor))
+        predictions = pd.concat(parts, ignore_index=True)
+        summary = summarise_cv(
+            predictions, per_fold, cfg.cv.folds, cfg.cv.repeats, selected, **bootstrap
+        )
+        tracking.log_cv_summary(summary)
+        with tempfile.TemporaryDirectory() as scratch:
+            table = Path(scratch) / f"{model_name}.csv"
+            predictions.to_csv(table, index=False)
+            tracking.log_artifacts([table], artifact_path="cv")
+    return summary, predictions
 
 
 def fold_predictions(frame: pd.DataFrame, fold: Fold, p_all: np.ndarray) -> pd.DataFrame:
@@ -164,9 +260,11 @@ def summarise_cv(
     per_fold: Sequence[Mapping[str, Number]],
     folds: int,
     repeats: int,
+    selected: Sequence[Mapping[str, float]] = (),
     **bootstrap: Any,
 ) -> dict[str, Number | bool]:
-    """Flat CV metrics: `<m>_mean`/`<m>_std` over `per_fold` metrics, pooled `<m>` with its CI.
+    """Flat CV metrics: `<m>_mean`/`<m>_std` over `per_fold` metrics, pooled `<m>` with its CI,
+    and `val_<m>_mean/_std` of the kept checkpoints (`selected`, one history row per fold).
 
     Pooled: each image's out-of-fold P(ALL), averaged over repeats, so every image counts once
     in the bootstrap (repeats are not independent test images). `bootstrap` goes to
@@ -180,6 +278,7 @@ def summarise_cv(
         "folds": folds,
         "repeats": repeats,
         **summarise_folds(per_fold),
+        **(summarise_selection(selected) if selected else {}),
         **compute_metrics(y_true(pooled["label"]), pooled["p_all"], **bootstrap),
     }
 

@@ -65,7 +65,43 @@ def test_cv_is_deterministic_grouped_and_tracked_as_nested_runs(
     children = runs[runs["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
     assert len(children) == 3 and children["metrics.test_accuracy"].notna().all()
     assert parents["metrics.test_accuracy_mean"].notna().all()
+    assert parents["metrics.val_accuracy_mean"].notna().all()  # what tuning selects on
+    assert 0 <= summary["val_accuracy_mean"] <= 1
     assert set(runs["tags.dvc_stage"]) == {"cv@svm_hog"}
+
+
+def test_tune_ranks_candidates_on_validation_folds_and_nests_their_runs(
+    cropped_workspace, tmp_path, monkeypatch
+):
+    root = cropped_workspace
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    grid = '{"models.svm_hog.C": [0.01, 1.0], "models.svm_hog.hog.color": [gray]}'
+    assert run_stage(root, "tune", "svm_hog", f"tune.grids.svm_hog={grid}") == 0
+    table = pd.read_csv(root / paths.tuning("synthetic", "svm_hog"))
+    assert table["models.svm_hog.C"].tolist() == [0.01, 1.0]
+    assert table["selected"].sum() == 1 and table["val_accuracy_mean"].between(0, 1).all()
+    winner_file = (root / paths.tuning("synthetic", "svm_hog")).with_suffix(".json")
+    winner = json.loads(winner_file.read_text())
+    best = table[table["selected"]].iloc[0]
+    assert winner["overrides"]["models.svm_hog.C"] == best["models.svm_hog.C"]
+    assert winner["metrics"]["val_accuracy_mean"] == pytest.approx(best["val_accuracy_mean"])
+    assert best["val_accuracy_mean"] == table["val_accuracy_mean"].max()
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["all-detect/synthetic"])
+    top = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(top) == 1 and top["tags.dvc_stage"].iloc[0] == "tune@svm_hog"
+    candidates = runs[runs["tags.mlflow.parentRunId"] == top["run_id"].iloc[0]]
+    assert len(candidates) == 2 and candidates["metrics.val_accuracy_mean"].notna().all()
+    folds = runs[runs["tags.mlflow.parentRunId"].isin(candidates["run_id"])]
+    assert len(folds) == 6 and set(runs["status"]) == {"FINISHED"}
+    assert set(candidates["params.models.svm_hog.C"].astype(float)) == {0.01, 1.0}
+
+
+def test_tune_refuses_upstream_keys_before_training(cropped_workspace, capsys):
+    grid = '{"crop.size": [64, 96]}'
+    assert run_stage(cropped_workspace, "tune", "svm_hog", f"tune.grids.svm_hog={grid}") == 1
+    assert "crop.size" in capsys.readouterr().err
 
 
 def test_probe_audits_the_segmented_dataset_and_the_report_shows_it(cropped_workspace):

@@ -1,0 +1,80 @@
+"""Hyperparameter search by k-fold CV, selecting on validation parts only.
+
+Every candidate (one combination of a grid) runs the same folds as stage `cv`; inside each
+fold the checkpoint is chosen on the fold's inner validation part, and the candidates are
+ranked by those validation scores (`val_accuracy_mean`, ties broken by the lower
+`val_loss_mean`). The test folds' metrics are recorded beside them for the report but never
+rank anything, so the chosen setting's CV accuracy is not a best-of-many-on-test figure.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import ConfigError, validate
+
+# Candidates may only change what acts inside a fold. Segmentation, crop and dataset are
+# upstream stages: vary those with `dvc exp run -S ...` instead.
+TUNABLE_PREFIXES = ("augment.", "train.")
+SELECTION = ("val_accuracy_mean", "val_loss_mean")
+KEPT_METRICS = (
+    "val_accuracy_mean",
+    "val_accuracy_std",
+    "val_loss_mean",
+    "accuracy_mean",
+    "accuracy_std",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "roc_auc",
+)
+
+
+def expand_grid(grid: Mapping[str, Any], model_name: str) -> list[dict[str, Any]]:
+    """Every combination of `{params key: [values]}`, in the grid's order (first key slowest).
+
+    Keys are full params.yaml keys: `models.<model_name>.*`, `augment.*` or `train.*`.
+    """
+    if not grid:
+        raise ConfigError(f"tune.grids.{model_name}: empty or missing; nothing to search")
+    allowed = (f"models.{model_name}.", *TUNABLE_PREFIXES)
+    for key, values in grid.items():
+        if not key.startswith(allowed):
+            raise ConfigError(
+                f"tune.grids.{model_name}: key {key!r} cannot be tuned inside a fold; allowed "
+                f"prefixes: {list(allowed)} (vary upstream stages with dvc exp run -S)"
+            )
+        if not isinstance(values, list | tuple) or not values:
+            raise ConfigError(f"tune.grids.{model_name}.{key}: expected a non-empty list")
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def apply_candidate(cfg: DictConfig, candidate: Mapping[str, Any]) -> DictConfig:
+    """A validated copy of `cfg` with the candidate's values; an unknown key is an error."""
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in candidate.items():
+        if OmegaConf.select(out, key, default=KeyError) is KeyError:
+            raise ConfigError(f"tune: {key!r} is not a config key (see params.yaml)")
+        OmegaConf.update(out, key, value, merge=False)
+    return validate(out)
+
+
+def candidate_row(candidate: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {**candidate, **{name: summary.get(name) for name in KEPT_METRICS}}
+
+
+def select(table: pd.DataFrame) -> int:
+    """Row position of the winner: best validation accuracy, then lowest validation loss,
+    then the earliest candidate. Never looks at test-fold columns."""
+    if table.empty:
+        raise ValueError("no candidates to select from")
+    accuracy = table["val_accuracy_mean"].astype(float).fillna(-1.0)
+    loss = table["val_loss_mean"].astype(float).fillna(float("inf"))
+    order = sorted(range(len(table)), key=lambda i: (-accuracy.iloc[i], loss.iloc[i], i))
+    return order[0]

@@ -1,0 +1,83 @@
+"""`python -m pipeline.stages.tune <model> [key=value ...]`: grid search by k-fold CV.
+
+Runs every candidate of `tune.grids.<model>` through the `cv` protocol (cv.folds, cv.repeats;
+5 when cv is off) on the cropped images, ranks them on the folds' validation parts only and
+writes `reports/tuning/<dataset>/<model>.csv` (all candidates) and `.json` (the winner, as the
+overrides to copy into `conf/experiment/`). MLflow: one `tune <model>` run, one child run per
+candidate, and the candidate's folds below it. Not a DVC stage: a search is an exploration,
+its outcome is recorded in `conf/experiment/` and reproduced by `dvc exp run`.
+"""
+
+import json
+import sys
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from pipeline import manifest, paths
+from pipeline.io import atomic_path, atomic_write_json
+from pipeline.stages.common import log, model_config, stage
+
+DEFAULT_FOLDS = 5
+
+
+@stage
+def run(cfg, model_name: str) -> None:
+    from pipeline import tracking
+    from pipeline.evaluate import crossval, tuning
+
+    model_config(cfg, model_name)
+    grid = OmegaConf.to_container(cfg.tune.grids, resolve=True).get(model_name)
+    candidates = tuning.expand_grid(grid or {}, model_name)
+    if cfg.cv.folds == 0:
+        cfg.cv.folds = DEFAULT_FOLDS
+    dataset = cfg.dataset.name
+    frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
+    configs = [tuning.apply_candidate(cfg, candidate) for candidate in candidates]
+    tracking.check_reachable(cfg)
+    rows = []
+    with tracking.start_run(
+        cfg, dataset=dataset, model=model_name, stage=f"tune@{model_name}",
+        run_name=f"tune {model_name}",
+    ) as parent:  # fmt: skip
+        for number, (candidate, candidate_cfg) in enumerate(zip(candidates, configs, strict=True)):
+            log.info("tune %s candidate %d/%d: %s", model_name, number + 1, len(configs), candidate)
+            summary, _ = crossval.cross_validate(
+                frame, candidate_cfg, model_name, f"tune {model_name} #{number}",
+                parent_run_id=parent.info.run_id,
+            )  # fmt: skip
+            rows.append(tuning.candidate_row(candidate, summary))
+        table = pd.DataFrame(rows)
+        best = tuning.select(table)
+        table.insert(0, "selected", [i == best for i in range(len(table))])
+        winner = {
+            "model": model_name,
+            "dataset": dataset,
+            "folds": cfg.cv.folds,
+            "repeats": cfg.cv.repeats,
+            "selected_by": list(tuning.SELECTION),
+            "overrides": candidates[best],
+            "metrics": {
+                k: None if pd.isna(v) else float(v)
+                for k, v in table.iloc[best][list(tuning.KEPT_METRICS)].items()
+            },
+        }
+        target = paths.tuning(dataset, model_name)
+        with atomic_path(target) as staged:
+            table.to_csv(staged, index=False)
+        atomic_write_json(target.with_suffix(".json"), winner)
+        tracking.log_cv_summary({k: v for k, v in winner["metrics"].items() if v is not None})
+        tracking.log_artifacts([target, target.with_suffix(".json")], artifact_path="tuning")
+    log.info(
+        "tune %s: selected %s (validation %.3f; its test folds %.3f)\n%s",
+        model_name,
+        json.dumps(candidates[best]),
+        table.iloc[best]["val_accuracy_mean"],
+        table.iloc[best]["accuracy_mean"],
+        table.to_string(index=False),
+    )
+
+
+main = run
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Grid expansion, candidate configs and validation-only selection."""
+
+import pandas as pd
+import pytest
+
+from pipeline.config import ConfigError, compose
+from pipeline.evaluate.tuning import apply_candidate, expand_grid, select
+
+
+def test_expand_grid_is_the_cartesian_product_in_grid_order():
+    grid = {"models.svm_hog.C": [0.1, 1.0], "augment.multiplier": [1.0, 2.0, 3.0]}
+    candidates = expand_grid(grid, "svm_hog")
+    assert len(candidates) == 6
+    assert candidates[0] == {"models.svm_hog.C": 0.1, "augment.multiplier": 1.0}
+    assert candidates[-1] == {"models.svm_hog.C": 1.0, "augment.multiplier": 3.0}
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({}, "nothing to search"),
+        ({"crop.size": [64, 96]}, "cannot be tuned inside a fold"),
+        ({"models.resnet50.lr": [0.1]}, "cannot be tuned inside a fold"),  # another model
+        ({"models.svm_hog.C": []}, "non-empty list"),
+        ({"models.svm_hog.C": 0.1}, "non-empty list"),
+    ],
+)
+def test_expand_grid_rejects_bad_grids_naming_the_key(grid, message):
+    with pytest.raises(ConfigError, match=message):
+        expand_grid(grid, "svm_hog")
+
+
+def test_apply_candidate_changes_a_copy_and_validates():
+    cfg = compose()
+    tuned = apply_candidate(cfg, {"models.svm_hog.hog.color": "rgb", "augment.multiplier": 2.0})
+    assert tuned.models.svm_hog.hog.color == "rgb" and tuned.augment.multiplier == 2.0
+    assert cfg.models.svm_hog.hog.color != "rgb" or cfg.augment.multiplier != 2.0
+    with pytest.raises(ConfigError, match="models.svm_hog.hog.colour"):
+        apply_candidate(cfg, {"models.svm_hog.hog.colour": "rgb"})
+    with pytest.raises(ConfigError, match="augment.multiplier"):
+        apply_candidate(cfg, {"augment.multiplier": 0.5})  # out of range
+
+
+def test_select_ranks_on_validation_only_and_breaks_ties_on_validation_loss():
+    table = pd.DataFrame(
+        {
+            "val_accuracy_mean": [0.80, 0.90, 0.90, 0.70],
+            "val_loss_mean": [0.30, 0.40, 0.35, 0.10],
+            "accuracy_mean": [0.99, 0.70, 0.75, 1.00],  # test folds: must not matter
+        }
+    )
+    assert select(table) == 2
+    assert select(table.drop(columns="accuracy_mean")) == 2
+    missing = table.assign(val_loss_mean=[None, None, None, None])
+    assert select(missing) == 1  # equal accuracy, no loss: the earlier candidate
+    with pytest.raises(ValueError):
+        select(table.iloc[:0])
