@@ -16,7 +16,6 @@ as recorded in its preprocessing card at training time.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, compose, conf_dir
 from pipeline.evaluate.metrics import Number, compute_metrics, summarise_folds
-from pipeline.io import read_image, write_image
-from pipeline.models.base import CLASSES, POSITIVE, TrainContext, build_model, load_model
-from pipeline.parallel import parallel_map
+from pipeline.io import read_image
+from pipeline.models.base import POSITIVE, TrainContext, build_model, load_model
 from pipeline.predict import PREPROCESS_CARD, Predictor
-from pipeline.preprocess.augment import apply_op, plan_augmentation
+from pipeline.preprocess.augment import augmented_table, materialise, plan_augmentation
 from pipeline.preprocess.split import check_split, grouped_folds
 from pipeline.report.table import MISSING, format_ci
 
@@ -83,13 +81,6 @@ def make_folds(
     return out
 
 
-def _place(task: dict[str, str]) -> None:
-    if task["op"]:
-        write_image(task["target"], apply_op(read_image(task["source"]), task["op"]))
-    else:
-        shutil.copyfile(task["source"], task["target"])
-
-
 def write_fold_dataset(
     frame: pd.DataFrame, fold: Fold, out_dir: Path, augment: Any, seed: int
 ) -> Path:
@@ -99,27 +90,13 @@ def write_fold_dataset(
     written, and augmenting the validation part would let near-copies pick the checkpoint.
     """
     frame = frame.reset_index(drop=True).assign(split=fold.split)
+    kept = frame[frame["split"] != "test"].reset_index(drop=True)
     train_only = OmegaConf.create(
         {"ops": list(augment.ops), "multiplier": augment.multiplier, "splits": ["train"]}
     )
-    plan = plan_augmentation(frame, train_only, seed)
-    # Absolute paths: joblib may reuse workers started in another working directory.
-    out_dir = Path(out_dir).absolute()
-    frame["path"] = [str(Path(p).absolute()) for p in frame["path"]]
-    kept = frame[frame["split"] != "test"]
-    tasks = [
-        {"source": p, "target": str(out_dir / s / c / f"{i}.png"), "op": ""}
-        for p, s, c, i in zip(kept["path"], kept["split"], kept["label"], kept["id"], strict=True)
-    ]
-    rows = frame.set_index("id")
-    for n, (source, op) in enumerate(zip(plan["source_id"], plan["op"], strict=True)):
-        target = out_dir / "train" / rows.at[source, "label"] / f"{source}__{op}{n}.png"
-        tasks.append({"source": rows.at[source, "path"], "target": str(target), "op": op})
-    for split in ("train", "val"):
-        for label in CLASSES:
-            (out_dir / split / label).mkdir(parents=True, exist_ok=True)
-    parallel_map(_place, tasks, desc=f"cv {fold.name} images")
-    return out_dir
+    table = augmented_table(kept, plan_augmentation(kept, train_only, seed))
+    materialise(table, out_dir, desc=f"cv {fold.name} images")
+    return Path(out_dir)
 
 
 def fit_predict_fold(

@@ -101,6 +101,16 @@ def make_optimizer(config: dict[str, Any], parameters: Iterable[nn.Parameter]):
     return optimizer_class(trainable, lr=lr, weight_decay=weight_decay)
 
 
+def make_scheduler(
+    config: dict[str, Any], optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """`scheduler: cosine` anneals the lr to 0 over `epochs` (stepped once per epoch); `none`
+    keeps it constant, as the paper does."""
+    if config.get("scheduler", "none") == "none":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(config["epochs"]))
+
+
 def dataset_fingerprint(dataset: ImageFolder) -> str:
     """Hash of relative paths, sizes and labels: a checkpoint is not resumed on other data."""
     root = Path(dataset.root)
@@ -125,6 +135,8 @@ class TorchvisionClassifier(Classifier):
         params.choice(self.config, "optimizer", ("adam", "adamw", "sgd"))
         self.config.setdefault("trainable", "all")
         params.choice(self.config, "trainable", ("all", "head", "last"))
+        self.config.setdefault("scheduler", "none")
+        params.choice(self.config, "scheduler", ("none", "cosine"))
         self.network: nn.Module | None = None
         self.device: DeviceSpec | None = None
 
@@ -166,6 +178,7 @@ class TorchvisionClassifier(Classifier):
         history = loop.fit(
             model, optimizer, train_loader, val_loader, ctx, self.device,
             epochs=int(self.config["epochs"]), config=run_config,
+            scheduler=make_scheduler(self.config, optimizer),
         )  # fmt: skip
         self.network = network.eval()
         return history

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.io import read_image, write_image
+from pipeline.manifest import LABELS
+from pipeline.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +57,46 @@ def plan_augmentation(frame: pd.DataFrame, cfg, seed: int) -> pd.DataFrame:
 
 def apply_op(image: np.ndarray, op: str) -> np.ndarray:
     return np.ascontiguousarray(OPS[op](image))
+
+
+def augmented_table(frame: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
+    """`frame`'s rows plus one row per planned copy, named `<source id>__<op>` (`<op><n>` for
+    the n-th repeat of an op); copies keep their source's metadata. `augmented_from` and `op`
+    are empty for originals."""
+    sources = frame.set_index("id")
+    copies = sources.loc[plan["source_id"]].reset_index()
+    copies["augmented_from"] = plan["source_id"].values
+    copies["op"] = plan["op"].values
+    repeat = plan.groupby(["source_id", "op"]).cumcount()
+    copies["id"] = [
+        f"{source}__{op}{'' if n == 0 else n}"
+        for source, op, n in zip(plan["source_id"], plan["op"], repeat, strict=True)
+    ]
+    originals = frame.assign(augmented_from="", op="")
+    return pd.concat([originals, copies], ignore_index=True)
+
+
+def _write_row(row: dict, out_dir: Path) -> None:
+    target = out_dir / row["split"] / row["label"] / f"{row['id']}.png"
+    if row["augmented_from"]:
+        write_image(target, apply_op(read_image(row["path"]), row["op"]))
+    else:
+        shutil.copyfile(row["path"], target)
+
+
+def materialise(table: pd.DataFrame, out_dir: Path, desc: str) -> pd.DataFrame:
+    """Write the image-folder dataset `<out_dir>/<split>/<label>/<id>.png` of an
+    `augmented_table` (originals copied, copies transformed); return the table with `path`
+    pointing at the written files. Every split's class folders exist, even when empty."""
+    out_dir = Path(out_dir).absolute()  # joblib may reuse workers started elsewhere
+    table = table.assign(path=[str(Path(p).absolute()) for p in table["path"]])
+    for split in table["split"].unique():
+        for label in LABELS:
+            (out_dir / split / label).mkdir(parents=True, exist_ok=True)
+    parallel_map(partial(_write_row, out_dir=out_dir), table.to_dict("records"), desc)
+    return table.assign(
+        path=[
+            str(out_dir / s / c / f"{i}.png")
+            for s, c, i in zip(table["split"], table["label"], table["id"], strict=True)
+        ]
+    )

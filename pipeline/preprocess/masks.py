@@ -104,14 +104,14 @@ def score_segmentations(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Summarise per-image rows (as from `overlap_row`) into metrics and a per-image table.
 
-    The summary is flat and JSON-ready (DVC metrics): mean/median of each score, the image
+    The summary is flat and JSON-ready (DVC metrics): mean/median of each score, the scored
     count and the ids of the worst images by whole-cell Dice (where to look first).
     """
     table = pd.DataFrame(list(rows))
     if table.empty:
         raise ValueError("no segmentations to score (no image had a ground-truth mask)")
     table = table.sort_values("cell_dice", kind="stable").reset_index(drop=True)
-    summary: dict[str, Any] = {"n_images": len(table)}
+    summary: dict[str, Any] = {"n_scored": len(table)}
     for column in ("cell_dice", "cell_iou", "nucleus_dice", "nucleus_iou"):
         summary[f"{column}_mean"] = round(float(table[column].mean()), 4)
         summary[f"{column}_median"] = round(float(table[column].median()), 4)

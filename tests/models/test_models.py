@@ -21,7 +21,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "svm_hog": {"hog": {"image_side": 32, "pixels_per_cell": 8}},
     "resnet50": TINY,
     "resnet50_svm": {**TINY, "epochs": 1, "trainable": "head"},
-    "densenet121": {**TINY, "epochs": 1, "trainable": "all", "lr": 0.01},
+    "densenet121": {**TINY, "epochs": 1, "trainable": "all", "lr": 0.01, "scheduler": "cosine"},
     "yolov8": TINY,
 }
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy"}
@@ -175,6 +175,7 @@ def test_cached_weights_need_no_network(
         ("resnet50", "optimizer", "rmsprop"),
         ("densenet121", "trainable", "some"),
         ("resnet50", "pretrained", "coco"),
+        ("resnet50", "scheduler", "step"),
         ("resnet50_svm", "svm_kernel", "poly"),
         ("svm_hog", "hog", {"color": "hsv"}),
         ("yolov8", "pretrained", "yes"),
@@ -183,6 +184,23 @@ def test_cached_weights_need_no_network(
 def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"models\.{name}\."):
         build_model(model_config(name, **{key: value}))
+
+
+def test_cosine_schedule_anneals_to_zero_over_the_epochs() -> None:
+    import torch
+
+    from pipeline.models.torchvision_cnn import make_scheduler
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    assert make_scheduler({"scheduler": "none", "epochs": 4}, optimizer) is None
+    scheduler = make_scheduler({"scheduler": "cosine", "epochs": 4}, optimizer)
+    rates = []
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0)
 
 
 def test_bad_inputs_are_named(image_folder_dir: Path, tmp_path: Path) -> None:

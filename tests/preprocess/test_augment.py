@@ -46,3 +46,27 @@ def test_ops_are_flips_and_right_angle_rotations():
     assert np.array_equal(apply_op(image, "hflip"), image[:, ::-1])
     assert apply_op(image, "rot90").shape == (3, 2, 3)
     assert np.array_equal(apply_op(apply_op(image, "rot90"), "rot270"), image)
+
+
+def test_materialise_writes_originals_and_named_transformed_copies(tmp_path):
+    from pipeline.io import read_image, write_image
+    from pipeline.preprocess.augment import augmented_table, materialise
+
+    rng = np.random.default_rng(0)
+    data = frame().iloc[:6].assign(split=["train"] * 4 + ["val"] * 2)
+    paths = []
+    for image_id in data["id"]:
+        paths.append(tmp_path / "src" / f"{image_id}.png")
+        write_image(paths[-1], rng.integers(0, 255, (4, 6, 3), dtype=np.uint8))
+    data["path"] = [str(p) for p in paths]
+    plan = plan_augmentation(data, cfg(multiplier=8.0), seed=0)  # > 6: some ops repeat
+    table = augmented_table(data, plan)
+    assert len(table) == 6 + len(plan) and table["id"].is_unique
+    written = materialise(table, tmp_path / "out", desc="test")
+    for row in written.itertuples():
+        image = read_image(row.path)
+        assert row.path == str(tmp_path / "out" / row.split / row.label / f"{row.id}.png")
+        source = read_image(data.set_index("id").at[row.augmented_from or row.id, "path"])
+        expected = apply_op(source, row.op) if row.op else source
+        assert np.array_equal(image, expected)
+    assert (tmp_path / "out" / "val" / "hem").is_dir()

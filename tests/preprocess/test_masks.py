@@ -96,7 +96,7 @@ def test_score_segmentations_summary_and_worst() -> None:
         pred[2 : 2 + k] = False
         rows.append(overlap_row(f"im{k}", pred, pred, truth, truth))
     summary, table = score_segmentations(rows)
-    assert summary["n_images"] == 7
+    assert summary["n_scored"] == 7
     assert summary["worst_cell_dice_ids"] == ["im6", "im5", "im4", "im3", "im2"]
     dices = [row["cell_dice"] for row in rows]
     assert summary["cell_dice_mean"] == pytest.approx(np.mean(dices), abs=1e-4)
