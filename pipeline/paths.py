@@ -76,6 +76,11 @@ def shortcut(dataset: str) -> Path:
     return metrics(dataset, "shortcut")
 
 
-def tuning(dataset: str, model: str) -> Path:
-    """Hyperparameter search table (one row per candidate); `.json` beside it: the winner."""
+def tuning_table(dataset: str, model: str) -> Path:
+    """Hyperparameter search: one row per candidate with its validation and test-fold scores."""
     return REPORTS / "tuning" / dataset / f"{model}.csv"
+
+
+def tuning_winner(dataset: str, model: str) -> Path:
+    """The selected candidate: its overrides and scores (read by the report)."""
+    return METRICS / dataset / "tuning" / f"{model}.json"

@@ -282,6 +282,7 @@ def cv_table(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFra
             "ROC-AUC mean ± std": mean_std(m, "roc_auc", 1),
             "Ac pooled": format_ci(m, "accuracy"),
             "ROC-AUC pooled": format_ci(m, "roc_auc", 1),
+            "Ac val parts": mean_std(m, "val_accuracy", 100),
             "n": m.get("n"),
         }
         for (dataset, model), m in sorted(results.items())

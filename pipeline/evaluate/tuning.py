@@ -78,3 +78,29 @@ def select(table: pd.DataFrame) -> int:
     loss = table["val_loss_mean"].astype(float).fillna(float("inf"))
     order = sorted(range(len(table)), key=lambda i: (-accuracy.iloc[i], loss.iloc[i], i))
     return order[0]
+
+
+def tuning_table(winners: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
+    """Report section: per (dataset, model), the selected setting and how it was chosen."""
+    from pipeline.report.table import format_ci
+
+    rows = []
+    for (dataset, model), w in sorted(winners.items()):
+        m = w["metrics"]
+        settings = ", ".join(
+            f"{key.removeprefix(f'models.{model}.')}={value}"
+            for key, value in w["overrides"].items()
+        )
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "candidates": w.get("candidates"),
+                "selected (by validation parts)": settings,
+                "Ac val parts": f"{m['val_accuracy_mean'] * 100:.1f}",
+                "Ac test folds mean ± std": f"{m['accuracy_mean'] * 100:.1f} ± "
+                f"{(m['accuracy_std'] or 0) * 100:.1f}",
+                "Ac pooled": format_ci(m, "accuracy"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -7,6 +7,7 @@ import sys
 from pipeline import paths, tracking
 from pipeline.evaluate.crossval import cross_table, cv_table
 from pipeline.evaluate.probes import shortcut_table, warning_line
+from pipeline.evaluate.tuning import tuning_table
 from pipeline.report.table import build_table, write_report
 from pipeline.stages.common import log, stage
 
@@ -35,8 +36,10 @@ def extra_sections() -> tuple[dict, list[str]]:
     cv = {(d, m): v for (d, _, m), v in _read("*/cv/*.json").items()}
     cross = {(d, t, m): v for (d, _, t, m), v in _read("*/cross/*/*.json").items()}
     probes = {d: v for (d, _), v in _read("*/shortcut.json").items()}
+    tuned = {(d, m): v for (d, _, m), v in _read("*/tuning/*.json").items()}
     sections = {
         "k-fold cross-validation": cv_table(cv),
+        "Hyperparameter search (k-fold CV, selected on validation parts only)": tuning_table(tuned),
         "Cross-dataset (train → test)": cross_table(cross),
         "Shortcut audit (background vs cell)": shortcut_table(probes),
     }

@@ -2,8 +2,9 @@
 
 Runs every candidate of `tune.grids.<model>` through the `cv` protocol (cv.folds, cv.repeats;
 5 when cv is off) on the cropped images, ranks them on the folds' validation parts only and
-writes `reports/tuning/<dataset>/<model>.csv` (all candidates) and `.json` (the winner, as the
-overrides to copy into `conf/experiment/`). MLflow: one `tune <model>` run, one child run per
+writes `reports/tuning/<dataset>/<model>.csv` (all candidates) and
+`reports/metrics/<dataset>/tuning/<model>.json` (the winner, as the overrides to copy into
+`conf/experiment/`; the report lists it). MLflow: one `tune <model>` run, one child run per
 candidate, and the candidate's folds below it. Not a DVC stage: a search is an exploration,
 its outcome is recorded in `conf/experiment/` and reproduced by `dvc exp run`.
 """
@@ -62,12 +63,13 @@ def run(cfg, model_name: str) -> None:
                 for k, v in table.iloc[best][list(tuning.KEPT_METRICS)].items()
             },
         }
-        target = paths.tuning(dataset, model_name)
-        with atomic_path(target) as staged:
+        table_path = paths.tuning_table(dataset, model_name)
+        winner_path = paths.tuning_winner(dataset, model_name)
+        with atomic_path(table_path) as staged:
             table.to_csv(staged, index=False)
-        atomic_write_json(target.with_suffix(".json"), winner)
+        atomic_write_json(winner_path, {**winner, "candidates": len(table)})
         tracking.log_cv_summary({k: v for k, v in winner["metrics"].items() if v is not None})
-        tracking.log_artifacts([target, target.with_suffix(".json")], artifact_path="tuning")
+        tracking.log_artifacts([table_path, winner_path], artifact_path="tuning")
     log.info(
         "tune %s: selected %s (validation %.3f; its test folds %.3f)\n%s",
         model_name,

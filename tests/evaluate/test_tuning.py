@@ -55,3 +55,25 @@ def test_select_ranks_on_validation_only_and_breaks_ties_on_validation_loss():
     assert select(missing) == 1  # equal accuracy, no loss: the earlier candidate
     with pytest.raises(ValueError):
         select(table.iloc[:0])
+
+
+def test_tuning_table_names_the_selected_setting_without_the_model_prefix():
+    from pipeline.evaluate.tuning import tuning_table
+
+    winner = {
+        "candidates": 4,
+        "overrides": {"models.svm_hog.C": 0.1, "augment.multiplier": 2.0},
+        "metrics": {
+            "val_accuracy_mean": 0.9,
+            "accuracy_mean": 0.85,
+            "accuracy_std": 0.05,
+            "accuracy": 0.85,
+            "accuracy_ci_low": 0.8,
+            "accuracy_ci_high": 0.9,
+        },
+    }
+    row = tuning_table({("all_idb2", "svm_hog"): winner}).iloc[0]
+    assert row["selected (by validation parts)"] == "C=0.1, augment.multiplier=2.0"
+    assert row["candidates"] == 4 and row["Ac val parts"] == "90.0"
+    assert row["Ac test folds mean ± std"] == "85.0 ± 5.0"
+    assert row["Ac pooled"] == "85.0 [80.0–90.0]"

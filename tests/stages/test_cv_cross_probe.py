@@ -77,11 +77,11 @@ def test_tune_ranks_candidates_on_validation_folds_and_nests_their_runs(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     grid = '{"models.svm_hog.C": [0.01, 1.0], "models.svm_hog.hog.color": [gray]}'
     assert run_stage(root, "tune", "svm_hog", f"tune.grids.svm_hog={grid}") == 0
-    table = pd.read_csv(root / paths.tuning("synthetic", "svm_hog"))
+    table = pd.read_csv(root / paths.tuning_table("synthetic", "svm_hog"))
     assert table["models.svm_hog.C"].tolist() == [0.01, 1.0]
     assert table["selected"].sum() == 1 and table["val_accuracy_mean"].between(0, 1).all()
-    winner_file = (root / paths.tuning("synthetic", "svm_hog")).with_suffix(".json")
-    winner = json.loads(winner_file.read_text())
+    winner = json.loads((root / paths.tuning_winner("synthetic", "svm_hog")).read_text())
+    assert winner["candidates"] == 2
     best = table[table["selected"]].iloc[0]
     assert winner["overrides"]["models.svm_hog.C"] == best["models.svm_hog.C"]
     assert winner["metrics"]["val_accuracy_mean"] == pytest.approx(best["val_accuracy_mean"])
@@ -96,6 +96,8 @@ def test_tune_ranks_candidates_on_validation_folds_and_nests_their_runs(
     folds = runs[runs["tags.mlflow.parentRunId"].isin(candidates["run_id"])]
     assert len(folds) == 6 and set(runs["status"]) == {"FINISHED"}
     assert set(candidates["params.models.svm_hog.C"].astype(float)) == {0.01, 1.0}
+    assert run_stage(root, "report") == 0
+    assert "## Hyperparameter search" in (root / "reports" / "table2.md").read_text()
 
 
 def test_tune_refuses_upstream_keys_before_training(cropped_workspace, capsys):
