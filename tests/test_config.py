@@ -62,3 +62,31 @@ def test_repo_root_sees_through_dvc_temp_experiments(tmp_path):
     temp_copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     temp_copy.mkdir(parents=True)
     assert repo_root(temp_copy) == tmp_path / "repo"
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_builds_its_models(experiment):
+    from omegaconf import OmegaConf
+
+    from pipeline.models import build_model
+
+    cfg = compose([f"experiment={experiment}"])
+    for name, section in cfg.models.items():
+        assert build_model(OmegaConf.to_container(section, resolve=True)).config["name"] == name
+
+
+def test_every_tuning_grid_names_real_keys_and_valid_values():
+    from omegaconf import OmegaConf
+
+    from pipeline.evaluate.tuning import apply_candidate, expand_grid
+    from pipeline.models import build_model
+
+    cfg = compose()
+    grids = OmegaConf.to_container(cfg.tune.grids)
+    assert grids
+    for model, grid in grids.items():
+        for candidate in expand_grid(grid, model):
+            tuned = apply_candidate(cfg, candidate)
+            build_model(OmegaConf.to_container(tuned.models[model], resolve=True))

@@ -26,6 +26,7 @@ DEFAULT_FOLDS = 5
 def run(cfg, model_name: str) -> None:
     from pipeline import tracking
     from pipeline.evaluate import crossval, tuning
+    from pipeline.models import build_model
 
     model_config(cfg, model_name)
     grid = OmegaConf.to_container(cfg.tune.grids, resolve=True).get(model_name)
@@ -35,6 +36,8 @@ def run(cfg, model_name: str) -> None:
     dataset = cfg.dataset.name
     frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
     configs = [tuning.apply_candidate(cfg, candidate) for candidate in candidates]
+    for candidate_cfg in configs:  # a bad model value fails now, not hours into the search
+        build_model(model_config(candidate_cfg, model_name))
     tracking.check_reachable(cfg)
     rows = []
     with tracking.start_run(
