@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from pipeline.config import ConfigError
 from pipeline.io import read_image
 from pipeline.models import params
 from pipeline.models.base import Classifier, TrainContext
@@ -26,9 +27,24 @@ from pipeline.train.data import check_images, image_folder
 MODEL_FILE = "svm.joblib"
 
 
+# Segmented crops sit on black: pixels at or below this level (max over channels) are background.
+BACKGROUND_LEVEL = 10
+
+
+def color_histogram(image: np.ndarray, bins: int) -> np.ndarray:
+    """Per-channel histogram of the cell's (non-black) pixels, each channel summing to 1."""
+    pixels = image.reshape(-1, 3)
+    cell = pixels[pixels.max(axis=1) > BACKGROUND_LEVEL]
+    cell = cell if len(cell) else pixels
+    return np.concatenate(
+        [np.histogram(cell[:, c], bins=bins, range=(0, 256))[0] / len(cell) for c in range(3)]
+    )
+
+
 def hog_features(image: np.ndarray, hog_config: dict[str, Any]) -> np.ndarray:
     """HOG of `image` resized to `image_side` (fixed feature length whatever the input size);
-    `color: gray` on luminance, `rgb` per channel, concatenated."""
+    `color: gray` on luminance, `rgb` per channel, concatenated. `color_hist_bins` > 0 appends
+    a colour histogram of the cell: HOG sees gradients only, never the stain's colour."""
     side = int(hog_config["image_side"])
     resized = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
     channels = (
@@ -37,6 +53,7 @@ def hog_features(image: np.ndarray, hog_config: dict[str, Any]) -> np.ndarray:
         else [resized[:, :, c] for c in range(3)]
     )
     cell, block = int(hog_config["pixels_per_cell"]), int(hog_config["cells_per_block"])
+    bins = int(hog_config.get("color_hist_bins", 0))
     return np.concatenate(
         [
             hog(
@@ -49,6 +66,7 @@ def hog_features(image: np.ndarray, hog_config: dict[str, Any]) -> np.ndarray:
             )
             for channel in channels
         ]
+        + ([color_histogram(resized, bins)] if bins > 0 else [])
     ).astype(np.float32)
 
 
@@ -76,6 +94,9 @@ class HogSvmClassifier(Classifier):
         where = f"{self.config.get('name', self.kind)}.hog"
         params.require(self.config["hog"], self.HOG_KEYS, where)
         params.choice(self.config["hog"], "color", ("gray", "rgb"), where)
+        self.config["hog"].setdefault("color_hist_bins", 0)
+        if int(self.config["hog"]["color_hist_bins"]) < 0:
+            raise ConfigError(f"models.{where}.color_hist_bins: must be >= 0")
         self.pipeline: Pipeline | None = None
 
     def _folder_features(self, data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

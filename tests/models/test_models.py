@@ -178,12 +178,27 @@ def test_cached_weights_need_no_network(
         ("resnet50", "scheduler", "step"),
         ("resnet50_svm", "svm_kernel", "poly"),
         ("svm_hog", "hog", {"color": "hsv"}),
+        ("svm_hog", "hog", {"color_hist_bins": -1}),
         ("yolov8", "pretrained", "yes"),
     ],
 )
 def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"models\.{name}\."):
         build_model(model_config(name, **{key: value}))
+
+
+def test_color_histogram_counts_the_cell_not_the_black_background() -> None:
+    from pipeline.models.svm_hog import color_histogram, hog_features
+
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[5:15, 5:15] = (200, 40, 120)  # the cell; the rest is segmented-away background
+    histogram = color_histogram(image, bins=4)
+    assert histogram.shape == (12,) and histogram.sum() == pytest.approx(3.0)
+    assert histogram[[3, 4, 9]].tolist() == [1.0, 1.0, 1.0]  # all cell pixels, no black
+    hog_config = yaml.safe_load((CONF / "svm_hog.yaml").read_text())["hog"]
+    plain = hog_features(image, {**hog_config, "image_side": 32})
+    with_colour = hog_features(image, {**hog_config, "image_side": 32, "color_hist_bins": 4})
+    assert len(with_colour) == len(plain) + 12
 
 
 def test_cosine_schedule_anneals_to_zero_over_the_epochs() -> None:
