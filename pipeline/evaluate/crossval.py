@@ -16,6 +16,7 @@ as recorded in its preprocessing card at training time.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,9 +167,7 @@ def cross_validate(
     and the out-of-fold predictions, with one child run per fold. Returns the summary and the
     predictions (one row per test image per repeat).
     """
-    import tempfile
-
-    from pipeline import tracking
+    from pipeline import tracking  # MLflow only where CV runs
 
     dataset = cfg.dataset.name
     config = OmegaConf.to_container(cfg.models[model_name], resolve=True)
