@@ -74,9 +74,12 @@ def test_corrupt_image_is_listed_then_quarantined_with_skip(workspace, capsys):
     assert len(ids) == len(images) - 1 and bad.stem not in set(ids)
 
 
-@pytest.mark.parametrize("stage", ["crop", "augment"])
+@pytest.mark.parametrize(
+    "stage, writer",
+    [("crop", "pipeline.stages.crop"), ("augment", "pipeline.preprocess.augment")],
+)
 def test_disk_full_while_writing_images_keeps_the_previous_output(
-    workspace, capsys, monkeypatch, stage
+    workspace, capsys, monkeypatch, stage, writer
 ):
     calls = []
 
@@ -86,7 +89,7 @@ def test_disk_full_while_writing_images_keeps_the_previous_output(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write(path, image)
 
-    module = importlib.import_module(f"pipeline.stages.{stage}")
+    module = importlib.import_module(writer)  # the module whose write_image the stage calls
     real_write = module.write_image
     monkeypatch.setattr(module, "write_image", full_disk)
     err = fails_cleanly(workspace, capsys, stage)
