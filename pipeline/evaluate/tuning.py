@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, validate
+from pipeline.report.table import format_ci
 
 # Candidates may only change what acts inside a fold. Segmentation, crop and dataset are
 # upstream stages: vary those with `dvc exp run -S ...` instead.
@@ -74,16 +75,15 @@ def select(table: pd.DataFrame) -> int:
     then the earliest candidate. Never looks at test-fold columns."""
     if table.empty:
         raise ValueError("no candidates to select from")
-    accuracy = table["val_accuracy_mean"].astype(float).fillna(-1.0)
-    loss = table["val_loss_mean"].astype(float).fillna(float("inf"))
+    accuracy_column, loss_column = SELECTION
+    accuracy = table[accuracy_column].astype(float).fillna(-1.0)
+    loss = table[loss_column].astype(float).fillna(float("inf"))
     order = sorted(range(len(table)), key=lambda i: (-accuracy.iloc[i], loss.iloc[i], i))
     return order[0]
 
 
 def tuning_table(winners: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
     """Report section: per (dataset, model), the selected setting and how it was chosen."""
-    from pipeline.report.table import format_ci
-
     rows = []
     for (dataset, model), w in sorted(winners.items()):
         m = w["metrics"]

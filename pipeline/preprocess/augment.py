@@ -76,8 +76,13 @@ def augmented_table(frame: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([originals, copies], ignore_index=True)
 
 
+def image_path(root: Path, split: str, label: str, image_id: str) -> Path:
+    """Where an image lives in an image-folder dataset (torchvision/Ultralytics layout)."""
+    return Path(root) / split / label / f"{image_id}.png"
+
+
 def _write_row(row: dict, out_dir: Path) -> None:
-    target = out_dir / row["split"] / row["label"] / f"{row['id']}.png"
+    target = image_path(out_dir, row["split"], row["label"], row["id"])
     if row["augmented_from"]:
         write_image(target, apply_op(read_image(row["path"]), row["op"]))
     else:
@@ -94,9 +99,11 @@ def materialise(table: pd.DataFrame, out_dir: Path, desc: str) -> pd.DataFrame:
         for label in LABELS:
             (out_dir / split / label).mkdir(parents=True, exist_ok=True)
     parallel_map(partial(_write_row, out_dir=out_dir), table.to_dict("records"), desc)
-    return table.assign(
-        path=[
-            str(out_dir / s / c / f"{i}.png")
-            for s, c, i in zip(table["split"], table["label"], table["id"], strict=True)
-        ]
-    )
+    return relocate(table, out_dir)
+
+
+def relocate(table: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """The table with `path` pointing into the dataset folder `root` (e.g. its final place
+    after an atomic rename)."""
+    columns = zip(table["split"], table["label"], table["id"], strict=True)
+    return table.assign(path=[str(image_path(root, *row)) for row in columns])

@@ -5,7 +5,12 @@ import sys
 
 from pipeline import manifest, paths
 from pipeline.io import atomic_path
-from pipeline.preprocess.augment import augmented_table, materialise, plan_augmentation
+from pipeline.preprocess.augment import (
+    augmented_table,
+    materialise,
+    plan_augmentation,
+    relocate,
+)
 from pipeline.stages.common import log, stage
 
 
@@ -18,11 +23,7 @@ def run(cfg) -> None:
     with atomic_path(final) as staged:
         written = materialise(table, staged, f"augment {name}")
         # the manifest names the files where they will live once the folder is in place
-        written["path"] = [
-            str(final / s / c / f"{i}.png")
-            for s, c, i in zip(table["split"], table["label"], table["id"], strict=True)
-        ]
-        manifest.write(written, staged / "manifest.csv")
+        manifest.write(relocate(written, final), staged / "manifest.csv")
     log.info("dataset sizes:\n%s", table.groupby(["split", "label"]).size().unstack())
 
 
