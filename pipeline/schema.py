@@ -158,6 +158,8 @@ class ProbeConfig:
 class TuneConfig:
     # model name -> {params key: [values]}: the grid `python -m pipeline.stages.tune` searches
     grids: dict[str, Any] = field(default_factory=dict)
+    # reuse the rows of reports/tuning/<dataset>/<model>.csv whose settings and data match
+    resume: bool = True
 
 
 @dataclass

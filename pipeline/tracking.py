@@ -338,6 +338,11 @@ def log_test_metrics(metrics: Mapping[str, float | int | None]) -> None:
     mlflow.log_metrics(_numeric(metrics, TEST_PREFIX))
 
 
+def set_tags(tags: Mapping[str, Any]) -> None:
+    _active_run_id()
+    mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+
 def log_cv_summary(summary: Mapping[str, Any]) -> None:
     """A CV summary: validation-part scores as `val_*` (what tuning selects on), the rest as
     test metrics (`test_accuracy_mean`, ...)."""

@@ -9,8 +9,11 @@ rank anything, so the chosen setting's CV accuracy is not a best-of-many-on-test
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -66,8 +69,48 @@ def apply_candidate(cfg: DictConfig, candidate: Mapping[str, Any]) -> DictConfig
     return validate(out)
 
 
-def candidate_row(candidate: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {**candidate, **{name: summary.get(name) for name in KEPT_METRICS}}
+# What a fold's result depends on (the params of the `cv` stage in dvc.yaml, plus the model)
+RESULT_SECTIONS = ("seed", "cv", "split", "augment", "crop", "train", "evaluate")
+
+
+def fingerprint(cfg: DictConfig, model_name: str, data_digest: str) -> str:
+    """Identity of one candidate's CV result: its resolved settings and the data's digest.
+
+    A resumed search reuses a finished row only under the same fingerprint, so a changed
+    value, fold protocol or dataset is searched again instead of read from a stale table.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    relevant = {key: container.get(key) for key in RESULT_SECTIONS}
+    relevant["model"] = {model_name: container["models"][model_name]}
+    relevant["data"] = data_digest
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def candidate_row(
+    candidate: Mapping[str, Any], summary: Mapping[str, Any], candidate_fingerprint: str
+) -> dict[str, Any]:
+    return {
+        **candidate,
+        **{name: summary.get(name) for name in KEPT_METRICS},
+        "fingerprint": candidate_fingerprint,
+    }
+
+
+def finished_candidates(table_path: Path) -> dict[str, dict[str, Any]]:
+    """Fingerprint -> kept metrics of the candidates an earlier (maybe killed) search wrote."""
+    if not table_path.exists():
+        return {}
+    table = pd.read_csv(table_path)
+    if "fingerprint" not in table.columns:  # a table from before resuming existed
+        return {}
+    metrics = [name for name in KEPT_METRICS if name in table.columns]
+    return {
+        str(row["fingerprint"]): {
+            name: None if pd.isna(row[name]) else float(row[name]) for name in metrics
+        }
+        for _, row in table.iterrows()
+    }
 
 
 def select(table: pd.DataFrame) -> int:

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from pipeline import manifest, paths
-from pipeline.io import atomic_path, atomic_write_json
+from pipeline.io import atomic_path, atomic_write_json, file_sha256
 from pipeline.stages.common import log, model_config, stage
 
 DEFAULT_FOLDS = 5
@@ -39,21 +39,36 @@ def run(cfg, model_name: str) -> None:
     for candidate_cfg in configs:  # a bad model value fails now, not hours into the search
         build_model(model_config(candidate_cfg, model_name))
     tracking.check_reachable(cfg)
-    rows = []
+    data_digest = file_sha256(paths.cropped(dataset) / "manifest.csv")
+    fingerprints = [tuning.fingerprint(c, model_name, data_digest) for c in configs]
+    table_path = paths.tuning_table(dataset, model_name)
+    finished = tuning.finished_candidates(table_path) if cfg.tune.resume else {}
+    rows: dict[int, dict] = {
+        number: tuning.candidate_row(candidates[number], finished[fp], fp)
+        for number, fp in enumerate(fingerprints)
+        if fp in finished
+    }
+    if rows:
+        log.info("tune %s: %d of %d candidates reused from %s (tune.resume=false to redo)",
+                 model_name, len(rows), len(configs), table_path)  # fmt: skip
     with tracking.start_run(
         cfg, dataset=dataset, model=model_name, stage=f"tune@{model_name}",
-        run_name=f"tune {model_name}",
+        run_name=f"tune {model_name}", dataset_hash=data_digest,
     ) as parent:  # fmt: skip
-        for number, (candidate, candidate_cfg) in enumerate(zip(candidates, configs, strict=True)):
-            log.info("tune %s candidate %d/%d: %s", model_name, number + 1, len(configs), candidate)
+        tracking.set_tags({"reused_candidates": len(rows)})
+        for number, candidate_cfg in enumerate(configs):
+            if number in rows:
+                continue
+            log.info("tune %s candidate %d/%d: %s", model_name, number + 1, len(configs),
+                     candidates[number])  # fmt: skip
             summary, _ = crossval.cross_validate(
                 frame, candidate_cfg, model_name, f"tune {model_name} #{number}",
                 parent_run_id=parent.info.run_id,
             )  # fmt: skip
-            rows.append(tuning.candidate_row(candidate, summary))
-        table = pd.DataFrame(rows)
+            rows[number] = tuning.candidate_row(candidates[number], summary, fingerprints[number])
+            _write_table(table_path, [rows[n] for n in sorted(rows)], selected=None)
+        table = pd.DataFrame([rows[n] for n in sorted(rows)])
         best = tuning.select(table)
-        table.insert(0, "selected", [i == best for i in range(len(table))])
         winner = {
             "model": model_name,
             "dataset": dataset,
@@ -66,10 +81,8 @@ def run(cfg, model_name: str) -> None:
                 for k, v in table.iloc[best][list(tuning.KEPT_METRICS)].items()
             },
         }
-        table_path = paths.tuning_table(dataset, model_name)
         winner_path = paths.tuning_winner(dataset, model_name)
-        with atomic_path(table_path) as staged:
-            table.to_csv(staged, index=False)
+        table = _write_table(table_path, table.to_dict("records"), selected=best)
         atomic_write_json(winner_path, {**winner, "candidates": len(table)})
         tracking.log_cv_summary({k: v for k, v in winner["metrics"].items() if v is not None})
         tracking.log_artifacts([table_path, winner_path], artifact_path="tuning")
@@ -81,6 +94,16 @@ def run(cfg, model_name: str) -> None:
         table.iloc[best]["accuracy_mean"],
         table.to_string(index=False),
     )
+
+
+def _write_table(path, rows: list[dict], selected: int | None) -> pd.DataFrame:
+    """Every finished candidate, rewritten after each one so a killed search can resume;
+    `selected` marks the winner once all are done (none is marked before)."""
+    table = pd.DataFrame(rows)
+    table.insert(0, "selected", [i == selected for i in range(len(table))])
+    with atomic_path(path) as staged:
+        table.to_csv(staged, index=False)
+    return table
 
 
 main = run

@@ -77,3 +77,31 @@ def test_tuning_table_names_the_selected_setting_without_the_model_prefix():
     assert row["candidates"] == 4 and row["Ac val parts"] == "90.0"
     assert row["Ac test folds mean ± std"] == "85.0 ± 5.0"
     assert row["Ac pooled"] == "85.0 [80.0–90.0]"
+
+
+def test_fingerprint_changes_with_what_the_folds_depend_on_only(tmp_path):
+    from pipeline.evaluate.tuning import candidate_row, finished_candidates, fingerprint
+
+    cfg = compose()
+    base = fingerprint(cfg, "svm_hog", "data-a")
+    assert fingerprint(cfg, "svm_hog", "data-a") == base
+    changed = [
+        fingerprint(apply_candidate(cfg, {"models.svm_hog.C": 123.0}), "svm_hog", "data-a"),
+        fingerprint(apply_candidate(cfg, {"augment.multiplier": 3.0}), "svm_hog", "data-a"),
+        fingerprint(apply_candidate(cfg, {"cv.repeats": 2}), "svm_hog", "data-a"),
+        fingerprint(cfg, "svm_hog", "data-b"),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+    other_model = apply_candidate(cfg, {"models.resnet50.epochs": 99})
+    logging_only = apply_candidate(cfg, {"tracking.experiment_prefix": "elsewhere"})
+    assert fingerprint(other_model, "svm_hog", "data-a") == base
+    assert fingerprint(logging_only, "svm_hog", "data-a") == base
+
+    path = tmp_path / "svm_hog.csv"
+    assert finished_candidates(path) == {}
+    row = candidate_row({"models.svm_hog.C": 1.0}, {"val_accuracy_mean": 0.9}, base)
+    pd.DataFrame([row]).to_csv(path, index=False)
+    reloaded = finished_candidates(path)
+    assert reloaded[base]["val_accuracy_mean"] == 0.9 and reloaded[base]["roc_auc"] is None
+    pd.DataFrame([row]).drop(columns="fingerprint").to_csv(path, index=False)
+    assert finished_candidates(path) == {}  # a table without fingerprints is never reused

@@ -100,6 +100,36 @@ def test_tune_ranks_candidates_on_validation_folds_and_nests_their_runs(
     assert "## Hyperparameter search" in (root / "reports" / "table2.md").read_text()
 
 
+def test_tune_resumes_a_killed_search_but_never_reuses_stale_rows(
+    cropped_workspace, tmp_path, monkeypatch
+):
+    root = cropped_workspace
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    table_path = root / paths.tuning_table("synthetic", "svm_hog")
+    table_path.unlink(missing_ok=True)
+    grid = "tune.grids.svm_hog={models.svm_hog.C: [0.1, 10.0]}"
+
+    def searched_candidates(*overrides: str) -> int:
+        """Run the search; how many candidates it trained (child runs of the new tune run)."""
+        assert run_stage(root, "tune", "svm_hog", grid, *overrides) == 0
+        mlflow.set_tracking_uri(uri)
+        runs = mlflow.search_runs(experiment_names=["all-detect/synthetic"])
+        newest = runs[runs["tags.mlflow.parentRunId"].isna()].sort_values("start_time").iloc[-1]
+        return int((runs["tags.mlflow.parentRunId"] == newest["run_id"]).sum())
+
+    assert searched_candidates() == 2
+    complete = pd.read_csv(table_path)
+    assert complete["fingerprint"].nunique() == 2
+    complete.iloc[:1].assign(selected=False).to_csv(table_path, index=False)  # killed after #0
+    assert searched_candidates() == 1
+    resumed = pd.read_csv(table_path)
+    pd.testing.assert_frame_equal(resumed, complete)  # same rows, same winner
+    assert searched_candidates() == 0  # nothing left to do
+    assert searched_candidates("tune.resume=false") == 2
+    assert searched_candidates("seed=7") == 2  # other folds: nothing reusable
+
+
 def test_tune_refuses_upstream_keys_before_training(cropped_workspace, capsys):
     grid = '{"crop.size": [64, 96]}'
     assert run_stage(cropped_workspace, "tune", "svm_hog", f"tune.grids.svm_hog={grid}") == 1
