@@ -71,6 +71,12 @@ class Classifier(ABC):
         self.config = dict(config)
         self.image_size: int | None = None
 
+    def input_side(self, ctx: TrainContext) -> int:
+        """Side the network sees: `input_size` when set, else the crop's. Upsampling a small
+        crop is not new detail, but a deep CNN's last feature map grows with it (a 64 px
+        input leaves ResNet50 and YOLOv8 a 2x2 map)."""
+        return int(self.config.get("input_size") or ctx.image_size)
+
     @abstractmethod
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         """Train on ctx.data_dir/train (select on ctx.data_dir/val); return per-epoch history."""

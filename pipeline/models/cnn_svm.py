@@ -46,7 +46,7 @@ class CnnSvmClassifier(TorchvisionClassifier):
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         history = super().fit(ctx)
-        train_set = image_folder(ctx.data_dir, "train", eval_transform(ctx.image_size))
+        train_set = image_folder(ctx.data_dir, "train", eval_transform(self.image_size))
         loader = make_loader(
             train_set, int(self.config["batch_size"]), shuffle=False, seed=ctx.seed,
             num_workers=ctx.num_workers,

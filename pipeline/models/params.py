@@ -19,6 +19,20 @@ def require(config: dict[str, Any], keys: Iterable[str], where: str | None = Non
         raise ConfigError(", ".join(f"{_where(config, where)}.{key}: missing" for key in missing))
 
 
+def optional_int(
+    config: dict[str, Any], key: str, minimum: int, where: str | None = None
+) -> int | None:
+    """`key` absent/null, or an integer >= `minimum`."""
+    value = config.get(key)
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < minimum
+    ):
+        raise ConfigError(
+            f"{_where(config, where)}.{key}: {value!r} is not null or an integer >= {minimum}"
+        )
+    return value
+
+
 def choice(
     config: dict[str, Any], key: str, allowed: Iterable[str], where: str | None = None
 ) -> str:

@@ -137,12 +137,13 @@ class TorchvisionClassifier(Classifier):
         params.choice(self.config, "trainable", ("all", "head", "last"))
         self.config.setdefault("scheduler", "none")
         params.choice(self.config, "scheduler", ("none", "cosine"))
+        params.optional_int(self.config, "input_size", minimum=16)
         self.network: nn.Module | None = None
         self.device: DeviceSpec | None = None
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         loop.seed_everything(ctx.seed, ctx.deterministic)
-        self.image_size = ctx.image_size
+        self.image_size = self.input_side(ctx)
         self.device = resolve_device(ctx.device)
         network = build_network(self.config, pretrained=self.config["pretrained"] == "imagenet")
         network.to(self.device.device)
@@ -151,8 +152,8 @@ class TorchvisionClassifier(Classifier):
             if self.device.multi_gpu
             else network
         )
-        train_set = image_folder(ctx.data_dir, "train", train_transform(ctx.image_size))
-        val_set = image_folder(ctx.data_dir, "val", eval_transform(ctx.image_size))
+        train_set = image_folder(ctx.data_dir, "train", train_transform(self.image_size))
+        val_set = image_folder(ctx.data_dir, "val", eval_transform(self.image_size))
         batch_size = int(self.config["batch_size"])
         pin = self.device.device.type == "cuda"
         train_loader = make_loader(
@@ -165,7 +166,7 @@ class TorchvisionClassifier(Classifier):
         )  # fmt: skip
         run_config = {
             "model": self.config,
-            "image_size": ctx.image_size,
+            "image_size": self.image_size,
             "seed": ctx.seed,
             "monitor": ctx.monitor,
             "early_stopping_patience": ctx.early_stopping_patience,

@@ -130,13 +130,14 @@ class YoloClassifier(Classifier):
         super().__init__(config)
         params.require(self.config, ("variant", "pretrained", "epochs", "batch_size", "lr"))
         params.choice(self.config, "pretrained", ("imagenet", "none"))
+        params.optional_int(self.config, "input_size", minimum=16)
         self.model: Any = None
         self.device = "cpu"
 
     @_keeps_torch_threads
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         ultralytics = _ultralytics()
-        self.image_size = ctx.image_size
+        self.image_size = self.input_side(ctx)
         device = resolve_device(ctx.device)
         self.device = device.ultralytics
         if ctx.monitor != "val_accuracy":
@@ -146,7 +147,7 @@ class YoloClassifier(Classifier):
         run_dir = work_dir / RUN_NAME
         stamp = {
             "model": self.config,
-            "image_size": ctx.image_size,
+            "image_size": self.image_size,
             "seed": ctx.seed,
             "patience": ctx.early_stopping_patience,
             "data": str(Path(ctx.data_dir).resolve()),
@@ -185,7 +186,7 @@ class YoloClassifier(Classifier):
                 lr0=float(self.config["lr"]),
                 optimizer=self.config.get("optimizer", "auto"),
                 patience=ctx.early_stopping_patience or int(self.config.get("patience", 100)),
-                imgsz=ctx.image_size,
+                imgsz=self.image_size,
                 project=str(work_dir),
                 name=RUN_NAME,
                 exist_ok=True,

@@ -4,7 +4,14 @@ import pandas as pd
 import pytest
 
 from pipeline.config import ConfigError, compose
-from pipeline.evaluate.tuning import apply_candidate, expand_grid, select
+from pipeline.evaluate.tuning import (
+    apply_candidate,
+    candidate_row,
+    expand_grid,
+    fingerprint,
+    finished_candidates,
+    select,
+)
 
 
 def test_expand_grid_is_the_cartesian_product_in_grid_order():
@@ -80,8 +87,6 @@ def test_tuning_table_names_the_selected_setting_without_the_model_prefix():
 
 
 def test_fingerprint_changes_with_what_the_folds_depend_on_only(tmp_path):
-    from pipeline.evaluate.tuning import candidate_row, finished_candidates, fingerprint
-
     cfg = compose()
     base = fingerprint(cfg, "svm_hog", "data-a")
     assert fingerprint(cfg, "svm_hog", "data-a") == base

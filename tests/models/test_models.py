@@ -180,11 +180,34 @@ def test_cached_weights_need_no_network(
         ("svm_hog", "hog", {"color": "hsv"}),
         ("svm_hog", "hog", {"color_hist_bins": -1}),
         ("yolov8", "pretrained", "yes"),
+        ("resnet50", "input_size", 8),
+        ("yolov8", "input_size", "big"),
     ],
 )
 def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"models\.{name}\."):
         build_model(model_config(name, **{key: value}))
+
+
+@pytest.mark.parametrize(("name", "side"), [("resnet50_svm", 48), ("yolov8", 64)])
+def test_input_size_upsamples_the_crop_for_training_and_prediction(
+    name: str, side: int, image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    model = build_model(model_config(name, epochs=1, input_size=side))
+    model.fit(TrainContext(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32))
+    assert model.image_size == side
+    loaded = load_model(model.save(tmp_path / "saved"))
+    assert loaded.image_size == side  # prediction resizes to what the network was trained on
+    images, _ = val_images(image_folder_dir)
+    np.testing.assert_allclose(loaded.predict_proba(images), model.predict_proba(images))
+    if name == "resnet50_svm":  # the network itself saw `side` px
+        seen: list[tuple[int, ...]] = []
+        stem = loaded.network.conv1
+        handle = stem.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape))
+        loaded.predict_proba(images[:2])
+        handle.remove()
+        assert seen[0][-2:] == (side, side)
 
 
 def test_color_histogram_counts_the_cell_not_the_black_background() -> None:
