@@ -20,6 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, validate
+from pipeline.io import file_sha256
 from pipeline.report.table import format_ci
 
 # Candidates may only change what acts inside a fold. Segmentation, crop and dataset are
@@ -85,6 +86,15 @@ def fingerprint(cfg: DictConfig, model_name: str, data_digest: str) -> str:
     relevant["data"] = data_digest
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def data_digest(frame: pd.DataFrame) -> str:
+    """Content hash of the images a search runs on: the files themselves, with their ids,
+    labels and groups (the manifest's sha256 is the source's, which re-segmenting keeps)."""
+    digest = hashlib.sha256()
+    for row in frame[["id", "label", "group", "path"]].itertuples(index=False):
+        digest.update(f"{row.id}|{row.label}|{row.group}|{file_sha256(row.path)}\n".encode())
+    return digest.hexdigest()
 
 
 def candidate_row(

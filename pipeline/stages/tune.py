@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from pipeline import manifest, paths
-from pipeline.io import atomic_path, atomic_write_json, file_sha256
+from pipeline.io import atomic_path, atomic_write_json
 from pipeline.stages.common import log, model_config, stage
 
 DEFAULT_FOLDS = 5
@@ -39,7 +39,7 @@ def run(cfg, model_name: str) -> None:
     for candidate_cfg in configs:  # a bad model value fails now, not hours into the search
         build_model(model_config(candidate_cfg, model_name))
     tracking.check_reachable(cfg)
-    data_digest = file_sha256(paths.cropped(dataset) / "manifest.csv")
+    data_digest = tuning.data_digest(frame)
     fingerprints = [tuning.fingerprint(c, model_name, data_digest) for c in configs]
     table_path = paths.tuning_table(dataset, model_name)
     finished = tuning.finished_candidates(table_path) if cfg.tune.resume else {}

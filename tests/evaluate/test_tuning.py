@@ -7,6 +7,7 @@ from pipeline.config import ConfigError, compose
 from pipeline.evaluate.tuning import (
     apply_candidate,
     candidate_row,
+    data_digest,
     expand_grid,
     fingerprint,
     finished_candidates,
@@ -110,3 +111,19 @@ def test_fingerprint_changes_with_what_the_folds_depend_on_only(tmp_path):
     assert reloaded[base]["val_accuracy_mean"] == 0.9 and reloaded[base]["roc_auc"] is None
     pd.DataFrame([row]).drop(columns="fingerprint").to_csv(path, index=False)
     assert finished_candidates(path) == {}  # a table without fingerprints is never reused
+
+
+def test_data_digest_follows_the_image_bytes_not_only_the_manifest(tmp_path):
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(name.encode() * 10)
+        paths.append(str(path))
+    frame = pd.DataFrame(
+        {"id": ["a", "b"], "label": ["all", "hem"], "group": ["a", "b"], "path": paths}
+    )
+    before = data_digest(frame)
+    assert data_digest(frame) == before
+    (tmp_path / "b.png").write_bytes(b"re-segmented")  # same manifest, other pixels
+    assert data_digest(frame) != before
+    assert data_digest(frame.assign(label=["hem", "hem"])) != data_digest(frame)
