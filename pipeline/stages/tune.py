@@ -67,8 +67,9 @@ def run(cfg, model_name: str) -> None:
             )  # fmt: skip
             rows[number] = tuning.candidate_row(candidates[number], summary, fingerprints[number])
             _write_table(table_path, [rows[n] for n in sorted(rows)], selected=None)
-        table = pd.DataFrame([rows[n] for n in sorted(rows)])
-        best = tuning.select(table)
+        ordered = [rows[n] for n in sorted(rows)]
+        best = tuning.select(pd.DataFrame(ordered))
+        table = _write_table(table_path, ordered, selected=best)
         winner = {
             "model": model_name,
             "dataset": dataset,
@@ -82,7 +83,6 @@ def run(cfg, model_name: str) -> None:
             },
         }
         winner_path = paths.tuning_winner(dataset, model_name)
-        table = _write_table(table_path, table.to_dict("records"), selected=best)
         atomic_write_json(winner_path, {**winner, "candidates": len(table)})
         tracking.log_cv_summary({k: v for k, v in winner["metrics"].items() if v is not None})
         tracking.log_artifacts([table_path, winner_path], artifact_path="tuning")
