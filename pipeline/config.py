@@ -20,7 +20,6 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.schema import Config
 
 PARAMS_FILE = "params.yaml"
-MODEL_NAMES = ("svm_hog", "resnet50", "resnet50_svm", "densenet121", "yolov8")
 ADAPTERS = ("cnmc", "all_idb2", "folder", "synthetic")
 SEGMENT_METHODS = ("none", "otsu", "otsu_active_contour")
 CROP_RULES = ("bbox", "fraction")

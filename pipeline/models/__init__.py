@@ -1,7 +1,8 @@
-"""The five classifiers behind `pipeline.models.base.Classifier` (importing fills the registry)."""
+"""The classifiers behind `pipeline.models.base.Classifier` (importing fills the registry)."""
 
 from pipeline.models.base import Classifier, TrainContext, build_model, load_model
 from pipeline.models.cnn_svm import CnnSvmClassifier
+from pipeline.models.ensemble import EnsembleClassifier
 from pipeline.models.svm_hog import HogSvmClassifier
 from pipeline.models.torchvision_cnn import TorchvisionClassifier
 from pipeline.models.weights import MissingWeightsError
@@ -10,6 +11,7 @@ from pipeline.models.yolo import YoloClassifier
 __all__ = [
     "Classifier",
     "CnnSvmClassifier",
+    "EnsembleClassifier",
     "HogSvmClassifier",
     "MissingWeightsError",
     "TorchvisionClassifier",
