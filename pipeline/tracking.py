@@ -404,7 +404,7 @@ SIGNATURE = ModelSignature(
 def log_model(classifier: Classifier, model_dir: Path | str) -> ModelInfo:
     """Log the saved model folder as a pyfunc model of the active run; tag the run with its URI.
 
-    One wrapper for all five classifiers (no per-model flavour), so serving and the registry
+    One wrapper for every classifier (no per-model flavour), so serving and the registry
     never branch on the model kind.
     """
     run_id = _active_run_id()

@@ -28,7 +28,7 @@ def cfg():
 
 @pytest.fixture(scope="session")
 def demo_workspace(tmp_path_factory) -> Path:
-    """The whole pipeline (5 models) run once per session on a tiny demo; read-only for tests.
+    """The whole pipeline (every model) run once per session on a tiny demo; read-only for tests.
 
     Tests that modify outputs copy it first (shutil.copytree).
     """

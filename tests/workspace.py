@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pipeline.config import write_params
 
-MODELS = ("svm_hog", "resnet50", "resnet50_svm", "densenet121", "yolov8")
+NETWORKS = ("resnet50", "resnet50_svm", "densenet121", "yolov8")
+MODELS = ("svm_hog", *NETWORKS, "ensemble")  # the ensemble's members follow their sections
 PREP_STAGES = ("generate_demo", "ingest", "segment", "crop", "split", "augment")
 
 TINY_OVERRIDES = (
@@ -27,8 +28,8 @@ TINY_OVERRIDES = (
     "evaluate.bootstrap_samples=100",
     "models.svm_hog.hog.image_side=32",
     "models.svm_hog.hog.pixels_per_cell=8",
-    *(f"models.{m}.epochs=1" for m in MODELS if m != "svm_hog"),
-    *(f"models.{m}.batch_size=16" for m in MODELS if m != "svm_hog"),
+    *(f"models.{m}.epochs=1" for m in NETWORKS),
+    *(f"models.{m}.batch_size=16" for m in NETWORKS),
 )
 
 

@@ -1,4 +1,4 @@
-"""The one classifier interface: five models, one training/evaluation/tracking path.
+"""The one classifier interface: every model, one training/evaluation/tracking path.
 
 Training, evaluation, tracking and reporting only ever talk to `Classifier`; they never branch
 on a model's name. A model is trained from an image-folder dataset
