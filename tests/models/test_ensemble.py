@@ -94,3 +94,8 @@ def test_members_follow_their_model_sections_in_the_composed_config() -> None:
     assert members["yolov8"].epochs == 7
     assert members["svm_hog"].C == 0.5
     assert members["resnet50_svm"] == cfg.models.resnet50_svm
+
+
+def test_members_can_be_chosen_by_override() -> None:
+    cfg = compose(["models.ensemble.members=[${models.yolov8},${models.densenet121}]"])
+    assert [m.name for m in cfg.models.ensemble.members] == ["yolov8", "densenet121"]
