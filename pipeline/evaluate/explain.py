@@ -39,8 +39,9 @@ def require_cam_target(model: Classifier) -> CamTarget:
     if target is None:
         name = model.config.get("name", model.kind)
         raise ValueError(
-            f"model {name!r} (kind {model.kind!r}) has no convolutional layer to explain; "
-            "Grad-CAM needs a CNN model"
+            f"model {name!r} (kind {model.kind!r}) has no single convolutional feature map to "
+            "explain; Grad-CAM needs a CNN model (for an ensemble, explain its members' own "
+            "models: trained alike, they have the same weights)"
         )
     return target
 

@@ -154,12 +154,15 @@ def test_predict_cli_explain_writes_one_overlay_per_readable_image(
     assert "broken.png" in capsys.readouterr().out  # the error row is still reported
 
 
-def test_predict_cli_explain_svm_hog_is_a_clear_error(demo_workspace, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["svm_hog", "ensemble"])
+def test_predict_cli_explain_without_a_feature_map_is_a_clear_error(
+    name, demo_workspace, tmp_path, capsys
+):
     folder = _image_folder(demo_workspace, tmp_path)
-    model_dir = demo_workspace / "models/synthetic/svm_hog"
+    model_dir = demo_workspace / "models/synthetic" / name
     assert predict_main([str(model_dir), str(folder), "--explain", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
-    assert "error:" in err and "svm_hog" in err and "Traceback" not in err
+    assert "error:" in err and name in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
 
 
