@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.io import write_image
-from pipeline.models.base import CLASSES
+from pipeline.models.base import CLASSES, TrainContext
 
 SIDE = 32
 
@@ -49,3 +49,17 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
         return False
 
     monkeypatch.setattr("pipeline.models.weights.network_available", no_network)
+
+
+def recording_context(
+    data_dir: Path, work_dir: Path
+) -> tuple[TrainContext, list[tuple[int, dict[str, float]]]]:
+    """A 32 px training context and the list its `on_epoch` callback appends to."""
+    calls: list[tuple[int, dict[str, float]]] = []
+    ctx = TrainContext(
+        data_dir=data_dir,
+        work_dir=work_dir,
+        image_size=SIDE,
+        on_epoch=lambda epoch, row: calls.append((epoch, row)),
+    )
+    return ctx, calls

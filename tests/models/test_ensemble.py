@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from pipeline.config import ConfigError, compose
 from pipeline.models import EnsembleClassifier, TrainContext, build_model, load_model
+from tests.models.conftest import recording_context
 from tests.models.test_models import model_config, val_images
 
 MEMBERS = ("svm_hog", "resnet50")
@@ -25,13 +26,7 @@ def ensemble_config(**changes: Any) -> dict[str, Any]:
 def test_ensemble_is_the_weighted_mean_of_members_trained_as_alone(
     image_folder_dir: Path, tmp_path: Path
 ) -> None:
-    calls: list[tuple[int, dict[str, float]]] = []
-    ctx = TrainContext(
-        data_dir=image_folder_dir,
-        work_dir=tmp_path / "ensemble",
-        image_size=32,
-        on_epoch=lambda epoch, row: calls.append((epoch, row)),
-    )
+    ctx, calls = recording_context(image_folder_dir, tmp_path / "ensemble")
     ensemble = build_model(ensemble_config(weights=[1, 3]))
     history = ensemble.fit(ctx)
 

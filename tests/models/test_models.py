@@ -14,6 +14,7 @@ from pipeline.config import ConfigError
 from pipeline.io import BadInputError, read_image
 from pipeline.models import MissingWeightsError, TrainContext, build_model, load_model
 from pipeline.train import loop
+from tests.models.conftest import recording_context
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 TINY = {"pretrained": "none", "epochs": 2, "batch_size": 8}
@@ -45,13 +46,7 @@ def test_fit_predict_save_load(
     name: str, image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # nothing may be written to the cwd (Ultralytics' runs/...)
-    calls: list[tuple[int, dict[str, float]]] = []
-    ctx = TrainContext(
-        data_dir=image_folder_dir,
-        work_dir=tmp_path / "work",
-        image_size=32,
-        on_epoch=lambda epoch, row: calls.append((epoch, row)),
-    )
+    ctx, calls = recording_context(image_folder_dir, tmp_path / "work")
     model = build_model(model_config(name))
     start = time.perf_counter()
     history = model.fit(ctx)
