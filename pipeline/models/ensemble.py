@@ -41,7 +41,7 @@ class EnsembleClassifier(Classifier):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         params.require(self.config, ("members",))
-        where = f"models.{self.config.get('name', self.kind)}"
+        where = params.section_key(self.config)
         members = self.config["members"]
         if not isinstance(members, list) or len(members) < 2:
             raise ConfigError(f"{where}.members: need a list of at least two model sections")

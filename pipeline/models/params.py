@@ -8,7 +8,8 @@ from typing import Any
 from pipeline.config import ConfigError
 
 
-def _where(config: dict[str, Any], where: str | None) -> str:
+def section_key(config: dict[str, Any], where: str | None = None) -> str:
+    """'models.<name>' (or 'models.<where>'): how error messages name a model's section."""
     return f"models.{where or config.get('name', config.get('kind'))}"
 
 
@@ -16,7 +17,9 @@ def require(config: dict[str, Any], keys: Iterable[str], where: str | None = Non
     """All `keys` present; `where` names a nested section (e.g. 'svm_hog.hog')."""
     missing = [key for key in keys if key not in config]
     if missing:
-        raise ConfigError(", ".join(f"{_where(config, where)}.{key}: missing" for key in missing))
+        raise ConfigError(
+            ", ".join(f"{section_key(config, where)}.{key}: missing" for key in missing)
+        )
 
 
 def optional_int(
@@ -28,7 +31,7 @@ def optional_int(
         isinstance(value, bool) or not isinstance(value, int) or value < minimum
     ):
         raise ConfigError(
-            f"{_where(config, where)}.{key}: {value!r} is not null or an integer >= {minimum}"
+            f"{section_key(config, where)}.{key}: {value!r} is not null or an integer >= {minimum}"
         )
     return value
 
@@ -39,5 +42,5 @@ def choice(
     value = config.get(key)
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ConfigError(f"{_where(config, where)}.{key}: {value!r} not in {allowed}")
+        raise ConfigError(f"{section_key(config, where)}.{key}: {value!r} not in {allowed}")
     return value

@@ -96,7 +96,9 @@ class HogSvmClassifier(Classifier):
         params.choice(self.config["hog"], "color", ("gray", "rgb"), where)
         self.config["hog"].setdefault("color_hist_bins", 0)
         if int(self.config["hog"]["color_hist_bins"]) < 0:
-            raise ConfigError(f"models.{where}.color_hist_bins: must be >= 0")
+            raise ConfigError(
+                f"{params.section_key(self.config, where)}.color_hist_bins: must be >= 0"
+            )
         self.pipeline: Pipeline | None = None
 
     def _folder_features(self, data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
