@@ -73,7 +73,7 @@ class EnsembleClassifier(Classifier):
         is_all = np.asarray(val.targets) == val.class_to_idx[POSITIVE]
         row = {"epoch": 1}
         if len(is_all):
-            row["val_accuracy"] = float(accuracy_score(is_all, p_all > 0.5))
+            row["val_accuracy"] = float(accuracy_score(is_all, p_all >= 0.5))
             row["val_loss"] = float(log_loss(is_all, p_all, labels=[False, True]))
         if ctx.on_epoch is not None:
             ctx.on_epoch(1, row)

@@ -41,7 +41,7 @@ def test_ensemble_is_the_weighted_mean_of_members_trained_as_alone(
 
     # One history row: the mean scored on the validation split, as selection reads it.
     assert len(history) == 1
-    assert history[0]["val_accuracy"] == pytest.approx(accuracy_score(is_all, proba > 0.5))
+    assert history[0]["val_accuracy"] == pytest.approx(accuracy_score(is_all, proba >= 0.5))
     assert history[0]["val_loss"] == pytest.approx(log_loss(is_all, proba, labels=[False, True]))
     assert calls[-1] == (1, history[0])
     member_keys = {key for _, row in calls[:-1] for key in row}
