@@ -1,0 +1,1 @@
+"""all-detect: ALL vs healthy white-cell classification, as a DVC + Hydra + MLflow pipeline."""

@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline.errors import PipelineError
 from pipeline.schema import Config
 
 PARAMS_FILE = "params.yaml"
@@ -27,25 +28,42 @@ AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
 SPLITS = ("train", "val", "test")
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A config key is unknown, missing or has an invalid value; the message names the key."""
 
 
-def repo_root(start: Path | None = None) -> Path:
-    """The project root, also from inside `dvc exp run --temp/--queue` copies.
+EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
 
-    DVC runs queued/temp experiments in `<repo>/.dvc/tmp/exps/<tmp>/`; anything anchored on the
-    working copy there (the MLflow store) would vanish with it, so we anchor on the real repo.
+
+def workspace_root(start: Path | None = None) -> Path:
+    """The folder DVC runs the stage in: its `params.yaml`, relative data roots and outputs.
+
+    That is the repository for `dvc repro` and `dvc exp run`, but the experiment's own copy
+    under `<repo>/.dvc/tmp/exps/` for `dvc exp run --temp/--queue`, which holds that
+    experiment's params. Found from the working directory (DVC's stage `wdir`), never from
+    `DVC_ROOT`, which DVC points at the parent repository for queued runs.
     """
-    here = Path(start or os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-    parts = here.parts
-    for i in range(len(parts) - 3):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
+    here = Path(start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
             return candidate
     return here
+
+
+def tracking_home(start: Path | None = None) -> Path:
+    """The real repository, also from inside a `dvc exp run --temp/--queue` copy.
+
+    Only the local MLflow store is anchored here: runs logged inside a temporary copy would
+    vanish with it. DVC exports the parent repository as `DVC_ROOT` to every stage it runs.
+    """
+    if start is None and os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    workspace = workspace_root(start)
+    parts = workspace.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == EXPERIMENT_COPIES:
+            return Path(*parts[:i])
+    return workspace
 
 
 def conf_dir() -> Path:
@@ -83,7 +101,7 @@ def write_params(path: Path | str = PARAMS_FILE, overrides: Sequence[str] = ()) 
 
 def load(params: Path | str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
     """Read `params.yaml` (what DVC tracks), apply `key=value` overrides, validate."""
-    path = Path(params) if params else repo_root() / PARAMS_FILE
+    path = Path(params) if params else workspace_root() / PARAMS_FILE
     if not path.exists():
         raise ConfigError(f"{path} not found: run `python -m pipeline.config write` first")
     cfg = OmegaConf.create(yaml.safe_load(path.read_text()) or {})
@@ -103,7 +121,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"invalid config key '{key}': {exc.msg}") from None
+    unset = sorted(OmegaConf.missing_keys(typed))
+    if unset:
+        raise ConfigError(f"config keys without a value (conf/ defines every default): {unset}")
     problems = _value_problems(typed)
+    if len(problems) == 1:
+        raise ConfigError(f"invalid config value: {problems[0]}")
     if problems:
         raise ConfigError("invalid config values:\n  " + "\n  ".join(problems))
     return typed
@@ -149,6 +172,29 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     check(not bad_splits, "augment.splits", f"unknown splits {bad_splits}")
     check(0 < cfg.evaluate.confidence < 1, "evaluate.confidence", "must be in (0, 1)")
     check(cfg.evaluate.explain_samples >= 0, "evaluate.explain_samples", "must be >= 0")
+    check(0 <= cfg.evaluate.collapse_share < 0.5, "evaluate.collapse_share", "must be in [0, 0.5)")
+    threads = cfg.train.threads
+    check(threads is None or threads >= 1, "train.threads", "must be null or >= 1")
+    members = list(cfg.ensemble.members)
+    unknown = sorted(set(members) - set(cfg.models or {}))
+    check(not unknown, "ensemble.members", f"{unknown} not in models {sorted(cfg.models or {})}")
+    check(
+        len(members) >= 2 and len(set(members)) == len(members),
+        "ensemble.members",
+        "need at least two distinct model names",
+    )
+    weights, top_k = cfg.ensemble.weights, cfg.ensemble.top_k
+    check(
+        weights is None or (len(weights) == len(members) and all(w > 0 for w in weights)),
+        "ensemble.weights",
+        "null or one positive number per member",
+    )
+    check(
+        top_k is None or 1 <= top_k <= len(members),
+        "ensemble.top_k",
+        f"null or 1..{len(members)} (the number of members)",
+    )
+    check(top_k is None or weights is None, "ensemble.weights", "must be null with top_k")
     for name, section in (cfg.models or {}).items():
         for key in ("lr", "epochs", "batch_size"):
             if key in section:
@@ -173,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "show":
             print(to_yaml(compose(args.overrides)))
         else:
-            if not params_in_sync(repo_root() / PARAMS_FILE, args.overrides):
+            if not params_in_sync(workspace_root() / PARAMS_FILE, args.overrides):
                 print(
                     "params.yaml is out of sync with conf/: run `python -m pipeline.config write`"
                 )

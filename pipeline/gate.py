@@ -1,15 +1,20 @@
-"""CI metric-regression gate: fail when a gated metric drops by more than its tolerance.
+"""CI metric-regression gate: fail when a gated metric moves the wrong way by more than its
+tolerance, when a new model or metric lands below its floor, or when a warning flag flips on.
 
 `dvc metrics diff` shows changes but has no tolerance and never fails, so CI could merge a
 silently worse model. This compares the metrics JSON files under `reports/metrics/` (one flat
-object per file, higher is better) with a baseline and exits 1 on any regression.
+object per file) with a baseline and exits 1 on any regression. Each gated metric has a
+direction (`higher` is better, or `lower` for loss-like metrics), a tolerance (0 <= t < 0.5)
+and a floor that a metric absent from the baseline (a new model or metric) must reach. Flags
+(`shortcut_warning`, `model_input_warning`, `collapsed`) must not turn true.
 
 Baseline (default: `--baseline-ref HEAD`, like `dvc metrics diff`): the same files committed at a
 git ref (`origin/main` in a pull request), or `--baseline-dir`, a folder laid out like
-`reports/metrics/`. Tolerances come from the `gate` section of params.yaml (conf/gate/).
+`reports/metrics/`. Rules come from the `gate` section of params.yaml (conf/gate/).
 
-Exit codes: 0 no regression, 1 regression (a gated metric dropped too far, became null or went
-missing), 2 the gate could not run (bad ref, unreadable file, no metrics, bad tolerance).
+Exit codes: 0 no regression, 1 regression (a gated metric moved too far, became null, went
+missing, landed below its floor, or a flag flipped), 2 the gate could not run (bad ref,
+unreadable file, no metrics, bad rule).
 """
 
 from __future__ import annotations
@@ -24,22 +29,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 METRICS_DIR = "reports/metrics"
 DEFAULT_KEY = "default"
 # Float noise must not turn a drop of exactly the tolerance into a failure.
 EPS = 1e-9
 
+DIRECTIONS = ("higher", "lower")
+MAX_TOLERANCE = 0.5  # a tolerance this wide would let any rate through: the gate would be off
+
 Metrics = dict[str, dict[str, object]]
-Status = Literal["ok", "regressed", "missing", "new", "n/a"]
+Status = Literal["ok", "regressed", "missing", "new", "n/a", "below floor", "flipped"]
 VERDICTS: dict[str, str] = {
     "ok": "✅",
     "new": "✅ new",
     "n/a": "✅ n/a",
     "regressed": "❌ regressed",
     "missing": "❌ missing",
+    "below floor": "❌ new, below floor",
+    "flipped": "❌ warning raised",
 }
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one metric is gated: which way is better, how far it may move, and the floor (for
+    `lower`: the ceiling) a new value must respect."""
+
+    direction: str = "higher"
+    tolerance: float = 0.02
+    floor: float | None = None
 
 
 class GateError(Exception):
@@ -65,7 +85,7 @@ class Row:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("regressed", "missing")
+        return self.status in ("regressed", "missing", "below floor", "flipped")
 
 
 def _number(value: object, where: str) -> float | None:
@@ -145,8 +165,9 @@ def resolve_tolerances(
 ) -> dict[str, float]:
     """Tolerance of every gated metric, after `metric=value` overrides (`default=` included).
 
-    A key that is neither gated nor `default` is refused: a typo would otherwise silently keep
-    the old tolerance.
+    A key that is neither gated nor `default` is refused (a typo would otherwise silently keep
+    the old tolerance), and so is a tolerance outside [0, 0.5): one that wide switches the
+    gate off.
     """
     merged = {str(k): v for k, v in tolerances.items()}
     for item in overrides:
@@ -166,37 +187,85 @@ def resolve_tolerances(
             raise GateError(
                 f"no tolerance for gated metric {metric!r} and no gate.tolerances.default"
             )
-        if not (isinstance(value, int | float) and value >= 0):
-            raise GateError(f"gate.tolerances.{metric} must be a number >= 0, got {value!r}")
+        if not (isinstance(value, int | float) and 0 <= value < MAX_TOLERANCE):
+            raise GateError(
+                f"gate.tolerances.{metric} must be a number in [0, {MAX_TOLERANCE}), got {value!r}"
+            )
         result[metric] = float(value)
     return result
 
 
-def _status(baseline: float | None, current: float | None, tolerance: float) -> Status:
+def resolve_rules(gate: Mapping[str, object], overrides: Sequence[str] = ()) -> dict[str, Rule]:
+    """The `gate` config (metrics: name -> direction, tolerances, floors) as one rule per
+    gated metric, every value checked."""
+    directions = dict(gate.get("metrics") or {})
+    bad = {m: d for m, d in directions.items() if d not in DIRECTIONS}
+    if bad:
+        raise GateError(f"gate.metrics: directions must be one of {DIRECTIONS}, got {bad}")
+    tolerances = resolve_tolerances(list(directions), dict(gate.get("tolerances") or {}), overrides)
+    floors = {str(k): v for k, v in dict(gate.get("floors") or {}).items()}
+    unknown = sorted(set(floors) - {*directions, DEFAULT_KEY})
+    if unknown:
+        raise GateError(f"gate.floors for {unknown} but the gated metrics are {list(directions)}")
+    rules = {}
+    for metric, direction in directions.items():
+        floor = floors.get(metric, floors.get(DEFAULT_KEY))
+        if floor is not None and not isinstance(floor, int | float):
+            raise GateError(f"gate.floors.{metric} must be a number or null, got {floor!r}")
+        rules[metric] = Rule(direction, tolerances[metric], None if floor is None else float(floor))
+    return rules
+
+
+def _status(baseline: float | None, current: float | None, rule: Rule) -> Status:
     if baseline is None:
-        return "n/a" if current is None else "new"
+        if current is None:
+            return "n/a"
+        return "below floor" if _beyond(current, rule.floor, rule.direction, 0.0) else "new"
     if current is None:
         return "missing"
-    return "regressed" if current < baseline - tolerance - EPS else "ok"
+    return "regressed" if _beyond(current, baseline, rule.direction, rule.tolerance) else "ok"
 
 
-def compare(baseline: Metrics, current: Metrics, tolerances: Mapping[str, float]) -> list[Row]:
-    """One row per gated metric (the keys of `tolerances`) present in either side's file.
+def _beyond(value: float, reference: float | None, direction: str, tolerance: float) -> bool:
+    """`value` is worse than `reference` by more than `tolerance`, in the metric's direction."""
+    if reference is None:
+        return False
+    if direction == "lower":
+        return value > reference + tolerance + EPS
+    return value < reference - tolerance - EPS
 
-    Present in the baseline but absent or null now -> "missing" (a failure: a model or metric
-    vanished); absent from the baseline -> "new" (not a failure).
+
+def compare(
+    baseline: Metrics,
+    current: Metrics,
+    rules: Mapping[str, Rule | float],
+    flags: Sequence[str] = (),
+) -> list[Row]:
+    """One row per gated metric (the keys of `rules`; a bare number is a higher-is-better
+    tolerance) and per flag present in either side's file.
+
+    Present in the baseline but absent or null now -> "missing" (a model or metric vanished);
+    absent from the baseline -> "new", or "below floor" when it misses its floor; a flag that
+    is true now but was not -> "flipped".
     """
+    rules = {m: r if isinstance(r, Rule) else Rule(tolerance=float(r)) for m, r in rules.items()}
     rows = []
     for file in sorted(baseline.keys() | current.keys()):
         old, new = baseline.get(file, {}), current.get(file, {})
-        for metric, tolerance in tolerances.items():
+        for metric, rule in rules.items():
             if metric not in old and metric not in new:
                 continue
             where = f"{file}: {metric}"
             b = _number(old.get(metric), f"baseline {where}")
             c = _number(new.get(metric), f"current {where}")
-            status: Status = "new" if metric not in old else _status(b, c, tolerance)
-            rows.append(Row(file, metric, b, c, tolerance, status))
+            status = _status(b if metric in old else None, c, rule)
+            rows.append(Row(file, metric, b, c, rule.tolerance, status))
+        for flag in flags:
+            if flag not in old and flag not in new:
+                continue
+            was, now = bool(old.get(flag)), bool(new.get(flag))
+            status = "flipped" if now and not was else "ok"
+            rows.append(Row(file, flag, float(was), float(now), 0.0, status))
     return rows
 
 
@@ -217,7 +286,7 @@ def render_markdown(rows: Sequence[Row], baseline_label: str = "baseline") -> st
         "",
         verdict,
         "",
-        "| file / model | metric | baseline | current | delta | allowed drop | verdict |",
+        "| file / model | metric | baseline | current | delta | allowed change | verdict |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: not r.failed):
@@ -233,7 +302,7 @@ def _gate_config(params: Path | None) -> DictConfig:
     """The validated `gate` section: params.yaml when present, else conf/ composed afresh."""
     from pipeline import config
 
-    path = params or config.repo_root() / config.PARAMS_FILE
+    path = params or config.workspace_root() / config.PARAMS_FILE
     try:
         cfg = config.load(path) if path.exists() else config.compose()
     except config.ConfigError as exc:
@@ -278,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         gate = _gate_config(args.params)
-        tolerances = resolve_tolerances(list(gate.metrics), dict(gate.tolerances), args.tolerance)
+        rules = resolve_rules(OmegaConf.to_container(gate, resolve=True), args.tolerance)
         current = read_metrics_dir(args.metrics_dir)
         if not current:
             raise GateError(f"no metrics files under {args.metrics_dir}: run `dvc repro` first")
@@ -288,12 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             label = f"`{args.baseline_ref}`"
             baseline = read_metrics_at_ref(args.baseline_ref, args.metrics_dir)
-        rows = compare(baseline, current, tolerances)
+        rows = compare(baseline, current, rules, list(gate.flags))
     except GateError as exc:
         print(f"gate error: {exc}", file=sys.stderr)
         return 2
     if not rows:
-        print(f"gate error: none of the gated metrics {list(tolerances)} found", file=sys.stderr)
+        print(f"gate error: none of the gated metrics {list(rules)} found", file=sys.stderr)
         return 2
     table = render_markdown(rows, label)
     print(table)

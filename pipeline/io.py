@@ -19,10 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
-class BadInputError(ValueError):
+class BadInputError(PipelineError, ValueError):
     """One or more inputs are unusable; the message lists every offending file or key."""
 
     def __init__(self, problems: list[str], what: str = "bad input") -> None:
@@ -32,7 +34,7 @@ class BadInputError(ValueError):
         super().__init__(f"{what} ({len(self.problems)}):\n  {shown}{more}")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PipelineError, ValueError):
     """A single image could not be decoded; the message names the file and why."""
 
 
@@ -79,6 +81,16 @@ def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: Path | str) -> str:
+    """sha256 over every file's relative path and content: identifies a saved model folder
+    (its MLflow run is found by it) whatever the folder is called or where it lives."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 

@@ -12,23 +12,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
+from pipeline.labels import CLASSES
 
-LABELS = ("all", "hem")
 COLUMNS = ("id", "path", "label", "group", "sha256", "source")
 
 
-class ManifestError(ValueError):
-    pass
+class ManifestError(PipelineError, ValueError):
+    """A stage's manifest lacks columns, has unknown labels or duplicate ids."""
 
 
 def validate(frame: pd.DataFrame, where: str = "manifest") -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"{where}: missing columns {missing}")
-    bad = sorted(set(frame["label"]) - set(LABELS))
+    bad = sorted(set(frame["label"]) - set(CLASSES))
     if bad:
-        raise ManifestError(f"{where}: unknown labels {bad}; expected {LABELS}")
+        raise ManifestError(f"{where}: unknown labels {bad}; expected {CLASSES}")
     dupes = frame["id"][frame["id"].duplicated()].tolist()
     if dupes:
         raise ManifestError(f"{where}: duplicate ids {dupes[:10]}")

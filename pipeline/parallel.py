@@ -37,18 +37,16 @@ def parallel_map(
     """Map `func` over `items` in worker processes; results keep the input order."""
     items = list(items)
     jobs = jobs or n_jobs()
-    progress = tqdm(total=len(items), desc=desc, unit="img", mininterval=0.5)
-    if jobs == 1 or len(items) < 8:
-        results = []
-        for item in items:
-            results.append(func(item))
-            progress.update()
-    else:
-        runner = Parallel(n_jobs=jobs, return_as="generator", batch_size=8)
-        results = []
-        task = _InDirectory(func, os.getcwd())
-        for result in runner(delayed(task)(item) for item in items):
-            results.append(result)
-            progress.update()
-    progress.close()
+    results = []
+    with tqdm(total=len(items), desc=desc, unit="img", mininterval=0.5) as progress:
+        if jobs == 1 or len(items) < 8:
+            for item in items:
+                results.append(func(item))
+                progress.update()
+        else:
+            runner = Parallel(n_jobs=jobs, return_as="generator", batch_size=8)
+            task = _InDirectory(func, os.getcwd())
+            for result in runner(delayed(task)(item) for item in items):
+                results.append(result)
+                progress.update()
     return results

@@ -62,9 +62,14 @@ def cv_metrics(dataset: str, model: str) -> Path:
     return METRICS / dataset / "cv" / f"{model}.json"
 
 
+def cv_dir(dataset: str, model: str) -> Path:
+    """A model's CV outputs: predictions.csv, subjects.csv, selection.json."""
+    return REPORTS / "cv" / dataset / model
+
+
 def cv_predictions(dataset: str, model: str) -> Path:
-    """Out-of-fold P(ALL) of every image in every repeat (one row per image and repeat)."""
-    return REPORTS / "cv" / dataset / f"{model}.csv"
+    """P(ALL) of every validation and test image of every fold and repeat (column `part`)."""
+    return cv_dir(dataset, model) / "predictions.csv"
 
 
 def cross_dir(dataset: str) -> Path:
@@ -74,6 +79,11 @@ def cross_dir(dataset: str) -> Path:
 
 def shortcut(dataset: str) -> Path:
     return metrics(dataset, "shortcut")
+
+
+def ensemble_members(dataset: str) -> Path:
+    """Digests of the ensemble's members (model folder, CV predictions), one JSON each."""
+    return dataset_dir(dataset) / "ensemble"
 
 
 def tuning_table(dataset: str, model: str) -> Path:

@@ -1,7 +1,10 @@
-"""Typed schema of the whole config tree.
+"""Typed schema of the whole config tree: types only, no default values.
 
 Merging the composed config into these dataclasses is what makes a misspelt key or a value of
-the wrong type fail at start-up, naming the full key, instead of being silently ignored.
+the wrong type fail at start-up, naming the full key, instead of being silently ignored. Every
+default lives in the YAML under conf/ (the paper's values, documented there): a field here is
+MISSING, so a key that conf/ forgets to set fails loudly too. `style` is the one optional key
+(synthetic datasets only).
 """
 
 from __future__ import annotations
@@ -9,162 +12,160 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 
 @dataclass
 class DatasetConfig:
-    name: str = "synthetic"
-    adapter: str = "synthetic"  # cnmc | all_idb2 | folder | synthetic
-    root: str = "artifacts/demo/smear"
-    masks: str | None = None
-    classes: dict[str, list[str]] | None = None
-    segment: bool = False
-    folds: list[int] | None = None
-    on_bad_file: str = "error"  # error | skip
+    name: str = MISSING
+    adapter: str = MISSING  # cnmc | all_idb2 | folder | synthetic
+    root: str = MISSING
+    masks: str | None = MISSING
+    classes: dict[str, list[str]] | None = MISSING
+    segment: bool = MISSING
+    folds: list[int] | None = MISSING
+    on_bad_file: str = MISSING  # error | skip
     style: str | None = None  # synthetic only: smear | cnmc
 
 
 @dataclass
 class ActiveContourConfig:
-    alpha: float = 0.015
-    beta: float = 10.0
-    gamma: float = 1.0
-    w_edge: float = 1.0
-    max_num_iter: int = 100
-    smoothing_sigma: float = 2.0
-    n_points: int = 200
+    alpha: float = MISSING
+    beta: float = MISSING
+    gamma: float = MISSING
+    w_edge: float = MISSING
+    max_num_iter: int = MISSING
+    smoothing_sigma: float = MISSING
+    n_points: int = MISSING
 
 
 @dataclass
 class SegmentConfig:
-    method: str = "otsu_active_contour"  # none | otsu | otsu_active_contour
-    channel: str = "lab_b"  # gray (paper) | lab_b | saturation
-    otsu_classes: int = 3
-    min_area_px: int = 100
-    opening_radius_px: float = 0.0
-    convex_hull: bool = False
-    reference_side: int = 257
-    fill_holes: bool = True
+    method: str = MISSING  # none | otsu | otsu_active_contour
+    channel: str = MISSING  # gray (paper) | lab_b | saturation
+    otsu_classes: int = MISSING
+    min_area_px: int = MISSING
+    opening_radius_px: float = MISSING
+    convex_hull: bool = MISSING
+    reference_side: int = MISSING
+    fill_holes: bool = MISSING
     active_contour: ActiveContourConfig = field(default_factory=ActiveContourConfig)
 
 
 @dataclass
 class CropConfig:
-    rule: str = "bbox"  # bbox | fraction
-    threshold: int = 10
-    margin: float = 0.05
-    fraction: list[float] = field(default_factory=lambda: [0.2, 0.8])
-    size: int = 224
-    pad_to_square: bool = True
+    rule: str = MISSING  # bbox | fraction
+    threshold: int = MISSING
+    margin: float = MISSING
+    fraction: list[float] = MISSING
+    size: int = MISSING
+    pad_to_square: bool = MISSING
 
 
 @dataclass
 class SplitConfig:
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
+    train: float = MISSING
+    val: float = MISSING
+    test: float = MISSING
+    group_by: str = MISSING  # subject | none (the paper's image-level protocol)
+    tolerance: float = MISSING
 
 
 @dataclass
 class AugmentConfig:
-    ops: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90", "rot180", "rot270"])
-    multiplier: float = 1.43
-    splits: list[str] = field(default_factory=lambda: ["train"])
+    ops: list[str] = MISSING
+    multiplier: float = MISSING
+    splits: list[str] = MISSING
 
 
 @dataclass
 class TrainConfig:
-    device: str = "auto"
-    amp: bool = True
-    num_workers: int = 0
-    monitor: str = "val_accuracy"
-    early_stopping_patience: int = 0
-    deterministic: bool = True
+    device: str = MISSING
+    amp: bool = MISSING
+    num_workers: int = MISSING
+    monitor: str = MISSING
+    early_stopping_patience: int = MISSING
+    deterministic: bool = MISSING
+    threads: int | None = MISSING  # CPU threads for torch (and Ultralytics); null = their default
+    class_balance: bool = MISSING  # weight classes inversely to their training-split frequency
+    strategy: str = MISSING  # auto | ddp (DistributedDataParallel on the CPU too)
+    processes: int = MISSING  # DDP ranks on the CPU with strategy ddp
 
 
 @dataclass
 class EvaluateConfig:
-    bootstrap_samples: int = 1000
-    confidence: float = 0.95
-    explain_samples: int = 8
+    bootstrap_samples: int = MISSING
+    confidence: float = MISSING
+    explain_samples: int = MISSING
+    collapse_share: float = MISSING
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None
-    experiment_prefix: str = "all-detect"
-    register_best: bool = True
-    register_metric: str = "accuracy"
+    uri: str | None = MISSING
+    experiment_prefix: str = MISSING
+    register_best: bool = MISSING
+    register_metric: str = MISSING
 
 
 @dataclass
 class DemoConfig:
-    n_per_class: int = 100
-    smear_side: int = 103
-    cnmc_side: int = 120
-    cnmc_subjects: int = 12
-    difficulty: float = 1.0
+    n_per_class: int = MISSING
+    smear_side: int = MISSING
+    cnmc_side: int = MISSING
+    cnmc_subjects: int = MISSING
+    difficulty: float = MISSING
 
 
 @dataclass
 class GateConfig:
-    # Which metrics the CI gate compares; counts (tp, fp, ...) and CI bounds are not gated.
-    metrics: list[str] = field(
-        default_factory=lambda: [
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "balanced_accuracy",
-            "roc_auc",
-            "cell_dice_mean",
-            "nucleus_dice_mean",
-        ]
-    )
-    # Largest allowed drop per metric (absolute); `default` applies to gated metrics not listed.
-    tolerances: dict[str, float] = field(
-        default_factory=lambda: {
-            "accuracy": 0.02,
-            "f1": 0.03,
-            "roc_auc": 0.02,
-            "cell_dice_mean": 0.01,
-            "nucleus_dice_mean": 0.01,
-            "default": 0.02,
-        }
-    )
+    # gated metric -> direction (higher | lower); see conf/gate/default.yaml
+    metrics: dict[str, str] = MISSING
+    tolerances: dict[str, float] = MISSING
+    floors: dict[str, float] = MISSING
+    flags: list[str] = MISSING
 
 
 @dataclass
 class CvConfig:
-    folds: int = 0  # 0 = off; k >= 2: repeated grouped stratified k-fold CV in stage `cv`
-    repeats: int = 1
+    folds: int = MISSING  # 0 = off; k >= 2: repeated grouped stratified k-fold CV in stage `cv`
+    repeats: int = MISSING
+    nested: bool = MISSING  # choose among tune.grids candidates inside each fold
 
 
 @dataclass
 class CrossConfig:
-    targets: list[str] = field(default_factory=lambda: ["synthetic_cnmc"])  # conf/dataset names
-    roots: dict[str, str] = field(default_factory=dict)  # optional root per target
-    on_missing: str = "error"  # error | skip: a target whose root does not exist
+    targets: list[str] = MISSING  # conf/dataset names
+    roots: dict[str, str] = MISSING  # optional root per target
+    on_missing: str = MISSING  # error | skip: a target whose root does not exist
 
 
 @dataclass
 class ProbeConfig:
-    folds: int = 5
-    repeats: int = 1
-    bins: int = 8  # histogram bins per colour channel
-    warn_roc_auc: float = 0.75  # background-only ROC-AUC above this logs a shortcut warning
+    folds: int = MISSING
+    repeats: int = MISSING
+    bins: int = MISSING  # histogram bins per colour channel
+    warn_roc_auc: float = MISSING  # background-only ROC-AUC above this logs a shortcut warning
 
 
 @dataclass
 class TuneConfig:
     # model name -> {params key: [values]}: the grid `python -m pipeline.stages.tune` searches
-    grids: dict[str, Any] = field(default_factory=dict)
+    grids: dict[str, Any] = MISSING
     # reuse the rows of reports/tuning/<dataset>/<model>.csv whose settings and data match
-    resume: bool = True
+    resume: bool = MISSING
+
+
+@dataclass
+class EnsembleConfig:
+    members: list[str] = MISSING
+    weights: list[float] | None = MISSING
+    top_k: int | None = MISSING  # null: every member; k: the k best members on validation
 
 
 @dataclass
 class Config:
-    seed: int = 42
+    seed: int = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     crop: CropConfig = field(default_factory=CropConfig)
@@ -179,5 +180,6 @@ class Config:
     cross: CrossConfig = field(default_factory=CrossConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     # Model sections differ per model kind; each model class validates its own keys.
-    models: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = MISSING

@@ -5,12 +5,15 @@ it is tagged with and how it ends are decided here alone.
 
 - Store: `MLFLOW_TRACKING_URI` wins, then `tracking.uri`, else `sqlite:///<repo>/mlflow.db`
   with artifacts in `<repo>/mlartifacts` (anchored on the real repo even inside
-  `dvc exp run --temp` copies, see `pipeline.config.repo_root`). The chosen URI is also
+  `dvc exp run --temp/--queue` copies, see `pipeline.config.tracking_home`). The chosen URI is also
   exported to the environment, so libraries that read it themselves (Ultralytics' callback)
   log into the same store instead of creating `./mlruns` or `./mlflow.db`.
-- One experiment per dataset, `<experiment_prefix>/<dataset>`; runs are tagged with the git
-  commit, DVC stage, dataset name and hash, and model name, and carry the whole resolved
-  config as flattened params.
+- One experiment per dataset, `<experiment_prefix>/<dataset>`, marked as a model-training
+  experiment (MLflow 3 otherwise opens it on its GenAI overview). Runs are tagged with the git
+  commit, DVC stage, DVC experiment name and baseline revision (when `dvc exp run` provides
+  them; the experiment name is also in the run name), dataset name and hash, model name and
+  the digest of the model folder they produced; they carry the whole resolved config as
+  flattened params and the dataset they read as an MLflow dataset input.
 - A run ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM); a run orphaned by
   SIGKILL is closed as KILLED by `close_stale_runs` at the next attempt.
 """
@@ -34,8 +37,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import mlflow
+import mlflow.data
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
+from filelock import FileLock
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -44,7 +50,8 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import repo_root
+from pipeline.config import tracking_home
+from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:  # pipeline.models imports torch/ultralytics: only when a model is loaded
     from pipeline.models.base import Classifier
@@ -56,27 +63,37 @@ ARTIFACTS_DIR = "mlartifacts"
 MODEL_ARTIFACT = "model"
 MODEL_URI_TAG = "model_uri"
 TEST_PREFIX = "test_"
+SELECTED = "selected_"  # the kept checkpoint's validation scores
 CHAMPION_ALIAS = "champion"
 HTTP_TIMEOUT_S = 3.0
+SCHEMA_LOCK_TIMEOUT_S = 300
+DIGEST_CHARS = 16  # MLflow keeps dataset digests short (its own are 8 characters)
 PACKAGE = "all-detect"
+MODEL_DIGEST_TAG = "model_digest"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # the UI opens on the runs, not GenAI traces
+DVC_EXPERIMENT_ENV = {
+    "dvc_exp_name": "DVC_EXP_NAME",
+    "dvc_exp_baseline_rev": "DVC_EXP_BASELINE_REV",
+}
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(PipelineError, RuntimeError):
     """The MLflow store/server cannot be reached or written; the message names the URI."""
 
 
 def tracking_uri(cfg: DictConfig) -> str:
     """Where runs go: env `MLFLOW_TRACKING_URI`, else `tracking.uri`, else the repo's SQLite db.
 
-    Relative SQLite paths are anchored on the repo root, not on the working directory, which is
-    a throw-away copy under `dvc exp run --temp`.
+    Relative SQLite paths are anchored on the real repository, not on the working directory,
+    which is a throw-away copy under `dvc exp run --temp/--queue`.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
     if not uri:
-        return f"sqlite:///{repo_root() / DEFAULT_DB}"
+        return f"sqlite:///{tracking_home() / DEFAULT_DB}"
     db = _sqlite_path(uri)
     if db is not None and not db.is_absolute():
-        return f"sqlite:///{repo_root() / db}"
+        return f"sqlite:///{tracking_home() / db}"
     return uri
 
 
@@ -125,11 +142,20 @@ def check_reachable(cfg: DictConfig) -> str:
             ) from exc
         if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise TrackingUnavailableError(f"MLflow store {uri}: {db} is not writable")
+        # Parallel stages (`dvc queue start -j N`) would race to create and migrate the
+        # schema ("No such index ..."): the first one does it under a lock, the others wait.
+        with FileLock(f"{db}.lock", timeout=SCHEMA_LOCK_TIMEOUT_S):
+            _probe_store(uri)
+        return uri
+    _probe_store(uri)
+    return uri
+
+
+def _probe_store(uri: str) -> None:
     try:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:
         raise TrackingUnavailableError(f"MLflow store {uri} is not usable: {exc}") from exc
-    return uri
 
 
 def _probe_http(uri: str) -> None:
@@ -161,21 +187,40 @@ def registered_model_name(cfg: DictConfig, dataset: str) -> str:
 
 
 def _experiment_id(cfg: DictConfig, dataset: str) -> str:
-    """Get or create (or restore, if deleted) the dataset's experiment."""
+    """Get or create (or restore, if deleted) the dataset's experiment, marked as a
+    model-training experiment so the UI opens on its runs."""
     client = mlflow.MlflowClient()
     name = experiment_name(cfg, dataset)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = artifact_location(mlflow.get_tracking_uri(), name)
         try:
-            return client.create_experiment(name, artifact_location=location)
+            experiment_id = client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+            return experiment_id
         except MlflowException:  # created meanwhile by a parallel job
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older version
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
+
+
+def dvc_experiment() -> dict[str, str]:
+    """The DVC experiment this stage runs in (`dvc exp run` exports its name and baseline
+    revision to every stage), as run tags; empty under plain `dvc repro`."""
+    found = {tag: os.environ.get(var) for tag, var in DVC_EXPERIMENT_ENV.items()}
+    return {tag: value for tag, value in found.items() if value}
+
+
+def display_name(name: str) -> str:
+    """`<name> · <DVC experiment>`, so the runs of two experiments can be told apart."""
+    experiment = dvc_experiment().get("dvc_exp_name")
+    return f"{name} · {experiment}" if experiment else name
 
 
 def git_commit() -> str:
@@ -244,7 +289,7 @@ def start_run(
     run = mlflow.start_run(
         run_id=run_id,
         experiment_id=experiment_id,
-        run_name=None if run_id else run_name or model,
+        run_name=None if run_id else display_name(run_name or model),
         nested=nested,
         parent_run_id=parent_run_id,
     )
@@ -259,6 +304,7 @@ def start_run(
             "dvc_stage": stage,
             "dataset": dataset,
             "model": model,
+            **dvc_experiment(),
         }
         if dataset_hash is not None:  # a resumed run keeps the hash it was trained on
             tags["dataset_hash"] = dataset_hash
@@ -343,11 +389,61 @@ def set_tags(tags: Mapping[str, Any]) -> None:
     mlflow.set_tags({key: str(value) for key, value in tags.items()})
 
 
+def log_dataset(frame: pd.DataFrame, name: str, source: str, digest: str, context: str) -> None:
+    """The images a run read, as an MLflow dataset input: name, digest (e.g. the manifest's
+    sha256) and source (the dataset root) fill the runs table's Dataset column, and the
+    rows (id, label, group, split) let a reader see which cells were used for what."""
+    _active_run_id()
+    columns = [c for c in ("id", "label", "group", "split") if c in frame.columns]
+    with warnings.catch_warnings():  # a local path: MLflow's two local source kinds are alike
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        dataset = mlflow.data.from_pandas(
+            frame[columns].reset_index(drop=True),
+            source=str(source),
+            name=name,
+            digest=digest[:DIGEST_CHARS],
+            targets="label",
+        )
+    mlflow.log_input(dataset, context=context)
+
+
+def log_durations(seconds: Mapping[str, float]) -> None:
+    """Stage durations as `<stage>_seconds` metrics: a resumed run's wall time spans several
+    stages (train, then evaluate minutes later), so the UI's Duration says little."""
+    _active_run_id()
+    mlflow.log_metrics({f"{stage}_seconds": float(value) for stage, value in seconds.items()})
+
+
+def find_run(cfg: DictConfig, dataset: str, tags: Mapping[str, str]) -> str | None:
+    """The newest finished or running run of the dataset's experiment carrying all `tags`,
+    preferring one of the current DVC experiment; None when the store has none."""
+    configure(cfg)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
+    if experiment is None:
+        return None
+    clauses = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=" and ".join(clauses),
+        order_by=["attributes.start_time DESC"],
+    )
+    if not runs:
+        return None
+    current = dvc_experiment().get("dvc_exp_name")
+    same = [r for r in runs if current and r.data.tags.get("dvc_exp_name") == current]
+    return (same or runs)[0].info.run_id
+
+
 def log_cv_summary(summary: Mapping[str, Any]) -> None:
     """A CV summary: validation-part scores as `val_*` (what tuning selects on), the rest as
     test metrics (`test_accuracy_mean`, ...)."""
     _active_run_id()
-    numeric = {k: v for k, v in summary.items() if not isinstance(v, bool)}
+    numeric = {
+        k: v
+        for k, v in summary.items()
+        if (isinstance(v, int | float) and not isinstance(v, bool)) or v is None
+    }
     mlflow.log_metrics(_numeric({k: v for k, v in numeric.items() if k.startswith("val_")}))
     log_test_metrics({k: v for k, v in numeric.items() if not k.startswith("val_")})
 
@@ -426,15 +522,35 @@ def log_model(classifier: Classifier, model_dir: Path | str) -> ModelInfo:
     return info
 
 
-def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> int:
-    """Register the finished run with the best `test_<metric>` as `<prefix>-<dataset>`.
+def log_selected_epoch(row: Mapping[str, float | None]) -> None:
+    """The kept checkpoint's validation scores as `selected_<name>`: what `register_best` ranks
+    on (never a test score)."""
+    _active_run_id()
+    mlflow.log_metrics(_numeric({k: v for k, v in row.items() if k.startswith("val_")}, SELECTED))
 
-    Idempotent: if that run is already a version, its number is returned. The version gets the
-    alias 'champion'. Ties go to the most recent run.
+
+def download_model(cfg: DictConfig, uri: str) -> Path:
+    """A registry model (`models:/<name>/<version|alias>`) fetched from the store into a fresh
+    temporary folder; returns that folder."""
+    import tempfile
+
+    configure(cfg)
+    target = Path(tempfile.mkdtemp(prefix="all-detect-model-"))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+
+
+def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> int:
+    """Register the finished run whose kept checkpoint scored best on the **validation** split
+    (`selected_val_<metric>`, ties to the lower `selected_val_loss`, then the newest run) as
+    `<prefix>-<dataset>` with the alias 'champion'.
+
+    Test metrics never choose: the test split is for reporting. Idempotent: if that run is
+    already a version, its number is returned. The version and the run are tagged with why.
     """
     configure(cfg)
     client = mlflow.MlflowClient()
-    key = TEST_PREFIX + metric
+    key = f"{SELECTED}val_{metric}"
+    loss = f"{SELECTED}val_loss"
     experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
     runs = (
         client.search_runs(
@@ -451,7 +567,13 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
             f"no finished run with metric {key!r} and a logged model in experiment "
             f"{experiment_name(cfg, dataset)!r} at {mlflow.get_tracking_uri()}"
         )
-    best = candidates[0]
+    top = candidates[0].data.metrics[key]
+    tied = [r for r in candidates if r.data.metrics[key] == top]
+    best = min(tied, key=lambda r: r.data.metrics.get(loss, float("inf")))
+    reason = (
+        f"best {key} = {top:.4f} of {len(candidates)} finished runs with a model "
+        f"(ties: lower {loss}, then newest); test metrics never choose"
+    )
     name = registered_model_name(cfg, dataset)
     registered = [
         v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best.info.run_id
@@ -462,8 +584,9 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
         else mlflow.register_model(
             best.data.tags[MODEL_URI_TAG],
             name,
-            tags={key: str(best.data.metrics[key]), "model": best.data.tags.get("model", "")},
+            tags={key: str(top), "model": best.data.tags.get("model", ""), "selection": reason},
         )
     )
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    client.set_tag(best.info.run_id, "champion_reason", reason)
     return int(version.version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,47 @@ def demo_workspace(tmp_path_factory) -> Path:
         patch.setenv("ALL_DETECT_JOBS", "1")
         run_pipeline(root)
     return root
+
+
+@functools.cache
+def _paper_defaults():
+    from pipeline.config import compose
+
+    return compose(["~experiment"])  # conf/'s groups alone: the paper's documented defaults
+
+
+def section(name: str, **overrides):
+    """A config section as conf/ defines it (no experiment file), with `overrides`: where tests
+    get defaults, since conf/ is their only definition."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(OmegaConf.to_container(_paper_defaults()[name], resolve=True))
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
+@functools.cache
+def _default_train() -> dict:
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose
+
+    return OmegaConf.to_container(compose().train, resolve=True)
+
+
+def train_context(data_dir, work_dir, image_size: int = 32, on_epoch=None, **train):
+    """A TrainContext with conf/'s train defaults (the only place defaults live), `train`
+    overrides, a `image_size` px crop."""
+    from pipeline.train.context import TrainContext
+
+    return TrainContext(
+        **{**_default_train(), **train},
+        data_dir=Path(data_dir),
+        work_dir=Path(work_dir),
+        image_size=image_size,
+        on_epoch=on_epoch,
+    )
 
 
 def real_data(*parts: str) -> Path:

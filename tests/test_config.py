@@ -3,13 +3,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, compose, conf_dir, load, params_in_sync, repo_root
+from pipeline.config import (
+    ConfigError,
+    compose,
+    conf_dir,
+    load,
+    params_in_sync,
+    tracking_home,
+    workspace_root,
+)
 
 GROUPS = sorted(p.name for p in conf_dir().iterdir() if p.is_dir())
 
 
 def test_committed_params_yaml_matches_conf():
-    assert params_in_sync(repo_root(Path(__file__).parent) / "params.yaml"), (
+    assert params_in_sync(workspace_root(Path(__file__).parent) / "params.yaml"), (
         "params.yaml is out of sync with conf/: run `python -m pipeline.config write`"
     )
 
@@ -29,7 +37,7 @@ def test_every_config_option_composes(group, option):
 
 
 def test_unknown_key_fails_naming_it(tmp_path):
-    params = yaml.safe_load((repo_root(Path(__file__).parent) / "params.yaml").read_text())
+    params = yaml.safe_load((workspace_root(Path(__file__).parent) / "params.yaml").read_text())
     params["crop"]["sizee"] = 3
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -58,10 +66,34 @@ def test_invalid_values_fail_naming_the_key(override, message):
         compose([override])
 
 
-def test_repo_root_sees_through_dvc_temp_experiments(tmp_path):
-    temp_copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+def test_tracking_home_sees_through_dvc_temp_experiments_but_the_workspace_does_not(
+    tmp_path, monkeypatch
+):
+    repo = tmp_path / "repo"
+    temp_copy = repo / ".dvc" / "tmp" / "exps" / "tmp" / "abc123"
     temp_copy.mkdir(parents=True)
-    assert repo_root(temp_copy) == tmp_path / "repo"
+    (temp_copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking_home(temp_copy) == repo
+    # the experiment's own params.yaml, data roots and outputs live in the copy
+    assert workspace_root(temp_copy) == temp_copy
+    # DVC points DVC_ROOT at the parent repository for queued runs: only tracking follows it
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    monkeypatch.chdir(temp_copy)
+    assert tracking_home() == repo and workspace_root() == temp_copy
+
+
+def test_stages_read_the_params_of_the_folder_they_run_in(tmp_path, monkeypatch):
+    from pipeline.config import write_params
+
+    repo, copy = tmp_path / "repo", tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmp" / "x"
+    copy.mkdir(parents=True)
+    write_params(repo / "params.yaml", ["segment=otsu_active_contour"])
+    write_params(copy / "params.yaml", ["segment=otsu"])
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("DVC_ROOT", str(repo))  # as DVC sets it for a queued experiment
+    monkeypatch.chdir(copy)
+    assert load().segment.method == "otsu"
 
 
 @pytest.mark.parametrize(
@@ -90,3 +122,30 @@ def test_every_tuning_grid_names_real_keys_and_valid_values():
         for candidate in expand_grid(grid, model):
             tuned = apply_candidate(cfg, candidate)
             build_model(OmegaConf.to_container(tuned.models[model], resolve=True))
+
+
+def test_a_key_that_params_yaml_lacks_is_named(tmp_path):
+    params = yaml.safe_load((workspace_root(Path(__file__).parent) / "params.yaml").read_text())
+    del params["split"]["tolerance"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"split\.tolerance"):
+        load(tmp_path / "params.yaml")
+
+
+def test_the_schema_states_no_default_value():
+    """Defaults live in conf/ alone: a schema default could silently disagree with the YAML."""
+    from dataclasses import MISSING as NO_DEFAULT
+    from dataclasses import fields, is_dataclass
+
+    from omegaconf import MISSING
+
+    from pipeline import schema
+
+    for cls in vars(schema).values():
+        if not (is_dataclass(cls) and cls.__module__ == schema.__name__):
+            continue
+        for f in fields(cls):
+            if f.default_factory is not NO_DEFAULT:  # a nested section (its fields are checked)
+                assert is_dataclass(f.default_factory), f"{cls.__name__}.{f.name}"
+            elif f.name != "style":  # the one optional key (synthetic datasets only)
+                assert f.default == MISSING, f"{cls.__name__}.{f.name} = {f.default!r}"

@@ -55,6 +55,14 @@ def fails_cleanly(root: Path, capsys, stage: str, *args: str) -> str:
     return err
 
 
+def one_line(err: str) -> bool:
+    """The error is one line (progress bars aside, which share stderr)."""
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if "error in stage" in line]
+    return len(errors) == 1 and all("error in stage" in line or "it/s]" in line or "img/s]" in line
+                                    for line in lines)  # fmt: skip
+
+
 def test_missing_dataset_root(workspace, capsys):
     err = fails_cleanly(workspace, capsys, "ingest", "dataset.root=no/such/folder")
     assert "no/such/folder: dataset root does not exist" in err
@@ -146,3 +154,49 @@ def test_unknown_model_on_the_command_line(workspace):
     assert result.returncode == 1
     assert "error in stage train: unknown model 'nosuchmodel'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_user_facing_error_derives_from_one_base():
+    from pipeline.config import ConfigError
+    from pipeline.errors import PipelineError
+    from pipeline.io import BadInputError, ImageReadError
+    from pipeline.manifest import ManifestError
+    from pipeline.models.weights import MissingWeightsError
+    from pipeline.preprocess.masks import MaskError
+    from pipeline.tracking import TrackingUnavailableError
+
+    for error in (ConfigError, BadInputError, ImageReadError, ManifestError, MissingWeightsError,
+                  MaskError, TrackingUnavailableError):  # fmt: skip
+        assert issubclass(error, PipelineError), error
+
+
+def test_a_manifest_with_an_unknown_label_is_one_line(workspace, capsys):
+    path = workspace / paths.segmented("synthetic") / "manifest.csv"
+    text = path.read_text().replace(",all,", ",blast,", 1)
+    path.write_text(text)
+    err = fails_cleanly(workspace, capsys, "crop")
+    assert "unknown labels ['blast']" in err and one_line(err)
+
+
+def test_an_unreadable_ground_truth_mask_is_one_line(workspace, capsys):
+    masks = workspace / "artifacts" / "demo" / "smear_masks"
+    first = sorted(masks.iterdir())[0]
+    first.write_bytes(b"not a mask")
+    err = fails_cleanly(workspace, capsys, "segment")
+    assert f"{first.name}: not a readable mask image" in err
+    assert one_line(err)
+
+
+def test_an_unknown_model_kind_is_one_line(workspace, capsys):
+    err = fails_cleanly(workspace, capsys, "train", "svm_hog", "models.svm_hog.kind=forest")
+    assert "unknown model kind 'forest'" in err and one_line(err)
+
+
+def test_an_unknown_adapter_is_one_line(workspace, capsys):
+    from pipeline.data import build_manifest
+
+    with pytest.raises(Exception) as caught:
+        build_manifest({"name": "x", "adapter": "dicom", "root": str(workspace)}, workspace)
+    assert "dataset.adapter" in str(caught.value)
+    err = fails_cleanly(workspace, capsys, "ingest", "dataset.adapter=dicom")
+    assert "dataset.adapter" in err and one_line(err)

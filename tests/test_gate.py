@@ -17,6 +17,7 @@ from pipeline.gate import (
     main,
     read_metrics_dir,
     render_markdown,
+    resolve_rules,
     resolve_tolerances,
 )
 
@@ -116,6 +117,54 @@ def test_new_model_and_new_metric_pass(tmp_path, capsys):
     assert "| balanced_accuracy |" in out
 
 
+def test_loss_like_metrics_fail_when_they_rise():
+    rules = resolve_rules({"metrics": {"val_loss_mean": "lower"}, "tolerances": {"default": 0.05}})
+    rose = compare({"m.json": {"val_loss_mean": 0.30}}, {"m.json": {"val_loss_mean": 0.40}}, rules)
+    fell = compare({"m.json": {"val_loss_mean": 0.30}}, {"m.json": {"val_loss_mean": 0.10}}, rules)
+    assert [r.status for r in rose + fell] == ["regressed", "ok"]
+
+
+def test_a_new_model_below_its_floor_fails(tmp_path, capsys):
+    current = {**BASE, "synthetic/yolov8.json": metrics(0.4, 0.3, 0.45)}  # worse than chance
+    assert run_dirs(tmp_path, current) == 1
+    assert "synthetic/yolov8 | accuracy |" in capsys.readouterr().out
+    rules = resolve_rules(
+        {
+            "metrics": {"val_loss_mean": "lower"},
+            "tolerances": {"default": 0.05},
+            "floors": {"default": 0.693},
+        }
+    )
+    assert [r.status for r in compare({}, {"m.json": {"val_loss_mean": 0.9}}, rules)] == [
+        "below floor"
+    ]
+
+
+def test_a_shortcut_or_collapse_flag_turning_on_fails(tmp_path, capsys):
+    base = {"s/shortcut.json": {"shortcut_warning": False, "background_roc_auc": 0.6}}
+    write_tree(tmp_path / "base", base)
+    write_tree(tmp_path / "cur", {"s/shortcut.json": {"shortcut_warning": True}})
+    argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    assert main(argv) == 1
+    assert "shortcut_warning" in capsys.readouterr().out
+    rows = compare({}, {"m.json": {"collapsed": True}}, {}, ["collapsed"])
+    assert [r.status for r in rows] == ["flipped"]  # a new model that collapsed fails too
+    assert [r.status for r in compare(base, base, {}, ["shortcut_warning"])] == ["ok"]
+
+
+def test_bad_rules_are_refused():
+    with pytest.raises(GateError, match="directions"):
+        resolve_rules({"metrics": {"accuracy": "up"}})
+    with pytest.raises(GateError, match="gate.floors"):
+        resolve_rules(
+            {
+                "metrics": {"accuracy": "higher"},
+                "tolerances": {"default": 0.02},
+                "floors": {"acc": 0.5},
+            }
+        )
+
+
 def test_null_values():
     tol = {"roc_auc": 0.02}
     both_null = compare({"m.json": {"roc_auc": None}}, {"m.json": {"roc_auc": None}}, tol)
@@ -154,8 +203,10 @@ def test_resolve_tolerances():
         resolve_tolerances(["accuracy"], {"default": 0.05}, ["acuracy=0.1"])
     with pytest.raises(GateError, match="metric=number"):
         resolve_tolerances(["accuracy"], {"default": 0.05}, ["accuracy"])
-    with pytest.raises(GateError, match=r"gate.tolerances.accuracy must be a number >= 0"):
+    with pytest.raises(GateError, match=r"gate.tolerances.accuracy must be a number in \[0, 0.5\)"):
         resolve_tolerances(["accuracy"], {"accuracy": -0.1})
+    with pytest.raises(GateError, match=r"gate.tolerances.accuracy"):  # 0.5 turns the gate off
+        resolve_tolerances(["accuracy"], {"accuracy": 0.5})
     with pytest.raises(GateError, match="no tolerance for gated metric 'recall'"):
         resolve_tolerances(["recall"], {})
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline import tracking
@@ -30,7 +31,8 @@ STORE_ENV = "ALL_DETECT_UI_STORE"
 MODELS = ("svm_hog", "resnet50", "resnet50_svm", "densenet121", "yolov8")
 # Metric columns the test adds to the runs table, named as `tracking.log_test_metrics` logs them.
 SHOWN = tuple(tracking.TEST_PREFIX + m for m in ("accuracy", "f1", "roc_auc"))
-HIDDEN = ("Dataset", "Source", "Models")  # default columns removed to make room for them
+HIDDEN = ("Source", "Models")  # default columns removed to make room for them
+DVC_EXPERIMENT = "brisk-cell"  # the fixture's runs come from this `dvc exp run`
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -72,6 +74,11 @@ def store(cfg, tmp_path, monkeypatch) -> Path:
     db = tmp_path / "store" / "mlflow.db"
     db.parent.mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("DVC_EXP_NAME", DVC_EXPERIMENT)
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0" * 40)
+    manifest = pd.DataFrame(
+        {"id": ["a", "b"], "label": ["all", "hem"], "group": ["a", "b"], "split": ["test"] * 2}
+    )
     rng = np.random.default_rng(0)
     y_true = np.repeat([1, 0], 30)
     for separation, model in enumerate(MODELS, start=1):  # each model a little better
@@ -80,6 +87,9 @@ def store(cfg, tmp_path, monkeypatch) -> Path:
         with tracking.start_run(
             cfg, dataset=cfg.dataset.name, model=model, stage=f"train@{model}", dataset_hash="0f"
         ):
+            tracking.log_dataset(
+                manifest, cfg.dataset.name, cfg.dataset.root, "0f" * 8, context="training"
+            )
             tracking.log_test_metrics(metrics)
     return db
 
@@ -128,8 +138,11 @@ def _show_columns(page) -> None:
         assistant_close.click()
 
 
-def _check_table(page, expect, runs: dict[str, mlflow.entities.Run], shot: Path) -> None:
-    """Every model's row, and its test metric cells with the stored values, are on screen."""
+def _check_table(
+    page, expect, runs: dict[str, mlflow.entities.Run], dataset: str, shot: Path
+) -> None:
+    """Every model's row (named with its DVC experiment), its dataset and its test metric
+    cells with the stored values, are on screen."""
     for key in SHOWN:
         header = page.locator(f"[role=columnheader][col-id='metrics.`{key}`']")
         expect(header, f"{key} column (screenshot {shot})").to_be_in_viewport()
@@ -138,6 +151,13 @@ def _check_table(page, expect, runs: dict[str, mlflow.entities.Run], shot: Path)
         name = row.locator("[col-id='attributes.`Run Name`']")
         expect(name, f"{model} row (screenshot {shot})").to_be_in_viewport()
         expect(name, f"screenshot {shot}").to_contain_text(model)
+        experiment = run.data.tags.get("dvc_exp_name")
+        if experiment:
+            expect(name, f"DVC experiment in the name (screenshot {shot})").to_contain_text(
+                experiment
+            )
+        logged = row.filter(has_text=f"{dataset} (").first  # the Dataset cell: name (digest)
+        expect(logged, f"{model} dataset (screenshot {shot})").to_be_visible()
         for key in SHOWN:
             cell = row.locator(f"[col-id='metrics.`{key}`']")
             expect(cell, f"{model} {key} (screenshot {shot})").to_be_in_viewport()
@@ -152,6 +172,8 @@ def test_runs_table_shows_each_model_with_its_test_metrics(
 ):
     experiment = tracking.experiment_name(cfg, cfg.dataset.name)
     runs = _latest_runs(f"sqlite:///{store}", experiment)
+    tags = mlflow.MlflowClient(f"sqlite:///{store}").get_experiment_by_name(experiment).tags
+    assert tags.get(tracking.EXPERIMENT_KIND_TAG) == tracking.EXPERIMENT_KIND
     experiment_id = next(iter(runs.values())).info.experiment_id
     shot = REPO / "reports" / "mlflow_ui.png" if os.environ.get(STORE_ENV) else tmp_path / "ui.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -167,15 +189,16 @@ def test_runs_table_shows_each_model_with_its_test_metrics(
         try:
             page = browser.new_page(viewport={"width": 1920, "height": 1080}, color_scheme="light")
             page.set_default_timeout(UI_TIMEOUT_MS)
-            # MLflow 3 opens an experiment on its GenAI overview; the runs table is its own tab.
-            page.goto(
-                f"{mlflow_ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-            )
+            # The experiment's own page, as a team lead opens it. MLflow 3.17's UI starts on its
+            # GenAI view whatever the experiment's kind tag says (a per-browser switch, remembered
+            # once flipped): one click on "Model training" shows the runs, as the README says.
+            page.goto(f"{mlflow_ui}/#/experiments/{experiment_id}")
             try:
+                page.get_by_text("Model training", exact=True).first.click()
                 for run in runs.values():
                     page.locator(f"[role=row][row-id='{run.info.run_id}']").first.wait_for()
                 _show_columns(page)
-                _check_table(page, expect, runs, shot)
+                _check_table(page, expect, runs, cfg.dataset.name, shot)
             finally:
                 page.screenshot(path=str(shot))
         finally:

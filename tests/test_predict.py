@@ -1,6 +1,9 @@
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline import paths
 from pipeline.predict import main
@@ -21,9 +24,33 @@ def test_predict_folder_reports_a_corrupt_file_and_classifies_the_rest(
     broken = table[table["path"].str.endswith("broken.png")].iloc[0]
     assert "broken.png" in broken["error"] and broken["prediction"] == ""
     good = table[table["error"] == ""]
-    assert set(good["prediction"]) <= {"all", "hem"}
-    assert good["probability"].astype(float).between(0.5, 1).all()
+    p_all = good["p_all"].astype(float)
+    assert (good["prediction"] == np.where(p_all >= 0.5, "all", "hem")).all()
+    assert np.allclose(good["probability"].astype(float), np.maximum(p_all, 1 - p_all))
     assert "could not be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["svm_hog", "resnet50", "yolov8"])
+def test_predict_gives_the_p_all_evaluate_scored_for_the_same_cells(
+    model, demo_workspace, tmp_path
+):
+    """The CLI segments and crops raw images from the model's preprocessing card; evaluate read
+    the pipeline's own segmented, cropped files. Same cells, same P(ALL)."""
+    root = demo_workspace
+    scored = pd.read_csv(root / paths.plots("synthetic", model) / "predictions.csv")
+    split = pd.read_csv(root / paths.split_table("synthetic")).set_index("id")
+    for image_id in scored["id"]:
+        source = root / split.loc[image_id, "source"]
+        shutil.copy(source, tmp_path / f"{image_id}{source.suffix}")
+    out = tmp_path / "predictions.csv"
+    assert (
+        main([str(root / paths.model_dir("synthetic", model)), str(tmp_path), "--output", str(out)])
+        == 0
+    )
+    predicted = pd.read_csv(out).assign(id=lambda t: t["path"].map(lambda p: Path(p).stem))
+    merged = scored.merge(predicted, on="id", suffixes=("_evaluate", "_predict"))
+    assert len(merged) == len(scored) > 0
+    np.testing.assert_allclose(merged["p_all_predict"], merged["p_all_evaluate"], atol=1e-6)
 
 
 def test_predict_single_image_prints_class_and_probability(demo_workspace, capsys):

@@ -16,7 +16,8 @@ from pathlib import Path
 from pipeline.config import write_params
 
 NETWORKS = ("resnet50", "resnet50_svm", "densenet121", "yolov8")
-MODELS = ("svm_hog", *NETWORKS, "ensemble")  # the ensemble's members follow their sections
+MODELS = ("svm_hog", *NETWORKS)
+ENSEMBLE_MEMBERS = ("yolov8", "resnet50_svm", "svm_hog")  # conf/ensemble/default.yaml
 PREP_STAGES = ("generate_demo", "ingest", "segment", "crop", "split", "augment")
 
 TINY_OVERRIDES = (
@@ -68,11 +69,19 @@ def run_stage(root: Path, name: str, *args: str) -> int:
         return module.main(list(args))
 
 
-def run_pipeline(root: Path, models: Sequence[str] = MODELS, report: bool = True) -> None:
+def run_pipeline(
+    root: Path, models: Sequence[str] = MODELS, ensemble: bool = True, report: bool = True
+) -> None:
+    """The stages as `dvc repro` orders them; the ensemble needs its members among `models`."""
     for name in PREP_STAGES:
         assert run_stage(root, name) == 0, f"stage {name} failed"
     for model in models:
         assert run_stage(root, "train", model) == 0, f"train {model} failed"
         assert run_stage(root, "evaluate", model) == 0, f"evaluate {model} failed"
+        assert run_stage(root, "cv", model) == 0, f"cv {model} failed"
+    if ensemble:
+        for member in ENSEMBLE_MEMBERS:
+            assert run_stage(root, "ensemble_member", member) == 0, f"record {member} failed"
+        assert run_stage(root, "ensemble") == 0, "ensemble failed"
     if report:
         assert run_stage(root, "report") == 0, "report failed"

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.io import IMAGE_SUFFIXES
-from pipeline.manifest import LABELS
+from pipeline.labels import CLASSES, NEGATIVE, POSITIVE
 
 CNMC_NAME = re.compile(r"^UID_(?P<subject>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)$")
 CNMC_FOLD = re.compile(r"^fold_(\d+)$")
 ALL_IDB2_NAME = re.compile(r"^Im(?P<number>\d+)_(?P<label>[01])$")
-ALL_IDB2_LABELS = {"1": "all", "0": "hem"}
+ALL_IDB2_LABELS = {"1": POSITIVE, "0": NEGATIVE}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -92,11 +92,11 @@ def read_cnmc(root: Path, folds: Iterable[int] | None) -> Listing:
 
 
 def _read_cnmc_fold(folder: Path, fold: int, listing: Listing) -> None:
-    for label in LABELS:
+    for label in CLASSES:
         if not (folder / label).is_dir():
             listing.fatal_problems.append(f"{folder / label}: class folder missing")
     for child in visible_children(folder):
-        if child.name not in LABELS:
+        if child.name not in CLASSES:
             listing.file_problems.append(f"{child}: unexpected entry (expected only all/, hem/)")
             continue
         for path in visible_children(child):
@@ -156,7 +156,7 @@ def read_folder(root: Path, classes: Mapping[str, Iterable[str]] | None) -> List
     """
     listing = Listing(fatal_problems=check_root(root))
     mapping = {label: list(names) for label, names in dict(classes or {}).items()}
-    if set(mapping) != set(LABELS) or not all(mapping.values()):
+    if set(mapping) != set(CLASSES) or not all(mapping.values()):
         listing.fatal_problems.append(
             f"dataset.classes must map both 'all' and 'hem' to lists of folder names, got {mapping}"
         )

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipeline.config import ADAPTERS, ConfigError
 from pipeline.data.adapters import Listing, read_all_idb2, read_cnmc, read_folder
 from pipeline.io import BadInputError, ImageReadError, file_sha256, read_image
-from pipeline.manifest import COLUMNS, LABELS, validate
+from pipeline.labels import CLASSES
+from pipeline.manifest import COLUMNS, validate
 from pipeline.parallel import parallel_map
 
 
@@ -28,7 +30,7 @@ def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
     adapter, style = dataset["adapter"], dataset.get("style")
     if adapter == "synthetic":
         if style not in ("smear", "cnmc"):
-            raise ValueError(f"dataset.style: {style!r} must be smear or cnmc for synthetic data")
+            raise ConfigError(f"dataset.style: {style!r} must be smear or cnmc for synthetic data")
         adapter = "all_idb2" if style == "smear" else "cnmc"
     if adapter == "cnmc":
         return read_cnmc(root, dataset.get("folds"))
@@ -36,7 +38,7 @@ def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
         return read_all_idb2(root)
     if adapter == "folder":
         return read_folder(root, dataset.get("classes"))
-    raise ValueError(f"dataset.adapter: unknown adapter {adapter!r}")
+    raise ConfigError(f"dataset.adapter: unknown adapter {adapter!r}; known: {ADAPTERS}")
 
 
 def inspect_image(path: str) -> tuple[str, str | None]:
@@ -70,9 +72,13 @@ def merge_duplicate_groups(frame: pd.DataFrame) -> pd.Series:
 
 
 def build_manifest(
-    dataset: DictConfig | Mapping[str, Any], repo_root: Path
+    dataset: DictConfig | Mapping[str, Any], workspace: Path
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read, validate and hash a dataset; return (manifest, quarantined problems).
+
+    A relative `dataset.root` is relative to the `workspace` (the folder the stage runs in),
+    and so are the manifest's paths then: the manifest, hence dvc.lock, does not depend on where
+    the repository was cloned. An absolute root gives absolute paths.
 
     With `on_bad_file=error` any bad file raises one BadInputError listing all of them; with
     `skip` they are dropped and returned. Structural problems (missing root, wrong layout, a
@@ -80,10 +86,11 @@ def build_manifest(
     """
     if isinstance(dataset, DictConfig):
         dataset = OmegaConf.to_container(dataset, resolve=True)
-    root = Path(dataset["root"])
-    root = root if root.is_absolute() else Path(repo_root) / root
+    named_root = Path(dataset["root"])
+    root = named_root if named_root.is_absolute() else Path(workspace) / named_root
+    walked = root.resolve() if root.exists() else root
     policy = dataset.get("on_bad_file", "error")
-    listing = list_dataset(dataset, root.resolve() if root.exists() else root)
+    listing = list_dataset(dataset, walked)
     if listing.fatal_problems:
         raise BadInputError(
             listing.fatal_problems + listing.file_problems, what=f"dataset {dataset['name']}"
@@ -93,22 +100,23 @@ def build_manifest(
     problems = listing.file_problems + [problem for _, problem in inspected if problem]
     if problems and policy != "skip":
         raise BadInputError(problems, what=f"dataset {dataset['name']}: bad files")
+    named = [str(named_root / Path(entry.path).relative_to(walked)) for entry in listing.entries]
     frame = pd.DataFrame(
         [
             {
                 "id": entry.id,
-                "path": str(entry.path),
+                "path": path,
                 "label": entry.label,
                 "group": entry.group,
                 "sha256": sha,
-                "source": str(entry.path),
+                "source": path,
             }
-            for entry, (sha, problem) in zip(listing.entries, inspected, strict=True)
+            for entry, path, (sha, problem) in zip(listing.entries, named, inspected, strict=True)
             if not problem
         ],
         columns=list(COLUMNS),
     )
-    empty = [label for label in LABELS if not (frame["label"] == label).any()]
+    empty = [label for label in CLASSES if not (frame["label"] == label).any()]
     if empty:
         raise BadInputError(
             [f"{root}: class '{label}' has no usable images" for label in empty] + problems,

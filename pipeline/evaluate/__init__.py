@@ -1,0 +1,1 @@
+"""Scoring: test-split metrics with intervals, CV (nested too), probes, tuning, Grad-CAM."""

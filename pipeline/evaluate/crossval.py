@@ -1,4 +1,4 @@
-"""Validation beyond one test split: repeated grouped k-fold CV, and cross-dataset testing.
+"""Validation beyond one test split: repeated grouped k-fold CV, plain or nested.
 
 k-fold CV (stage `cv`): every image of the dataset (after segment+crop) is tested once per
 repeat by a model that never saw its group (subject or duplicate chain). Inside each fold a
@@ -6,16 +6,10 @@ grouped validation part is carved out of the training part for checkpoint select
 the training part is augmented, so everything fitted (scalers, SVMs, networks) is fitted inside
 the fold by construction. The summary gives the folds' mean and std and, with bootstrap CIs,
 the metrics of the pooled out-of-fold predictions.
-
-Cross-dataset (stage `cross_eval`): models trained on one dataset predict every image of
-another. The *target* decides whether its images need segmenting (ALL-IDB2 smears do, C-NMC
-cells are already on black); the segmentation method and the crop/resize are the model's own,
-as recorded in its preprocessing card at training time.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,15 +19,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import log_loss
 
-from pipeline.config import ConfigError, compose, conf_dir
+from pipeline import paths
+from pipeline.config import ConfigError
 from pipeline.evaluate.metrics import Number, compute_metrics, summarise_folds
-from pipeline.io import read_image
-from pipeline.models.base import POSITIVE, TrainContext, build_model, load_model
-from pipeline.predict import PREPROCESS_CARD, Predictor
+from pipeline.io import atomic_path, atomic_write_json, read_image
+from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, called_all, y_true
+from pipeline.models.base import build_model
 from pipeline.preprocess.augment import augmented_table, materialise, plan_augmentation
-from pipeline.preprocess.split import check_split, grouped_folds
-from pipeline.report.table import MISSING, format_ci
+from pipeline.preprocess.split import check_split, grouped_folds, hold_out, split_groups
+from pipeline.train.context import TrainContext
+from pipeline.train.history import selected_epoch
+
+PREDICTION_COLUMNS = ["id", "label", "group", "repeat", "fold", "part", "p_all"]
+WRITTEN_COLUMNS = [*PREDICTION_COLUMNS[:-1], "candidate", "p_all"]
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,18 @@ class Fold:
 
 
 def make_folds(
-    frame: pd.DataFrame, folds: int, repeats: int, seed: int, val_fraction: float
+    frame: pd.DataFrame,
+    folds: int,
+    repeats: int,
+    seed: int,
+    val_fraction: float,
+    group_by: str = "subject",
+    tolerance: float = 0.25,
 ) -> list[Fold]:
     """Repeated stratified group k-fold, each fold's training part split again into train/val.
 
-    The validation part (~`val_fraction` of the training part, rounded to 1/k as in
-    `assign_splits`) is grouped and stratified too, so no group spans train, val and test.
+    The validation part (~`val_fraction` of the training part) is grouped and stratified too,
+    so no group spans train, val and test, and every part holds both classes.
     """
     if folds < 2 or repeats < 1:
         raise ConfigError(f"cv.folds must be >= 2 and cv.repeats >= 1, got {folds}, {repeats}")
@@ -64,22 +70,44 @@ def make_folds(
             f"split.val / (split.train + split.val) must be in (0, 1) for CV, got {val_fraction}"
         )
     frame = frame.reset_index(drop=True)
-    n_groups = frame["group"].nunique()
-    if n_groups < folds:
-        raise ConfigError(f"cv.folds={folds} exceeds the dataset's {n_groups} groups")
-    inner_k = max(2, int(round(1 / val_fraction)))
+    groups = split_groups(frame, group_by).reset_index(drop=True)
+    if groups.nunique() < folds:
+        raise ConfigError(f"cv.folds={folds} exceeds the dataset's {groups.nunique()} groups")
     out = []
-    for repeat, fold, train, test in grouped_folds(frame, folds, repeats, seed):
-        _, _, _, val = grouped_folds(frame.iloc[train], inner_k, 1, seed + 1)[0]
+    for repeat, fold, train, test in grouped_folds(
+        frame, folds, repeats, seed, group_by=group_by, tolerance=tolerance
+    ):
+        val = hold_out(
+            frame.iloc[train],
+            groups.iloc[train],
+            val_fraction,
+            seed + 1,
+            tolerance,
+            f"the validation part of cv repeat {repeat} fold {fold}",
+        )
         split = np.full(len(frame), "train", dtype=object)
         split[test] = "test"
         split[train[val]] = "val"
+        checked = frame.assign(split=split, split_group=groups)
         try:
-            check_split(frame.assign(split=split))
+            check_split(checked, group_column="split_group")
         except ValueError as exc:
             raise ValueError(f"cv repeat {repeat} fold {fold}: {exc}") from exc
         out.append(Fold(repeat, fold, split))
     return out
+
+
+def folds_for(frame: pd.DataFrame, cfg: DictConfig) -> list[Fold]:
+    """The folds of `cv.*` with the split's validation share, grouping and tolerance."""
+    return make_folds(
+        frame,
+        cfg.cv.folds,
+        cfg.cv.repeats,
+        cfg.seed,
+        cfg.split.val / (cfg.split.train + cfg.split.val),
+        group_by=cfg.split.group_by,
+        tolerance=cfg.split.tolerance,
+    )
 
 
 def write_fold_dataset(
@@ -107,37 +135,50 @@ def fit_predict_fold(
     cfg: DictConfig,
     work_dir: Path,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Train a fresh model on the fold's train/val part; return P(ALL) of its test rows and
-    the training history.
+) -> tuple[pd.DataFrame, list[dict[str, float]]]:
+    """Train a fresh model on the fold's train/val part; return P(ALL) of its validation and
+    test rows (`fold_predictions`) and the training history.
 
     `cfg` supplies `augment`, `train`, `crop.size` and `seed` exactly as the train stage uses
     them; `work_dir` (emptied by the caller) receives the fold's images and checkpoints.
     """
     data_dir = write_fold_dataset(frame, fold, work_dir / "data", cfg.augment, cfg.seed)
     classifier = build_model(dict(model_config))
-    ctx = TrainContext(
-        data_dir=data_dir,
-        work_dir=work_dir / "checkpoints",
-        image_size=cfg.crop.size,
-        seed=cfg.seed,
-        on_epoch=on_epoch,
-        **OmegaConf.to_container(cfg.train),
+    history = classifier.fit(
+        TrainContext.from_config(cfg, data_dir, work_dir / "checkpoints", on_epoch)
     )
-    history = classifier.fit(ctx)
-    test = frame.reset_index(drop=True)[fold.split == "test"]
-    return classifier.predict_proba([read_image(p) for p in test["path"]]), history
+    scored = frame.reset_index(drop=True)[fold.split != "train"]
+    p_all = classifier.predict_proba([read_image(p) for p in scored["path"]])
+    return fold_predictions(frame, fold, p_all), history
 
 
-def selected_epoch(history: Sequence[Mapping[str, float]], monitor: str) -> Mapping[str, float]:
-    """The history row of the kept checkpoint: the best `monitor`, the first one on ties, as the
-    training loop chooses (`val_loss` is minimised, anything else maximised)."""
-    if not history:
-        raise ValueError("empty training history: the model reported no epoch")
-    if monitor not in history[0]:
-        monitor = "val_accuracy"  # a model that cannot honour the monitor selects on accuracy
-    sign = -1.0 if monitor == "val_loss" else 1.0
-    return max(history, key=lambda row: sign * row[monitor])
+def fold_predictions(frame: pd.DataFrame, fold: Fold, p_all: np.ndarray) -> pd.DataFrame:
+    """One row per validation and test image of the fold, in frame order, with its P(ALL)."""
+    scored = fold.split != "train"
+    rows = frame.reset_index(drop=True)[scored]
+    return rows[["id", "label", "group"]].assign(
+        repeat=fold.repeat, fold=fold.fold, part=fold.split[scored], p_all=p_all
+    )[PREDICTION_COLUMNS]
+
+
+def test_fold_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The test-fold rows (tables written before validation rows were kept have no `part`)."""
+    if "part" not in predictions.columns:
+        return predictions
+    return predictions[predictions["part"] == "test"]
+
+
+def validation_row(predictions: pd.DataFrame) -> dict[str, float]:
+    """Accuracy and log loss of the validation rows of one fold (what selection may read)."""
+    val = predictions[predictions["part"] == "val"]
+    if val.empty:
+        return {}
+    truth = y_true(val["label"])
+    p_all = val["p_all"].to_numpy(float)
+    return {
+        "val_accuracy": float((called_all(p_all) == truth.astype(bool)).mean()),
+        "val_loss": float(log_loss(truth, p_all, labels=[0, 1])),
+    }
 
 
 def summarise_selection(selected: Sequence[Mapping[str, float]]) -> dict[str, Number]:
@@ -154,66 +195,116 @@ def summarise_selection(selected: Sequence[Mapping[str, float]]) -> dict[str, Nu
     return out
 
 
+def rank_by_validation(scores: Sequence[Mapping[str, float]]) -> list[int]:
+    """Candidate indices, best first, by validation scores only: highest `val_accuracy`, then
+    lowest `val_loss`, then the earliest (the same rule as `tuning.select`)."""
+
+    def key(i: int) -> tuple[float, float, int]:
+        accuracy, loss = scores[i].get("val_accuracy"), scores[i].get("val_loss")
+        return (
+            -(accuracy if accuracy is not None else -1.0),
+            loss if loss is not None else float("inf"),
+            i,
+        )
+
+    return sorted(range(len(scores)), key=key)
+
+
+def choose(scores: Sequence[Mapping[str, float]]) -> int:
+    """Index of the best candidate by `rank_by_validation`."""
+    if not scores:
+        raise ValueError("no candidates to choose from")
+    return rank_by_validation(scores)[0]
+
+
+def bootstrap_args(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "n_boot": cfg.evaluate.bootstrap_samples,
+        "confidence": cfg.evaluate.confidence,
+        "seed": cfg.seed,
+    }
+
+
 def cross_validate(
     frame: pd.DataFrame,
     cfg: DictConfig,
     model_name: str,
     run_name: str,
     parent_run_id: str | None = None,
-) -> tuple[dict[str, Number | bool], pd.DataFrame]:
+    candidates: Sequence[Mapping[str, Any]] = ({},),
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """k-fold CV of one model as configured in `cfg` (cv, split, augment, train, crop, seed).
 
-    MLflow: one run (`run_name`, nested under `parent_run_id` if given) holding the summary
-    and the out-of-fold predictions, with one child run per fold. Returns the summary and the
-    predictions (one row per test image per repeat).
+    With several `candidates` (override dicts, e.g. a tuning grid) the selection is nested:
+    inside each fold every candidate trains on the fold's training part, the one with the best
+    score on the fold's validation part is kept (`choose`), and only its predictions of the
+    test fold are scored; the test fold never sees the others. The summary then says
+    `"selection": "nested"` and lists the choice per fold.
+
+    MLflow: one run (`run_name`, nested under `parent_run_id` if given) with the summary and
+    the out-of-fold predictions, one child run per fold (per candidate when nested). Returns
+    the summary and the predictions (validation and test rows of every fold, kept candidate).
     """
     from pipeline import tracking  # MLflow only where CV runs
+    from pipeline.evaluate.tuning import apply_candidate
 
     dataset = cfg.dataset.name
-    config = OmegaConf.to_container(cfg.models[model_name], resolve=True)
-    val_fraction = cfg.split.val / (cfg.split.train + cfg.split.val)
-    folds = make_folds(frame, cfg.cv.folds, cfg.cv.repeats, cfg.seed, val_fraction)
-    bootstrap = {
-        "n_boot": cfg.evaluate.bootstrap_samples,
-        "confidence": cfg.evaluate.confidence,
-        "seed": cfg.seed,
-    }
+    configs = [apply_candidate(cfg, candidate) for candidate in candidates]
+    nested = len(configs) > 1
+    folds = folds_for(frame, cfg)
+    bootstrap = bootstrap_args(cfg)
     parts, per_fold, selected = [], [], []
-    stage = f"cv@{model_name}"
-    run_args = {"dataset": dataset, "model": model_name, "stage": stage}
+    run_args = {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
     with tracking.start_run(
         cfg, run_name=run_name, nested=parent_run_id is not None, parent_run_id=parent_run_id,
         **run_args,
     ) as parent:  # fmt: skip
+        tracking.set_tags({"selection": "nested" if nested else "fixed"})
         for fold in folds:
-            with (
-                tracking.start_run(
-                    cfg,
-                    run_name=f"{run_name} {fold.name}",
-                    nested=True,
-                    parent_run_id=parent.info.run_id,
-                    **run_args,
-                ),  # fmt: skip
-                tempfile.TemporaryDirectory(prefix=f"cv-{model_name}-") as work,
+            tried = []
+            for number, candidate_cfg in enumerate(configs):
+                suffix = f" #{number}" if nested else ""
+                with (
+                    tracking.start_run(
+                        cfg,
+                        run_name=f"{run_name} {fold.name}{suffix}",
+                        nested=True,
+                        parent_run_id=parent.info.run_id,
+                        **run_args,
+                    ) as child,
+                    tempfile.TemporaryDirectory(prefix=f"cv-{model_name}-") as work,
+                ):
+                    predictions, history = fit_predict_fold(
+                        frame,
+                        fold,
+                        OmegaConf.to_container(candidate_cfg.models[model_name], resolve=True),
+                        candidate_cfg,
+                        Path(work),
+                        on_epoch=lambda epoch, metrics: tracking.log_epoch(metrics, step=epoch),
+                    )
+                    kept = selected_epoch(history, candidate_cfg.train.monitor)
+                    tracking.log_selected_epoch(kept)
+                tried.append((predictions, kept, child.info.run_id))
+            best = choose([kept for _, kept, _ in tried])
+            predictions, kept, run_id = tried[best]
+            test = test_fold_rows(predictions)
+            metrics = compute_metrics(
+                y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **bootstrap
+            )
+            with tracking.start_run(  # the test fold scores the chosen candidate only
+                cfg, run_id=run_id, nested=True, parent_run_id=parent.info.run_id, **run_args
             ):
-                p_all, history = fit_predict_fold(
-                    frame,
-                    fold,
-                    config,
-                    cfg,
-                    Path(work),
-                    on_epoch=lambda epoch, metrics: tracking.log_epoch(metrics, step=epoch),
-                )
-                part = fold_predictions(frame, fold, p_all)
-                metrics = compute_metrics(y_true(part["label"]), p_all, **bootstrap)
                 tracking.log_test_metrics(metrics)
-            parts.append(part)
+                tracking.set_tags({"chosen": "true"})
+            parts.append(predictions.assign(candidate=best))
             per_fold.append(metrics)
-            selected.append(selected_epoch(history, cfg.train.monitor))
+            selected.append(kept)
         predictions = pd.concat(parts, ignore_index=True)
         summary = summarise_cv(
             predictions, per_fold, cfg.cv.folds, cfg.cv.repeats, selected, **bootstrap
         )
+        summary["selection"] = "nested" if nested else "fixed"
+        summary["candidates"] = len(configs)
         tracking.log_cv_summary(summary)
         with tempfile.TemporaryDirectory() as scratch:
             table = Path(scratch) / f"{model_name}.csv"
@@ -222,13 +313,101 @@ def cross_validate(
     return summary, predictions
 
 
-def fold_predictions(frame: pd.DataFrame, fold: Fold, p_all: np.ndarray) -> pd.DataFrame:
-    test = frame.reset_index(drop=True)[fold.split == "test"]
-    return test[["id", "label", "group"]].assign(repeat=fold.repeat, fold=fold.fold, p_all=p_all)
+def ensemble_cv(
+    members: Mapping[str, pd.DataFrame],
+    weights: Sequence[float] | None,
+    top_k: int | None,
+    cfg: DictConfig,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Soft voting over the members' own CV predictions: no retraining, identical folds.
+
+    `members` maps a name to its `predictions.csv`. Fixed members are averaged with `weights`;
+    with `top_k`, each fold keeps the k members with the best scores on that fold's validation
+    part (`choose`'s rule), so the test fold never picks a member. Returns the summary, the
+    ensemble's predictions and the selection record.
+    """
+    names = list(members)
+    keys = ["id", "repeat", "fold", "part"]
+    base = members[names[0]].sort_values(keys).reset_index(drop=True)
+    for name in names[1:]:
+        other = members[name].sort_values(keys).reset_index(drop=True)
+        if not other[keys].equals(base[keys]):
+            raise ValueError(
+                f"ensemble: {name}'s CV predictions are not on the same folds as {names[0]}'s "
+                "(re-run their cv stages with the same cv, split and seed settings)"
+            )
+    if top_k is not None and "val" not in set(base["part"]):
+        raise ValueError(
+            "ensemble.top_k needs the members' validation rows: re-run their cv stages"
+        )
+    stacked = np.stack(
+        [members[n].sort_values(keys)["p_all"].to_numpy(float) for n in names]
+    )  # (members, rows)
+    bootstrap = bootstrap_args(cfg)
+    parts, per_fold, selected, chosen = [], [], [], []
+    for (repeat, fold), rows in base.groupby(["repeat", "fold"], sort=True):
+        index = rows.index.to_numpy()
+        if top_k is None:
+            keep = list(range(len(names)))
+            w = np.asarray(weights or [1.0] * len(names), float)
+        else:
+            scores = [
+                validation_row(base.loc[index].assign(p_all=stacked[m, index]))
+                for m in range(len(names))
+            ]
+            keep, w = sorted(rank_by_validation(scores)[:top_k]), np.ones(top_k)
+        p_all = (w / w.sum()) @ stacked[keep][:, index]
+        predictions = base.loc[index, ["id", "label", "group", "repeat", "fold", "part"]].assign(
+            candidate=0, p_all=p_all
+        )
+        test = test_fold_rows(predictions)
+        per_fold.append(
+            compute_metrics(
+                y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **bootstrap
+            )
+        )
+        selected.append(validation_row(predictions))
+        parts.append(predictions)
+        chosen.append(
+            {"repeat": int(repeat), "fold": int(fold), "members": [names[m] for m in keep]}
+        )
+    predictions = pd.concat(parts, ignore_index=True)
+    summary = summarise_cv(
+        predictions, per_fold, cfg.cv.folds, cfg.cv.repeats, selected if selected[0] else (),
+        **bootstrap,
+    )  # fmt: skip
+    summary["selection"] = "nested" if top_k is not None else "fixed"
+    summary["candidates"] = len(names)
+    record = {"selection": summary["selection"], "pool": names, "top_k": top_k, "chosen": chosen}
+    return summary, predictions, record
 
 
-def y_true(labels: pd.Series) -> np.ndarray:
-    return (labels == POSITIVE).astype(int).to_numpy()
+def write_cv_outputs(
+    dataset: str,
+    model_name: str,
+    summary: Mapping[str, Any],
+    predictions: pd.DataFrame | None = None,
+    subjects: pd.DataFrame | None = None,
+    selection: Mapping[str, Any] | None = None,
+) -> None:
+    """`reports/cv/<dataset>/<model>/` (predictions.csv, subjects.csv, selection.json) and the
+    summary `reports/metrics/<dataset>/cv/<model>.json`, each written atomically. Missing
+    tables are written empty (CV off)."""
+    predictions = predictions if predictions is not None else pd.DataFrame()
+    with atomic_path(paths.cv_dir(dataset, model_name)) as staged:
+        staged.mkdir()
+        predictions.reindex(columns=WRITTEN_COLUMNS).to_csv(staged / "predictions.csv", index=False)
+        (subjects if subjects is not None else pd.DataFrame()).to_csv(
+            staged / "subjects.csv", index=False
+        )
+        atomic_write_json(staged / "selection.json", dict(selection or {"enabled": False}))
+    atomic_write_json(paths.cv_metrics(dataset, model_name), dict(summary))
+
+
+POOLED_CI_COVERS = (
+    "sampling of the images (resampled by group: subject or duplicate chain) given the "
+    "procedure; the k fold models differ, and their training variation is in the folds' std"
+)
 
 
 def summarise_cv(
@@ -238,16 +417,18 @@ def summarise_cv(
     repeats: int,
     selected: Sequence[Mapping[str, float]] = (),
     **bootstrap: Any,
-) -> dict[str, Number | bool]:
+) -> dict[str, Any]:
     """Flat CV metrics: `<m>_mean`/`<m>_std` over `per_fold` metrics, pooled `<m>` with its CI,
     and `val_<m>_mean/_std` of the kept checkpoints (`selected`, one history row per fold).
 
-    Pooled: each image's out-of-fold P(ALL), averaged over repeats, so every image counts once
-    in the bootstrap (repeats are not independent test images). `bootstrap` goes to
-    `compute_metrics` (n_boot, confidence, seed).
+    Pooled: each image's out-of-fold P(ALL) on its test fold, averaged over repeats, so every
+    image counts once in the bootstrap (repeats are not independent test images).
+    `bootstrap` goes to `compute_metrics` (n_boot, confidence, seed).
     """
-    pooled = predictions.groupby("id", sort=True).agg(
-        label=("label", "first"), p_all=("p_all", "mean")
+    pooled = (
+        test_fold_rows(predictions)
+        .groupby("id", sort=True)
+        .agg(label=("label", "first"), group=("group", "first"), p_all=("p_all", "mean"))
     )
     return {
         "enabled": True,
@@ -255,123 +436,26 @@ def summarise_cv(
         "repeats": repeats,
         **summarise_folds(per_fold),
         **(summarise_selection(selected) if selected else {}),
-        **compute_metrics(y_true(pooled["label"]), pooled["p_all"], **bootstrap),
+        **compute_metrics(
+            y_true(pooled["label"]), pooled["p_all"], groups=pooled["group"].to_numpy(), **bootstrap
+        ),
+        "ci_covers": POOLED_CI_COVERS,
     }
 
 
-def cv_table(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
-    """Report section: fold mean ± std and the pooled value with its CI, per (dataset, model)."""
-
-    def mean_std(m: Mapping[str, Any], name: str, scale: float) -> str:
-        mean, std = m.get(f"{name}_mean"), m.get(f"{name}_std")
-        if mean is None:
-            return MISSING
-        digits = 1 if scale == 100 else 3
-        return f"{mean * scale:.{digits}f}" + (
-            f" ± {std * scale:.{digits}f}" if std is not None else ""
-        )
-
-    rows = [
-        {
-            "dataset": dataset,
-            "model": model,
-            "folds × repeats": f"{m['folds']} × {m['repeats']}",
-            "Ac mean ± std": mean_std(m, "accuracy", 100),
-            "F1 mean ± std": mean_std(m, "f1", 100),
-            "ROC-AUC mean ± std": mean_std(m, "roc_auc", 1),
-            "Ac pooled": format_ci(m, "accuracy"),
-            "ROC-AUC pooled": format_ci(m, "roc_auc", 1),
-            "Ac val parts": mean_std(m, "val_accuracy", 100),
-            "n": m.get("n"),
-        }
-        for (dataset, model), m in sorted(results.items())
-        if m.get("enabled")
-    ]
-    return pd.DataFrame(rows)
-
-
-# --- cross-dataset -------------------------------------------------------------------------
-
-
-def target_dataset(name: str, roots: Mapping[str, str] | None = None) -> DictConfig:
-    """The `dataset` section of conf/dataset/<name>.yaml, with `roots[name]` as its root."""
-    known = sorted(p.stem for p in (conf_dir() / "dataset").glob("*.yaml"))
-    if name not in known:
-        raise ConfigError(f"cross.targets: unknown dataset {name!r}; known: {known}")
-    dataset = compose([f"dataset={name}"]).dataset
-    if roots and name in roots:
-        dataset.root = roots[name]
-    return dataset
-
-
-def dataset_root(dataset: Mapping[str, Any], repo_root: Path) -> Path:
-    """The dataset's root, relative roots anchored on the repo (as `build_manifest` does)."""
-    root = Path(dataset["root"])
-    return root if root.is_absolute() else repo_root / root
-
-
-def target_predictor(model_dir: Path, target_segment: bool) -> tuple[str, Predictor]:
-    """The model with its training preprocessing, segmenting only if the target needs it.
-
-    Returns a key identifying the preprocessing, so images are prepared once per distinct key.
-    """
-    card_path = Path(model_dir) / PREPROCESS_CARD
-    if not card_path.exists():
-        raise FileNotFoundError(f"{model_dir}: no {PREPROCESS_CARD}; not a trained model folder")
-    card = json.loads(card_path.read_text())
-    segment = bool(target_segment) and card["segment_config"]["method"] != "none"
-    card = {**card, "segment": segment}
-    key = json.dumps(
-        {k: card[k] for k in ("segment", "crop_config")}
-        | ({"segment_config": card["segment_config"]} if segment else {}),
-        sort_keys=True,
+def subject_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per group (subject) of the test folds: its cells, accuracy, the share called ALL (mean
+    over repeats) and the subject-level call (ALL when at least half its cells are called ALL)."""
+    test = test_fold_rows(predictions).assign(
+        correct=lambda t: called_all(t["p_all"]) == (t["label"] == POSITIVE),
+        called=lambda t: called_all(t["p_all"]),
     )
-    return key, Predictor(load_model(model_dir), card)
-
-
-def cross_predict(
-    model_dirs: Mapping[str, Path],
-    target: pd.DataFrame,
-    target_segment: bool,
-    chunk: int = 256,
-) -> pd.DataFrame:
-    """P(ALL) of every target image (manifest rows) by every model: columns id, label, <model>.
-
-    Images are read and prepared once per distinct preprocessing and chunk, which bounds memory
-    on large targets (C-NMC: ~10k cells).
-    """
-    groups: dict[str, dict[str, Predictor]] = {}
-    for name, directory in model_dirs.items():
-        key, predictor = target_predictor(directory, target_segment)
-        groups.setdefault(key, {})[name] = predictor
-    out = target[["id", "label"]].reset_index(drop=True)
-    scores: dict[str, list[np.ndarray]] = {name: [] for name in model_dirs}
-    paths = target["path"].tolist()
-    for start in range(0, len(paths), chunk):
-        batch = paths[start : start + chunk]
-        for predictors in groups.values():
-            preprocess = next(iter(predictors.values()))
-            images = [preprocess.prepare(read_image(p)) for p in batch]
-            for name, predictor in predictors.items():
-                scores[name].append(predictor.model.predict_proba(images))
-    for name in model_dirs:
-        out[name] = np.concatenate(scores[name]) if scores[name] else np.array([])
-    return out
-
-
-def cross_table(results: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> pd.DataFrame:
-    """Report section: one row per (trained on, tested on, model)."""
-    rows = [
-        {
-            "trained on": train,
-            "tested on": target,
-            "model": model,
-            "Ac": format_ci(m, "accuracy"),
-            "F1": format_ci(m, "f1"),
-            "Bal. acc.": format_ci(m, "balanced_accuracy"),
-            "ROC-AUC": format_ci(m, "roc_auc", 1),
-            "n": m.get("n"),
-        }
-        for (train, target, model), m in sorted(results.items())
-    ]
-    return pd.DataFrame(rows)
+    table = test.groupby("group", sort=True).agg(
+        label=("label", "first"),
+        cells=("id", "nunique"),
+        accuracy=("correct", "mean"),
+        share_called_all=("called", "mean"),
+    )
+    table["subject_call"] = np.where(table["share_called_all"] >= THRESHOLD, POSITIVE, NEGATIVE)
+    table["subject_correct"] = table["subject_call"] == table["label"]
+    return table.reset_index()

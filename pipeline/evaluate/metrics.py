@@ -1,13 +1,22 @@
-"""Test-set metrics with percentile-bootstrap confidence intervals, and CV fold summaries.
+"""Test-set metrics with confidence intervals that hold for small and clustered samples.
 
-ALL (label 1) is the positive class, as in the paper. Point estimates come from scikit-learn;
-the bootstrap recomputes the same quantities from resampled confusion counts and rank sums in
-NumPy, because 1000 resamples x 7 scikit-learn calls would take seconds per model. A test
-(tests/evaluate/test_metrics.py) checks that both agree on explicit resamples.
+ALL (label 1) is the positive class, as in the paper. Point estimates come from scikit-learn.
 
-The result is a flat dict of JSON-safe numbers so DVC can track it as a metrics file. Where a
-metric is undefined (ROC-AUC when the test set holds a single class) the value is `None`
-rather than NaN, which JSON cannot represent.
+Intervals (95% by default), never zero-width from a finite sample:
+- proportions (accuracy, precision, recall, specificity): Clopper–Pearson exact intervals
+  (`scipy.stats.binomtest`), so 26/26 correct gives [86.8, 100], not the percentile
+  bootstrap's [100, 100]; where images cluster in groups (a C-NMC subject, byte-identical
+  duplicates) the interval is widened to the group bootstrap's when that is wider, since
+  cells of one subject are not independent draws;
+- F1, weighted F1, balanced accuracy, ROC-AUC: a percentile bootstrap that resamples whole
+  groups within each class (every image its own group when no groups are given). Where the
+  bootstrap cannot vary (a perfect score, or one group per class) the interval is the exact
+  binomial one over the smaller class's number of groups, the independent units there are.
+
+The bootstrap recomputes the metrics from resampled confusion counts and rank sums in NumPy
+(1000 resamples x 8 scikit-learn calls would take seconds per model); a test checks both agree
+on explicit resamples. The result is a flat dict of JSON-safe values so DVC can track it as a
+metrics file; an undefined metric (ROC-AUC on a single-class test set) is `None`, not NaN.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -26,16 +36,21 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from pipeline.labels import THRESHOLD
+
 METRICS = (
     "accuracy",
     "precision",
     "recall",
     "f1",
+    "f1_weighted",
     "specificity",
     "balanced_accuracy",
     "roc_auc",
 )
-COUNTS = ("tp", "fp", "tn", "fn", "n")
+PROPORTIONS = ("accuracy", "precision", "recall", "specificity")
+COUNTS = ("tp", "fp", "tn", "fn", "n", "n_groups")
+COLLAPSE_SHARE = 0.05
 
 Number = float | int | None
 
@@ -43,50 +58,84 @@ Number = float | int | None
 def compute_metrics(
     y_true: Sequence[int] | np.ndarray,
     p_all: Sequence[float] | np.ndarray,
-    threshold: float = 0.5,
+    groups: Sequence[str] | np.ndarray | None = None,
+    threshold: float = THRESHOLD,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 42,
-) -> dict[str, Number]:
-    """Metrics of P(ALL) scores against 0/1 labels (1 = ALL), each with a bootstrap CI.
+    collapse_share: float = COLLAPSE_SHARE,
+) -> dict[str, Number | bool]:
+    """Metrics of P(ALL) scores against 0/1 labels (1 = ALL), each with its interval.
 
-    The bootstrap resamples test images with replacement within each class, so every resample
-    keeps the test set's class balance and ROC-AUC stays defined. A prediction is ALL when
-    `p_all >= threshold`.
+    `groups` names the independent units (subjects, duplicate groups; default: each image).
+    A prediction is ALL when `p_all >= threshold`. `collapsed` flags a model whose rarer
+    predicted class holds less than `collapse_share` of the predictions while the test set
+    has both classes: it calls (almost) every cell the same.
     """
     y, p = _check_inputs(y_true, p_all)
+    group_ids = _check_groups(groups, len(y))
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
 
-    result: dict[str, Number] = dict(_point_estimates(y, p, pred))
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    w_pos = (
-        rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=n_boot)
-        if len(pos)
-        else None
-    )
-    w_neg = (
-        rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=n_boot)
-        if len(neg)
-        else None
-    )
-    boot = bootstrap_replicates(y, p, threshold, w_pos, w_neg)
-    tail = 100 * (1 - confidence) / 2
+    result: dict[str, Number | bool] = dict(_point_estimates(y, p, pred))
+    weights = group_bootstrap_weights(y, group_ids, n_boot, np.random.default_rng(seed))
+    boot = bootstrap_replicates(y, p, threshold, weights)
+    alpha = 1 - confidence
+    clustered = len(np.unique(group_ids)) < len(y)
+    units = _units_per_class(y, group_ids)
+    successes = {"accuracy": (tp + tn, len(y)), "precision": (tp, tp + fp),
+                 "recall": (tp, tp + fn), "specificity": (tn, tn + fp)}  # fmt: skip
     for name in METRICS:
-        values = boot[name]
-        if result[name] is None:
+        value = result[name]
+        if value is None:
             low = high = None
+        elif name in PROPORTIONS:
+            low, high = exact_interval(*successes[name], confidence)
+            if clustered:
+                b_low, b_high = _percentile(boot[name], alpha)
+                low, high = min(low, b_low), max(high, b_high)
         else:
-            low, high = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+            low, high = _percentile(boot[name], alpha)
+            if high - low <= 0:  # the bootstrap cannot vary: fall back on the exact bound
+                n_units = max(1, min(units))
+                low, high = exact_interval(round(value * n_units), n_units, confidence)
         result[f"{name}_ci_low"], result[f"{name}_ci_high"] = low, high
 
-    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    result.update(tp=int(tp), fp=int(fp), tn=int(tn), fn=int(fn), n=len(y))
+    result.update(tp=tp, fp=fp, tn=tn, fn=fn, n=len(y), n_groups=int(len(np.unique(group_ids))))
+    predicted_all = float(pred.mean())
+    result["predicted_all_share"] = predicted_all
+    result["collapsed"] = bool(
+        len(np.unique(y)) == 2 and min(predicted_all, 1 - predicted_all) < collapse_share
+    )
     return result
+
+
+def collapse_warning(model: str, metrics: Mapping[str, object]) -> str:
+    """The loud line for a model that calls (almost) every test cell the same class."""
+    share = float(metrics["predicted_all_share"])
+    called = "ALL" if share >= THRESHOLD else "healthy (hem)"
+    return (
+        f"COLLAPSED: {model} calls {max(share, 1 - share):.1%} of the test cells {called} "
+        f"(balanced accuracy {metrics['balanced_accuracy']:.3f}): it has learned the majority "
+        "class, not the cells (check train.class_balance and the training curve)"
+    )
+
+
+def exact_interval(successes: int, trials: int, confidence: float) -> tuple[float, float]:
+    """Clopper–Pearson interval of a binomial proportion; (0, 1) when there are no trials."""
+    if trials <= 0:
+        return 0.0, 1.0
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def _percentile(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    low, high = np.percentile(values, [50 * alpha, 100 - 50 * alpha])
+    return float(low), float(high)
 
 
 def _check_inputs(y_true: Sequence[int] | np.ndarray, p_all: Sequence[float] | np.ndarray):
@@ -103,6 +152,43 @@ def _check_inputs(y_true: Sequence[int] | np.ndarray, p_all: Sequence[float] | n
     return y.astype(int), p
 
 
+def _check_groups(groups: Sequence[str] | np.ndarray | None, n: int) -> np.ndarray:
+    """Integer group codes; each image its own group when `groups` is None."""
+    if groups is None:
+        return np.arange(n)
+    values = np.asarray(groups)
+    if values.shape != (n,):
+        raise ValueError(f"groups {values.shape} must have one entry per image ({n})")
+    return np.unique(values.astype(str), return_inverse=True)[1]
+
+
+def _units_per_class(y: np.ndarray, group_ids: np.ndarray) -> list[int]:
+    """Distinct groups holding each present class (the independent units per class)."""
+    return [len(np.unique(group_ids[y == c])) for c in (0, 1) if (y == c).any()]
+
+
+def group_bootstrap_weights(
+    y: np.ndarray, group_ids: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """How often each image is drawn in each resample, shape (n_boot, n images).
+
+    Whole groups are drawn with replacement within each class stratum (a group's stratum is
+    its majority label), so every resample keeps both classes and ROC-AUC stays defined.
+    """
+    n_groups = int(group_ids.max()) + 1
+    positives = np.bincount(group_ids, weights=y, minlength=n_groups)
+    sizes = np.bincount(group_ids, minlength=n_groups)
+    stratum = (2 * positives >= sizes).astype(int)
+    draws = np.zeros((n_boot, n_groups))
+    for label in (0, 1):
+        members = np.flatnonzero(stratum == label)
+        if len(members):
+            draws[:, members] = rng.multinomial(
+                len(members), np.full(len(members), 1 / len(members)), size=n_boot
+            )
+    return draws[:, group_ids]
+
+
 def _point_estimates(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str, Number]:
     both_classes = len(np.unique(y)) == 2
     with warnings.catch_warnings():
@@ -114,6 +200,8 @@ def _point_estimates(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str
         "precision": float(precision_score(y, pred, pos_label=1, zero_division=0)),
         "recall": float(recall_score(y, pred, pos_label=1, zero_division=0)),
         "f1": float(f1_score(y, pred, pos_label=1, zero_division=0)),
+        # the C-NMC challenge's metric: per-class F1 weighted by the true class sizes
+        "f1_weighted": float(f1_score(y, pred, average="weighted", zero_division=0)),
         "specificity": float(recall_score(y, pred, pos_label=0, zero_division=0)),
         "balanced_accuracy": float(balanced),
         "roc_auc": float(roc_auc_score(y, p)) if both_classes else None,
@@ -121,34 +209,34 @@ def _point_estimates(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str
 
 
 def bootstrap_replicates(
-    y: np.ndarray,
-    p: np.ndarray,
-    threshold: float,
-    w_pos: np.ndarray | None,
-    w_neg: np.ndarray | None,
+    y: np.ndarray, p: np.ndarray, threshold: float, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Every metric for each resample, given how often each image is drawn in each resample.
+    """Every metric for each resample, given how often each image is drawn in it.
 
-    `w_pos` (B, n_pos) and `w_neg` (B, n_neg) count the draws of the positive and negative
-    images (in index order); `None` when the class is absent. Zero divisions give 0, as the
-    point estimates do with `zero_division=0`.
+    `weights` (B, n) counts the draws of each image. Zero divisions give 0, as the point
+    estimates do with `zero_division=0`.
     """
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    n_rows = (w_pos if w_pos is not None else w_neg).shape[0]
-    zeros = np.zeros(n_rows)
-    n_pos, n_neg = len(pos), len(neg)
-    tp = w_pos @ (p[pos] >= threshold) if n_pos else zeros
-    fp = w_neg @ (p[neg] >= threshold) if n_neg else zeros
+    called = (p >= threshold).astype(float)
+    n_pos, n_neg = weights[:, pos].sum(axis=1), weights[:, neg].sum(axis=1)
+    tp = weights[:, pos] @ called[pos]
+    fp = weights[:, neg] @ called[neg]
     fn, tn = n_pos - tp, n_neg - fp
-    recall = _ratio(tp, tp + fn)
-    specificity = _ratio(tn, tn + fp)
-    defined = [rate for rate, n in ((recall, n_pos), (specificity, n_neg)) if n]
-    auc = _rank_auc(p, pos, neg, w_pos, w_neg) if n_pos and n_neg else zeros
+    recall = _ratio(tp, n_pos)
+    specificity = _ratio(tn, n_neg)
+    defined = [rate for rate, idx in ((recall, pos), (specificity, neg)) if len(idx)]
+    f1_pos = _ratio(2 * tp, 2 * tp + fp + fn)
+    f1_neg = _ratio(2 * tn, 2 * tn + fn + fp)
+    zeros = np.zeros(weights.shape[0])
+    auc = (
+        _rank_auc(p, pos, neg, weights[:, pos], weights[:, neg]) if len(pos) and len(neg) else zeros
+    )
     return {
-        "accuracy": (tp + tn) / (n_pos + n_neg),
+        "accuracy": _ratio(tp + tn, n_pos + n_neg),
         "precision": _ratio(tp, tp + fp),
         "recall": recall,
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "f1": f1_pos,
+        "f1_weighted": _ratio(n_pos * f1_pos + n_neg * f1_neg, n_pos + n_neg),
         "specificity": specificity,
         "balanced_accuracy": np.mean(defined, axis=0),
         "roc_auc": auc,
@@ -171,7 +259,7 @@ def _rank_auc(
     neg_per_level = _per_level(w_neg, inverse[neg], len(levels))
     neg_below = np.cumsum(neg_per_level, axis=1) - neg_per_level
     wins = (pos_per_level * (neg_below + 0.5 * neg_per_level)).sum(axis=1)
-    return wins / (len(pos) * len(neg))
+    return _ratio(wins, w_pos.sum(axis=1) * w_neg.sum(axis=1))
 
 
 def _per_level(weights: np.ndarray, level: np.ndarray, n_levels: int) -> np.ndarray:

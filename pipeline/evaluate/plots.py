@@ -19,9 +19,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve
 
 from pipeline.io import atomic_path, atomic_write_text
-from pipeline.models.base import CLASSES, POSITIVE
-
-NEGATIVE = next(c for c in CLASSES if c != POSITIVE)
+from pipeline.labels import CLASSES, NEGATIVE, POSITIVE, THRESHOLD, called_all
 
 
 def write_plot_data(
@@ -29,7 +27,7 @@ def write_plot_data(
     y_true: Sequence[int] | np.ndarray,
     p_all: Sequence[float] | np.ndarray,
     history: Sequence[Mapping[str, float]] | pd.DataFrame | None = None,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
 ) -> list[Path]:
     """Write confusion/ROC (and training-curve, when `history` has rows) CSVs and PNGs.
 
@@ -42,7 +40,7 @@ def write_plot_data(
     if y.shape != p.shape or y.ndim != 1:
         raise ValueError(f"y_true {y.shape} and p_all {p.shape} must be 1-D of equal length")
     actual = np.where(y == 1, POSITIVE, NEGATIVE)
-    predicted = np.where(p >= threshold, POSITIVE, NEGATIVE)
+    predicted = np.where(called_all(p, threshold), POSITIVE, NEGATIVE)
     confusion = pd.DataFrame({"actual": actual, "predicted": predicted})
     roc = _roc_table(y, p)
 

@@ -8,12 +8,15 @@ a scaled logistic regression, scored by grouped stratified k-fold CV, for
 - `background`: the raw image outside the cell mask (the leak we look for),
 - `cell`: the raw image inside the mask (what a model *should* use),
 - `model_input`: the segmented, cropped image the models train on (cell on black),
-- `model_input_background`: that image's exactly black pixels, i.e. what segmentation blacked
-  out (near-black pixels are left out: resizing blends the cell's edge colour into them).
-  Chance-level when segmentation removed the background from every image; a failed
-  segmentation that kept a background shows up here.
+- `model_input_background`: everything of that image outside the cell, found by taking the
+  segmentation mask through the crop stage's own crop, padding and resize: black, near-black
+  and the halo around the cell alike. Segmentation that blacks the background out leaves it
+  nothing to learn from; a background tint, a ring of smear kept around the cell or a failed
+  segmentation shows up here (a test paints a label-dependent tint and expects the warning).
 
-A background ROC-AUC above `probe.warn_roc_auc` is logged as a warning and shown in the report.
+A background ROC-AUC above `probe.warn_roc_auc` is logged as a warning and shown in the
+report: `shortcut_warning` for the raw image (the dataset carries a shortcut), and
+`model_input_warning` for what the models see (the shortcut reaches them).
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.evaluate.metrics import compute_metrics
 from pipeline.io import read_image
-from pipeline.models.base import POSITIVE
+from pipeline.labels import y_true
 from pipeline.parallel import parallel_map
+from pipeline.preprocess.crop import crop_and_resize_mask
+from pipeline.preprocess.segment import Segmentation, apply_mask_and_crop
 from pipeline.preprocess.split import grouped_folds
-from pipeline.report.table import format_ci
 
 log = logging.getLogger(__name__)
 
 PROBES = ("background", "cell", "model_input", "model_input_background")
+WARNINGS = {"shortcut_warning": "background", "model_input_warning": "model_input_background"}
 REPORTED = ("accuracy", "roc_auc")
 # Colour spaces as OpenCV 8-bit conversions; every channel then spans 0..255 (hue 0..179).
 SPACES = {"rgb": None, "hsv": cv2.COLOR_RGB2HSV, "lab": cv2.COLOR_RGB2LAB}
@@ -66,24 +71,31 @@ def colour_features(image: np.ndarray, region: np.ndarray, bins: int) -> np.ndar
 
 
 def image_features(
-    raw: np.ndarray, cell: np.ndarray, model_input: np.ndarray, bins: int
+    raw: np.ndarray, cell: np.ndarray, model_input: np.ndarray, crop_cfg: Any, bins: int
 ) -> dict[str, np.ndarray]:
-    """Features of each probe region for one image; `cell` is the boolean cell mask of `raw`."""
+    """Features of each probe region for one image; `cell` is the boolean cell mask of `raw`,
+    `crop_cfg` the crop stage's config that turned the segmented cell into `model_input`."""
     if cell.shape != raw.shape[:2]:
         raise ValueError(f"mask shape {cell.shape} does not match image shape {raw.shape[:2]}")
-    dark = model_input.max(axis=2) == 0
+    segmented, window = apply_mask_and_crop(raw, Segmentation(cell, cell, found=True))
+    inside = crop_and_resize_mask(segmented, window, crop_cfg)
+    if inside.shape != model_input.shape[:2]:
+        raise ValueError(
+            f"model input {model_input.shape[:2]} does not match the crop config's "
+            f"{inside.shape}: re-run the crop stage"
+        )
     return {
         "background": colour_features(raw, ~cell, bins),
         "cell": colour_features(raw, cell, bins),
-        "model_input": colour_features(model_input, np.ones_like(dark), bins),
-        "model_input_background": colour_features(model_input, dark, bins),
+        "model_input": colour_features(model_input, np.ones_like(inside), bins),
+        "model_input_background": colour_features(model_input, ~inside, bins),
     }
 
 
-def _file_features(row: Mapping[str, str], bins: int) -> dict[str, np.ndarray]:
+def _file_features(row: Mapping[str, str], crop_cfg: Any, bins: int) -> dict[str, np.ndarray]:
     raw = read_image(row["raw"])
     mask = read_image(row["mask"])[:, :, 0]  # 0 background, 128 cytoplasm, 255 nucleus
-    return image_features(raw, mask > 0, read_image(row["input"]), bins)
+    return image_features(raw, mask > 0, read_image(row["input"]), crop_cfg, bins)
 
 
 def probe_scores(
@@ -100,23 +112,28 @@ def probe_scores(
     (`bootstrap` goes to `compute_metrics`). Each fold fits its own scaler and model.
     """
     p_sum = np.zeros(len(frame))
-    y = (frame["label"] == POSITIVE).astype(int).to_numpy()
+    y = y_true(frame["label"])
     for _, _, train, test in grouped_folds(frame.reset_index(drop=True), folds, repeats, seed):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         model.fit(features[train], y[train])
         p_sum[test] += model.predict_proba(features[test])[:, 1]
-    return compute_metrics(y, p_sum / repeats, seed=seed, **bootstrap)
+    return compute_metrics(
+        y, p_sum / repeats, groups=frame["group"].to_numpy(), seed=seed, **bootstrap
+    )
 
 
-def audit(frame: pd.DataFrame, cfg: Any, seed: int, **bootstrap: Any) -> dict[str, Any]:
+def audit(
+    frame: pd.DataFrame, cfg: Any, crop_cfg: Any, seed: int, **bootstrap: Any
+) -> dict[str, Any]:
     """Flat shortcut metrics for `frame` (columns raw, mask, input, label, group).
 
-    `cfg` is the `probe` config. Keys: `<probe>_<metric>` with `_ci_low`/`_ci_high` for
-    accuracy and ROC-AUC, and `shortcut_warning` (background ROC-AUC above the threshold).
+    `cfg` is the `probe` config, `crop_cfg` the crop stage's. Keys: `<probe>_<metric>` with
+    `_ci_low`/`_ci_high` for accuracy and ROC-AUC, `shortcut_warning` (the raw background's
+    ROC-AUC above the threshold) and `model_input_warning` (the model input's background's).
     """
     frame = frame.reset_index(drop=True)
     per_image = parallel_map(
-        partial(_file_features, bins=cfg.bins),
+        partial(_file_features, crop_cfg=crop_cfg, bins=cfg.bins),
         # absolute: joblib may reuse workers started in another working directory
         frame[["raw", "mask", "input"]].map(lambda p: str(Path(p).absolute())).to_dict("records"),
         desc="shortcut probe features",
@@ -134,41 +151,27 @@ def audit(frame: pd.DataFrame, cfg: Any, seed: int, **bootstrap: Any) -> dict[st
         for name in REPORTED:
             for suffix in ("", "_ci_low", "_ci_high"):
                 result[f"{probe}_{name}{suffix}"] = scores[f"{name}{suffix}"]
-    auc = result["background_roc_auc"]
-    result["shortcut_warning"] = bool(auc is not None and auc > cfg.warn_roc_auc)
-    if result["shortcut_warning"]:
-        log.warning(warning_line(result))
+    for flag, probe in WARNINGS.items():
+        auc = result[f"{probe}_roc_auc"]
+        result[flag] = bool(auc is not None and auc > cfg.warn_roc_auc)
+    for line in warning_lines(result):
+        log.warning(line)
     return result
 
 
-def warning_line(result: Mapping[str, Any]) -> str:
-    return (
-        f"the background alone predicts the label: background-only ROC-AUC "
-        f"{result['background_roc_auc']:.3f} > {result['warn_roc_auc']} (model input's "
-        f"background: {_fmt(result.get('model_input_background_roc_auc'))}); a model that "
-        "sees the background can score without looking at the cell"
-    )
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def shortcut_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Report section: one row per (dataset, probe) with accuracy and ROC-AUC (95% CI)."""
-    rows = []
-    for dataset, result in sorted(results.items()):
-        if not result.get("applicable"):
-            continue
-        for probe in PROBES:
-            scores = {k.removeprefix(f"{probe}_"): v for k, v in result.items()}
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "probe": probe,
-                    "Ac": format_ci(scores, "accuracy"),
-                    "ROC-AUC": format_ci(scores, "roc_auc", 1),
-                    "n": result["n"],
-                }
-            )
-    return pd.DataFrame(rows)
+def warning_lines(result: Mapping[str, Any]) -> list[str]:
+    """One line per raised warning: what predicts the label, and what it means."""
+    lines = []
+    if result.get("shortcut_warning"):
+        lines.append(
+            f"the raw background alone predicts the label: ROC-AUC "
+            f"{result['background_roc_auc']:.3f} > {result['warn_roc_auc']}; a model that sees "
+            "the background can score without looking at the cell"
+        )
+    if result.get("model_input_warning"):
+        lines.append(
+            f"the models' input still carries it: its non-cell area predicts the label with "
+            f"ROC-AUC {result['model_input_background_roc_auc']:.3f} > {result['warn_roc_auc']}"
+            " (segmentation leaves background, or a tint, around the cell)"
+        )
+    return lines

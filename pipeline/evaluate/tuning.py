@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, validate
 from pipeline.io import file_sha256
-from pipeline.report.table import format_ci
 
 # Candidates may only change what acts inside a fold. Segmentation, crop and dataset are
 # upstream stages: vary those with `dvc exp run -S ...` instead.
@@ -133,27 +132,3 @@ def select(table: pd.DataFrame) -> int:
     loss = table[loss_column].astype(float).fillna(float("inf"))
     order = sorted(range(len(table)), key=lambda i: (-accuracy.iloc[i], loss.iloc[i], i))
     return order[0]
-
-
-def tuning_table(winners: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
-    """Report section: per (dataset, model), the selected setting and how it was chosen."""
-    rows = []
-    for (dataset, model), w in sorted(winners.items()):
-        m = w["metrics"]
-        settings = ", ".join(
-            f"{key.removeprefix(f'models.{model}.')}={value}"
-            for key, value in w["overrides"].items()
-        )
-        rows.append(
-            {
-                "dataset": dataset,
-                "model": model,
-                "candidates": w.get("candidates"),
-                "selected (by validation parts)": settings,
-                "Ac val parts": f"{m['val_accuracy_mean'] * 100:.1f}",
-                "Ac test folds mean ± std": f"{m['accuracy_mean'] * 100:.1f} ± "
-                f"{(m['accuracy_std'] or 0) * 100:.1f}",
-                "Ac pooled": format_ci(m, "accuracy"),
-            }
-        )
-    return pd.DataFrame(rows)

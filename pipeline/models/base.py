@@ -11,39 +11,19 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from pipeline.config import ConfigError
+from pipeline.train.context import TrainContext
+
 if TYPE_CHECKING:  # base stays importable without torch (HOG+SVM, tracking)
     import torch
 
-# Alphabetical, as torchvision ImageFolder and Ultralytics index class folders.
-CLASSES = ("all", "hem")
-POSITIVE = "all"
 MODEL_CARD = "model.json"
-
-EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-@dataclass
-class TrainContext:
-    """Everything a model needs to train besides its own hyperparameters."""
-
-    data_dir: Path  # holds train/ and val/ image folders
-    work_dir: Path  # checkpoints for resuming live here (kept across a crash)
-    image_size: int
-    seed: int = 42
-    device: str = "auto"
-    amp: bool = True
-    num_workers: int = 0
-    monitor: str = "val_accuracy"
-    early_stopping_patience: int = 0
-    deterministic: bool = True
-    on_epoch: EpochCallback | None = None  # per-epoch metrics (train_loss, val_accuracy, ...)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,12 +86,13 @@ class Classifier(ABC):
 
 
 def build_model(config: dict[str, Any]) -> Classifier:
-    """Instantiate the classifier for a `conf/model/*.yaml` section (dispatch on `kind`)."""
-    import pipeline.models  # noqa: F401  (registers the implementations)
+    """Instantiate the classifier for a `conf/model/*.yaml` section (dispatch on `kind`).
 
+    The registry is complete: importing this module runs `pipeline/models/__init__.py` first,
+    which imports every implementation."""
     kind = config.get("kind")
     if kind not in Classifier.registry:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model kind {kind!r} (model {config.get('name')!r}); "
             f"known: {sorted(Classifier.registry)}"
         )
@@ -128,3 +109,15 @@ def load_model(directory: Path | str) -> Classifier:
     model.image_size = card.get("image_size")
     model._load_weights(directory)
     return model
+
+
+def balanced_fit_args(pipeline: Any, targets: np.ndarray, balance: bool) -> dict[str, Any]:
+    """`fit` arguments of a scikit-learn pipeline ending in a calibrated SVM that weigh each
+    class equally: balanced sample weights reach the SVM *and* its Platt scaling (class_weight
+    on the SVM alone would be undone by a calibration fitted to the majority's prior)."""
+    if not balance:
+        return {}
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    last = pipeline.steps[-1][0]
+    return {f"{last}__sample_weight": compute_sample_weight("balanced", targets)}

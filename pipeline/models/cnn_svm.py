@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from pipeline.models import params
-from pipeline.models.base import TrainContext
+from pipeline.models.base import TrainContext, balanced_fit_args
 from pipeline.models.torchvision_cnn import TorchvisionClassifier, head_attr
 from pipeline.train.data import eval_transform, image_folder, make_loader
 
@@ -56,7 +56,8 @@ class CnnSvmClassifier(TorchvisionClassifier):
         self.svm = make_pipeline(
             StandardScaler(), CalibratedClassifierCV(svm, method="sigmoid", cv=5, ensemble=False)
         )
-        self.svm.fit(features, np.asarray(train_set.targets))
+        targets = np.asarray(train_set.targets)
+        self.svm.fit(features, targets, **balanced_fit_args(self.svm, targets, ctx.class_balance))
         return history
 
     def _features(self, batches: Iterable[torch.Tensor]) -> np.ndarray:

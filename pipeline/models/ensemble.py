@@ -12,28 +12,22 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from pipeline.config import ConfigError
 from pipeline.io import read_image
+from pipeline.labels import POSITIVE, called_all
 from pipeline.models import params
-from pipeline.models.base import (
-    POSITIVE,
-    Classifier,
-    EpochCallback,
-    TrainContext,
-    build_model,
-    load_model,
-)
+from pipeline.models.base import Classifier, build_model, load_model
+from pipeline.train.context import EpochCallback, TrainContext
 from pipeline.train.data import image_folder
 
 
 class EnsembleClassifier(Classifier):
     """P(ALL) = the weighted mean of its members' P(ALL).
 
-    Members are whole model sections (`conf/model/ensemble.yaml` interpolates
-    `${models.<name>}`), so each trains exactly as its own train stage would: same context, seed
-    and data give the same weights. Their settings are part of the ensemble's config, hence of
-    its model card and of the DVC params its stages depend on. Fitting scores the mean on the
-    validation split; that is the ensemble's one history row, what selection looks at. Members'
-    epochs reach `ctx.on_epoch` as `<member>/<metric>`. No Grad-CAM: a mean of different
-    networks has no single feature map (explain a member instead).
+    Members are whole model sections, kept in the model card, and each member is saved as a
+    model folder of its own inside the ensemble's, so the folder predicts on its own. The
+    pipeline assembles it from the members' already trained models (`assemble`, stage
+    `ensemble`); `fit` trains the members instead, as their own train stages would. Its one
+    history row is the mean scored on the validation split, what selection looks at. No
+    Grad-CAM: a mean of different networks has no single feature map (explain a member).
     """
 
     kind: ClassVar[str] = "ensemble"
@@ -41,7 +35,7 @@ class EnsembleClassifier(Classifier):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         params.require(self.config, ("members",))
-        where = params.section_key(self.config)
+        where = "ensemble"  # its own config section (conf/ensemble/)
         members = self.config["members"]
         if not isinstance(members, list) or len(members) < 2:
             raise ConfigError(f"{where}.members: need a list of at least two model sections")
@@ -59,7 +53,26 @@ class EnsembleClassifier(Classifier):
         self.weights /= self.weights.sum()
         self.members = [build_model(member) for member in members]
 
+    @classmethod
+    def assemble(
+        cls, members: Sequence[Classifier], weights: Sequence[float] | None, image_size: int
+    ) -> EnsembleClassifier:
+        """An ensemble of already trained members (their saved configs and weights, no
+        retraining): what the `ensemble` stage builds from `models/<dataset>/<member>`."""
+        config = {
+            "name": "ensemble",
+            "kind": cls.kind,
+            "members": [dict(member.config) for member in members],
+            "weights": None if weights is None else list(weights),
+        }
+        ensemble = cls(config)
+        ensemble.members = list(members)
+        ensemble.image_size = image_size
+        return ensemble
+
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        """Train every member as its own train stage would (same context, seed and data give
+        the same weights), then score the mean on the validation split."""
         self.image_size = ctx.image_size
         for member in self.members:
             name = member.config["name"]
@@ -68,16 +81,22 @@ class EnsembleClassifier(Classifier):
                     ctx, work_dir=ctx.work_dir / name, on_epoch=_prefixed(ctx.on_epoch, name)
                 )
             )
-        val = image_folder(ctx.data_dir, "val", transform=None)
-        p_all = self.predict_proba([read_image(path) for path, _ in val.samples])
-        is_all = np.asarray(val.targets) == val.class_to_idx[POSITIVE]
-        row = {"epoch": 1}
-        if len(is_all):
-            row["val_accuracy"] = float(accuracy_score(is_all, p_all >= 0.5))
-            row["val_loss"] = float(log_loss(is_all, p_all, labels=[False, True]))
+        row = self.score_split(ctx.data_dir, "val")
         if ctx.on_epoch is not None:
             ctx.on_epoch(1, row)
         return [row]
+
+    def score_split(self, data_dir: Path, split: str) -> dict[str, float]:
+        """The ensemble's one history row: its mean P(ALL) scored on a split of the image
+        folder (accuracy at the decision threshold, log loss)."""
+        folder = image_folder(data_dir, split, transform=None)
+        p_all = self.predict_proba([read_image(path) for path, _ in folder.samples])
+        is_all = np.asarray(folder.targets) == folder.class_to_idx[POSITIVE]
+        row: dict[str, float] = {"epoch": 1}
+        if len(is_all):
+            row[f"{split}_accuracy"] = float(accuracy_score(is_all, called_all(p_all)))
+            row[f"{split}_loss"] = float(log_loss(is_all, p_all, labels=[False, True]))
+        return row
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         votes = np.stack([member.predict_proba(images) for member in self.members])

@@ -20,7 +20,7 @@ from sklearn.svm import LinearSVC
 from pipeline.config import ConfigError
 from pipeline.io import read_image
 from pipeline.models import params
-from pipeline.models.base import Classifier, TrainContext
+from pipeline.models.base import Classifier, TrainContext, balanced_fit_args
 from pipeline.parallel import parallel_map
 from pipeline.train.data import check_images, image_folder
 
@@ -117,7 +117,9 @@ class HogSvmClassifier(Classifier):
             StandardScaler(),
             CalibratedClassifierCV(svm, method="sigmoid", cv=5, ensemble=False),
         )
-        self.pipeline.fit(x_train, y_train)
+        self.pipeline.fit(
+            x_train, y_train, **balanced_fit_args(self.pipeline, y_train, ctx.class_balance)
+        )
         row = {"epoch": 1}
         for split, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
             proba = self.pipeline.predict_proba(x)

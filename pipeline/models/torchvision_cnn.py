@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,12 +14,14 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from torch.utils.data import DistributedSampler
 from torchvision.datasets import ImageFolder
 
+from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
-from pipeline.models.base import CLASSES, POSITIVE, CamTarget, Classifier, TrainContext
+from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import torchvision_weights
-from pipeline.train import loop
+from pipeline.train import distributed, loop
 from pipeline.train.data import (
     eval_transform,
     image_folder,
@@ -26,7 +29,7 @@ from pipeline.train.data import (
     to_tensor_batch,
     train_transform,
 )
-from pipeline.train.device import DeviceSpec, resolve_device
+from pipeline.train.device import DeviceSpec, pin_threads, resolve_device
 
 HEAD_ATTRS = ("fc", "classifier")
 # What `trainable: last` unfreezes besides the head: the last stage of each family.
@@ -122,6 +125,30 @@ def dataset_fingerprint(dataset: ImageFolder) -> str:
     return digest.hexdigest()
 
 
+def class_weights(targets: Sequence[int]) -> torch.Tensor:
+    """Loss weight per class index, n / (k * n_c): each class weighs as much as the other in
+    total, so a majority class cannot win by being called every time."""
+    counts = np.bincount(np.asarray(targets), minlength=len(CLASSES)).astype(np.float64)
+    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def _train_rank(
+    rank: int,
+    world: int,
+    kind: type[TorchvisionClassifier],
+    config: dict[str, Any],
+    ctx: TrainContext,
+    device: DeviceSpec,
+    on_epoch: Any = None,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """One DDP rank (module level, so spawned processes can import it)."""
+    pin_threads(ctx.threads)
+    classifier = kind(config)
+    classifier.device = device
+    return classifier._train(replace(ctx, on_epoch=on_epoch), rank, world)
+
+
 class TorchvisionClassifier(Classifier):
     """A torchvision ImageNet CNN with a new two-class head, trained by `pipeline.train.loop`."""
 
@@ -142,27 +169,52 @@ class TorchvisionClassifier(Classifier):
         self.device: DeviceSpec | None = None
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        loop.seed_everything(ctx.seed, ctx.deterministic)
+        pin_threads(ctx.threads)
         self.image_size = self.input_side(ctx)
         self.device = resolve_device(ctx.device)
+        world = distributed.world_size(ctx.strategy, ctx.processes, self.device)
+        if world == 1:
+            network, history = self._train(ctx, rank=0, world=1)
+        else:  # DDP: this process is rank 0 and keeps the callback; the others are spawned
+            network, history = distributed.launch(
+                _train_rank,
+                world,
+                distributed.backend_for(self.device),
+                args=(type(self), self.config, replace(ctx, on_epoch=None), self.device),
+                main_args=(ctx.on_epoch,),
+            )
+        self.network = network.eval()
+        return history
+
+    def _train(
+        self, ctx: TrainContext, rank: int, world: int
+    ) -> tuple[nn.Module, list[dict[str, float]]]:
+        """Train on this rank (the whole batch when `world` is 1, a `1/world` shard of it
+        otherwise, so the effective batch is the configured one); the network and history."""
+        loop.seed_everything(ctx.seed, ctx.deterministic)  # the same initial weights everywhere
+        self.image_size = self.input_side(ctx)
+        device = distributed.rank_device(self.device, rank)
         network = build_network(self.config, pretrained=self.config["pretrained"] == "imagenet")
-        network.to(self.device.device)
-        model = (
-            nn.DataParallel(network, device_ids=list(self.device.device_ids))
-            if self.device.multi_gpu
-            else network
-        )
+        network.to(device.device)
+        model: nn.Module = network
+        if world > 1:
+            ids = list(device.device_ids) if device.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         train_set = image_folder(ctx.data_dir, "train", train_transform(self.image_size))
         val_set = image_folder(ctx.data_dir, "val", eval_transform(self.image_size))
-        batch_size = int(self.config["batch_size"])
-        pin = self.device.device.type == "cuda"
+        batch_size = max(1, int(self.config["batch_size"]) // world)
+        pin = device.device.type == "cuda"
+        train_sampler = val_sampler = None
+        if world > 1:
+            train_sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=ctx.seed)
+            val_sampler = distributed.ShardSampler(len(val_set), rank, world)
         train_loader = make_loader(
             train_set, batch_size, shuffle=True, seed=ctx.seed,
-            num_workers=ctx.num_workers, pin_memory=pin,
+            num_workers=ctx.num_workers, pin_memory=pin, sampler=train_sampler,
         )  # fmt: skip
         val_loader = make_loader(
             val_set, batch_size, shuffle=False, seed=ctx.seed,
-            num_workers=ctx.num_workers, pin_memory=pin,
+            num_workers=ctx.num_workers, pin_memory=pin, sampler=val_sampler,
         )  # fmt: skip
         run_config = {
             "model": self.config,
@@ -170,19 +222,24 @@ class TorchvisionClassifier(Classifier):
             "seed": ctx.seed,
             "monitor": ctx.monitor,
             "early_stopping_patience": ctx.early_stopping_patience,
+            "class_balance": ctx.class_balance,
             "data": {
                 "train": dataset_fingerprint(train_set),
                 "val": dataset_fingerprint(val_set),
             },
         }
+        if world > 1:
+            run_config["world_size"] = world  # a checkpoint resumes on as many ranks only
         optimizer = make_optimizer(self.config, network.parameters())
         history = loop.fit(
-            model, optimizer, train_loader, val_loader, ctx, self.device,
+            model, optimizer, train_loader, val_loader, ctx, device,
             epochs=int(self.config["epochs"]), config=run_config,
             scheduler=make_scheduler(self.config, optimizer),
+            criterion=nn.CrossEntropyLoss(
+                weight=class_weights(train_set.targets) if ctx.class_balance else None
+            ).to(device.device),
         )  # fmt: skip
-        self.network = network.eval()
-        return history
+        return network, history
 
     def _require_network(self) -> nn.Module:
         if self.network is None:

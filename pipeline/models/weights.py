@@ -22,10 +22,12 @@ import torch
 import torchvision
 from torchvision.models import WeightsEnum
 
+from pipeline.errors import PipelineError
+
 YOLO_RELEASE_URL = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(PipelineError, FileNotFoundError):
     """Pretrained weights are not on disk and cannot be downloaded."""
 
     def __init__(self, file_name: str, directory: Path, url: str) -> None:

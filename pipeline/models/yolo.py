@@ -27,11 +27,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
-from pipeline.models.base import CLASSES, POSITIVE, CamTarget, Classifier, TrainContext
+from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import yolo_weights
 from pipeline.train.data import check_images
-from pipeline.train.device import resolve_device
+from pipeline.train.device import pin_threads, pinned_threads, resolve_device
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ def _ultralytics() -> Any:
     """Import Ultralytics offline, with every third-party integration switched off."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import ultralytics
+    from ultralytics.utils import torch_utils
 
+    if pinned_threads():  # else Ultralytics resets torch to cores - 1 threads on every call
+        torch_utils.NUM_THREADS = pinned_threads()
     stale = {k: False for k in INTEGRATIONS_OFF if ultralytics.settings.get(k, False)}
     if stale:
         ultralytics.settings.update(stale)
@@ -86,18 +90,67 @@ def _row(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
     }
 
 
-def _data_view(data_dir: Path, view: Path) -> Path:
+def _data_view(data_dir: Path, view: Path, balance: bool, seed: int) -> Path:
     """A folder of symlinks to the train/val splits: Ultralytics writes `<split>.cache` files
     beside each split, which must not land in the (DVC-tracked) data folder, and it must not
-    see the test split."""
+    see the test split. With `balance`, the rarer training class is oversampled (extra links
+    to its images, drawn without replacement until the classes match): Ultralytics'
+    classifier takes no class weights."""
     shutil.rmtree(view, ignore_errors=True)
     view.mkdir(parents=True)
     for split in ("train", "val"):
         source = (data_dir / split).resolve()
         if not source.is_dir():
             raise FileNotFoundError(f"{source}: missing {split} split for YOLO training")
-        (view / split).symlink_to(source, target_is_directory=True)
+        if split == "train" and balance:
+            _balanced_links(source, view / split, np.random.default_rng(seed))
+        else:
+            (view / split).symlink_to(source, target_is_directory=True)
     return view
+
+
+def _balanced_links(source: Path, target: Path, rng: np.random.Generator) -> None:
+    files = {label: sorted((source / label).glob("*.png")) for label in CLASSES}
+    largest = max(len(paths) for paths in files.values())
+    for label, paths in files.items():
+        folder = target / label
+        folder.mkdir(parents=True)
+        for path in paths:
+            (folder / path.name).symlink_to(path)
+        for copy, index in enumerate(_oversample(len(paths), largest, rng)):
+            (folder / f"{paths[index].stem}__balance{copy}.png").symlink_to(paths[index])
+
+
+def _oversample(have: int, want: int, rng: np.random.Generator) -> list[int]:
+    """Indices of `want - have` extra draws: whole rounds of a permutation, then a partial one."""
+    if have == 0:
+        return []
+    extra = want - have
+    rounds = [rng.permutation(have) for _ in range(-(-extra // have))] if extra > 0 else []
+    return [int(i) for i in np.concatenate(rounds)[:extra]] if rounds else []
+
+
+def _portable_checkpoint(source: Path, target: Path) -> None:
+    """Copy an Ultralytics checkpoint without what differs between two identical trainings:
+    its save date, its timings and the absolute paths of the run folder. The weights, the
+    class names and the train arguments that shape prediction stay."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    network = checkpoint.get("ema") or checkpoint["model"]
+    for attribute in ("pt_path", "yaml_file"):
+        if isinstance(getattr(network, attribute, None), str):
+            setattr(network, attribute, Path(getattr(network, attribute)).name)
+    network.args = _portable_args(getattr(network, "args", {}) or {})
+    kept = {"model": network, "train_args": _portable_args(checkpoint.get("train_args") or {})}
+    torch.save(kept, target)
+
+
+def _portable_args(args: Any) -> dict[str, Any]:
+    """Train arguments with absolute paths reduced to their last component."""
+    items = vars(args).items() if not isinstance(args, dict) else args.items()
+    return {
+        key: Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+        for key, value in items
+    }
 
 
 class _Logits(nn.Module):
@@ -136,6 +189,7 @@ class YoloClassifier(Classifier):
 
     @_keeps_torch_threads
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        pin_threads(ctx.threads)
         ultralytics = _ultralytics()
         self.image_size = self.input_side(ctx)
         device = resolve_device(ctx.device)
@@ -150,6 +204,7 @@ class YoloClassifier(Classifier):
             "image_size": self.image_size,
             "seed": ctx.seed,
             "patience": ctx.early_stopping_patience,
+            "class_balance": ctx.class_balance,
             "data": str(Path(ctx.data_dir).resolve()),
         }
         last = run_dir / "weights" / "last.pt"
@@ -180,7 +235,9 @@ class YoloClassifier(Classifier):
             model.train(resume=True, device=self.device, workers=ctx.num_workers)
         else:
             model.train(
-                data=str(_data_view(Path(ctx.data_dir), work_dir / "data")),
+                data=str(
+                    _data_view(Path(ctx.data_dir), work_dir / "data", ctx.class_balance, ctx.seed)
+                ),
                 epochs=int(self.config["epochs"]),
                 batch=int(self.config["batch_size"]),
                 lr0=float(self.config["lr"]),
@@ -260,7 +317,7 @@ class YoloClassifier(Classifier):
     def _save_weights(self, directory: Path) -> None:
         if self.model is None:
             raise RuntimeError(f"{self.config.get('name', self.kind)}: not trained")
-        shutil.copyfile(self.model.ckpt_path, directory / WEIGHTS_FILE)
+        _portable_checkpoint(Path(self.model.ckpt_path), directory / WEIGHTS_FILE)
 
     def _load_weights(self, directory: Path) -> None:
         self.model = _ultralytics().YOLO(str(directory / WEIGHTS_FILE))

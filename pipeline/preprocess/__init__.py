@@ -1,0 +1,1 @@
+"""Image preparation: segmentation, masks, crop, split, augmentation."""

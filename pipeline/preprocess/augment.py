@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import read_image, write_image
-from pipeline.manifest import LABELS
+from pipeline.labels import CLASSES
 from pipeline.parallel import parallel_map
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def materialise(table: pd.DataFrame, out_dir: Path, desc: str) -> pd.DataFrame:
     out_dir = Path(out_dir).absolute()  # joblib may reuse workers started elsewhere
     table = table.assign(path=[str(Path(p).absolute()) for p in table["path"]])
     for split in table["split"].unique():
-        for label in LABELS:
+        for label in CLASSES:
             (out_dir / split / label).mkdir(parents=True, exist_ok=True)
     parallel_map(partial(_write_row, out_dir=out_dir), table.to_dict("records"), desc)
     return relocate(table, out_dir)

@@ -27,7 +27,20 @@ def crop_box(image: np.ndarray, cfg) -> tuple[int, int, int, int]:
 
 def crop_and_resize(image: np.ndarray, cfg) -> np.ndarray:
     """Crop by `cfg.rule`, optionally pad to a square with black, resize to `cfg.size`."""
-    top, bottom, left, right = crop_box(image, cfg)
+    return _reshape(image, crop_box(image, cfg), cfg, nearest=False)
+
+
+def crop_and_resize_mask(image: np.ndarray, mask: np.ndarray, cfg) -> np.ndarray:
+    """`mask` (of `image`'s size) through the same crop, padding and resize as `image`, by
+    nearest neighbour: which pixels of the model's input belong to the cell."""
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
+    reshaped = _reshape(mask.astype(np.uint8), crop_box(image, cfg), cfg, nearest=True)
+    return reshaped > 0
+
+
+def _reshape(image: np.ndarray, box: tuple[int, int, int, int], cfg, nearest: bool) -> np.ndarray:
+    top, bottom, left, right = box
     region = image[top:bottom, left:right]
     if cfg.pad_to_square:
         h, w = region.shape[:2]
@@ -43,5 +56,7 @@ def crop_and_resize(image: np.ndarray, cfg) -> np.ndarray:
             value=0,
         )
     shrinking = region.shape[0] > cfg.size
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    interpolation = (
+        cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    )
     return cv2.resize(region, (cfg.size, cfg.size), interpolation=interpolation)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.io import IMAGE_SUFFIXES
 
 # ALL-IDB2 mask colours in BGR order (as OpenCV reads them).
@@ -28,7 +29,7 @@ _MAX_OFF_PALETTE = 0.05
 N_WORST = 5
 
 
-class MaskError(ValueError):
+class MaskError(PipelineError, ValueError):
     """A ground-truth mask cannot be read or does not follow the colour code; names the file."""
 
 

@@ -38,6 +38,7 @@ PAPER_MODEL_NAMES = {
 DATASET_ORDER = ("cnmc", "all_idb2")
 # (metric key, column label, scale): AUC stays a 0..1 fraction, rates are shown in %.
 EXTRA_METRICS = (
+    ("f1_weighted", "F1 weighted", 100),
     ("specificity", "Specificity", 100),
     ("balanced_accuracy", "Bal. acc.", 100),
     ("roc_auc", "ROC-AUC", 1),
@@ -105,7 +106,7 @@ def write_report(
     parts = [
         "# Table II — reproduction vs. paper",
         notes.strip(),
-        "Ours: test-set value in %, with its 95% percentile-bootstrap CI in brackets "
+        "Ours: test-set value in %, with its 95% interval in brackets "
         "(ROC-AUC as a fraction). Paper: Table II, whole percent; "
         f"{MISSING} = not reported. Positive class: ALL.",
         table.to_markdown(index=False),

@@ -11,17 +11,12 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from pipeline.config import ConfigError, load
-from pipeline.io import BadInputError, ImageReadError
+from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
 
 # Errors whose message already says what is wrong and where: no traceback for the user.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    BadInputError,
-    ImageReadError,
-    FileNotFoundError,
-)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (PipelineError, FileNotFoundError)
 # The machine, not the code, is at fault (full disk, quota, read-only or forbidden folder): the
 # errno text and file name say it all, and atomic writes left the previous outputs in place.
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
@@ -68,18 +63,6 @@ def _stage_name(func: Callable[..., None]) -> str:
 
 
 def _is_expected(exc: Exception) -> bool:
-    if isinstance(exc, EXPECTED_ERRORS + _extra_expected()):
+    if isinstance(exc, EXPECTED_ERRORS):
         return True
     return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
-
-
-def _extra_expected() -> tuple[type[BaseException], ...]:
-    """Model/tracking errors that are user-facing (imported lazily: heavy modules)."""
-    found: list[type[BaseException]] = []
-    for module, names in (
-        ("pipeline.models.weights", ("MissingWeightsError",)),
-        ("pipeline.tracking", ("TrackingUnavailableError",)),
-    ):
-        mod = sys.modules.get(module)
-        found += [getattr(mod, n) for n in names if mod is not None and hasattr(mod, n)]
-    return tuple(found)

@@ -7,11 +7,12 @@ A target is read through its own adapter (conf/dataset/<target>.yaml, root overr
 import sys
 
 from pipeline import paths
-from pipeline.config import ConfigError, repo_root
+from pipeline.config import ConfigError, workspace_root
 from pipeline.data import build_manifest
-from pipeline.evaluate import crossval
+from pipeline.evaluate import cross_dataset
 from pipeline.evaluate.metrics import compute_metrics
 from pipeline.io import atomic_path, atomic_write_json
+from pipeline.labels import y_true
 from pipeline.stages.common import log, model_config, stage
 
 ON_MISSING = ("error", "skip")
@@ -29,8 +30,8 @@ def run(cfg, *model_names: str) -> None:
     with atomic_path(paths.cross_dir(dataset)) as staged:
         staged.mkdir()
         for target_name in cfg.cross.targets:
-            target = crossval.target_dataset(target_name, cfg.cross.roots)
-            root = crossval.dataset_root(target, repo_root())
+            target = cross_dataset.target_dataset(target_name, cfg.cross.roots)
+            root = cross_dataset.dataset_root(target, workspace_root())
             if not root.exists():
                 problem = (
                     f"cross.targets: target {target_name!r}: dataset root {root} does not exist "
@@ -42,11 +43,11 @@ def run(cfg, *model_names: str) -> None:
                 continue
             if target_name == dataset:
                 log.warning("cross target %r is the training dataset itself", target_name)
-            frame, problems = build_manifest(target, repo_root())
+            frame, problems = build_manifest(target, workspace_root())
             if problems:
                 log.warning("%s: %d bad files skipped", target_name, len(problems))
-            predictions = crossval.cross_predict(model_dirs, frame, target.segment)
-            y = crossval.y_true(predictions["label"])
+            predictions = cross_dataset.cross_predict(model_dirs, frame, target.segment)
+            y = y_true(predictions["label"])
             out = staged / target_name
             out.mkdir()
             predictions.to_csv(out / "predictions.csv", index=False)
@@ -54,6 +55,7 @@ def run(cfg, *model_names: str) -> None:
                 metrics = compute_metrics(
                     y,
                     predictions[name],
+                    groups=predictions["group"].to_numpy(),
                     n_boot=cfg.evaluate.bootstrap_samples,
                     confidence=cfg.evaluate.confidence,
                     seed=cfg.seed,

@@ -1,25 +1,19 @@
 """Stage cv@<model>: repeated grouped stratified k-fold CV on all images (off when cv.folds=0).
 
-MLflow: one parent run per model with the summary, one nested child run per fold. Off, the
-stage only writes `{"enabled": false}` (and an empty predictions table), without importing
-MLflow or any model library, so the default `dvc repro` stays fast.
+With `cv.nested: true` the model's `tune.grids.<model>` candidates are chosen inside each fold
+on its validation part, and the test fold scores the chosen one only (`"selection": "nested"`).
+Outputs, in `reports/cv/<dataset>/<model>/`: `predictions.csv` (validation and test rows of
+every fold), `subjects.csv` (per subject of the test folds: accuracy, share called ALL, the
+subject-level call) and `selection.json` (the candidates and each fold's choice), plus the
+summary `reports/metrics/<dataset>/cv/<model>.json`. MLflow: one parent run per model, one
+child run per fold (and candidate). Off, the stage only writes `{"enabled": false}`, without
+importing MLflow or any model library, so the default `dvc repro` stays fast.
 """
 
 import sys
 
-import pandas as pd
-
 from pipeline import manifest, paths
-from pipeline.io import atomic_path, atomic_write_json
 from pipeline.stages.common import log, model_config, stage
-
-PREDICTION_COLUMNS = ["id", "label", "group", "repeat", "fold", "p_all"]
-
-
-def _write(dataset: str, model_name: str, summary: dict, predictions: pd.DataFrame) -> None:
-    with atomic_path(paths.cv_predictions(dataset, model_name)) as staged:
-        predictions.to_csv(staged, index=False)
-    atomic_write_json(paths.cv_metrics(dataset, model_name), summary)
 
 
 @stage
@@ -27,28 +21,52 @@ def run(cfg, model_name: str) -> None:
     dataset = cfg.dataset.name
     model_config(cfg, model_name)  # a clear error for an unknown model name
     if cfg.cv.folds == 0:
-        _write(dataset, model_name, {"enabled": False}, pd.DataFrame(columns=PREDICTION_COLUMNS))
+        from pipeline.evaluate.crossval import write_cv_outputs  # light: no model library
+
+        write_cv_outputs(dataset, model_name, {"enabled": False})
         log.info("cv.folds=0: cross-validation off (dvc exp run -S cv.folds=5 turns it on)")
         return
-    from pipeline import tracking
-    from pipeline.evaluate import crossval
+    from omegaconf import OmegaConf
 
+    from pipeline import tracking
+    from pipeline.evaluate import crossval, tuning
+    from pipeline.train.device import pin_threads
+
+    pin_threads(cfg.train.threads)
+    grid = OmegaConf.to_container(cfg.tune.grids, resolve=True).get(model_name)
+    candidates = tuning.expand_grid(grid, model_name) if cfg.cv.nested and grid else [{}]
+    if cfg.cv.nested and not grid:
+        log.info("cv.nested: no tune.grids.%s, so nothing to choose: fixed settings", model_name)
     frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
     tracking.check_reachable(cfg)
-    summary, predictions = crossval.cross_validate(frame, cfg, model_name, f"cv {model_name}")
-    _write(dataset, model_name, summary, predictions[PREDICTION_COLUMNS])
+    summary, predictions = crossval.cross_validate(
+        frame, cfg, model_name, f"cv {model_name}", candidates=candidates
+    )
+    chosen = predictions.groupby(["repeat", "fold"])["candidate"].first()
+    selection = {
+        "selection": summary["selection"],
+        "candidates": candidates,
+        "chosen": [
+            {"repeat": int(r), "fold": int(f), "candidate": int(c)} for (r, f), c in chosen.items()
+        ],
+    }
+    crossval.write_cv_outputs(
+        dataset, model_name, summary, predictions, crossval.subject_table(predictions), selection
+    )
     log.info(
-        "%s/%s %d-fold x %d CV: accuracy %.3f ± %.3f (pooled %.3f [%.3f, %.3f]); "
-        "validation parts %.3f",
+        "%s/%s %d-fold x %d CV (%s selection): accuracy %.3f ± %.3f (pooled %.3f [%.3f, %.3f]), "
+        "weighted F1 %.3f; validation parts %.3f",
         dataset,
         model_name,
         cfg.cv.folds,
         cfg.cv.repeats,
+        summary["selection"],
         summary["accuracy_mean"],
         summary["accuracy_std"] or 0.0,
         summary["accuracy"],
         summary["accuracy_ci_low"],
         summary["accuracy_ci_high"],
+        summary["f1_weighted"],
         summary["val_accuracy_mean"],
     )
 

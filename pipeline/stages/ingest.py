@@ -3,7 +3,7 @@
 import sys
 
 from pipeline import manifest, paths
-from pipeline.config import repo_root
+from pipeline.config import workspace_root
 from pipeline.data import build_manifest
 from pipeline.io import atomic_write_text
 from pipeline.stages.common import log, stage
@@ -12,7 +12,7 @@ from pipeline.stages.common import log, stage
 @stage
 def run(cfg) -> None:
     name = cfg.dataset.name
-    frame, problems = build_manifest(cfg.dataset, repo_root())
+    frame, problems = build_manifest(cfg.dataset, workspace_root())
     quarantine = paths.dataset_dir(name) / "quarantine.txt"
     atomic_write_text(quarantine, "".join(f"{p}\n" for p in problems))
     if problems:

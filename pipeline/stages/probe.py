@@ -29,6 +29,7 @@ def run(cfg) -> None:
     result = audit(
         frame,
         cfg.probe,
+        cfg.crop,
         seed=cfg.seed,
         n_boot=cfg.evaluate.bootstrap_samples,
         confidence=cfg.evaluate.confidence,

@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np
 
 from pipeline import manifest, paths
-from pipeline.config import repo_root
+from pipeline.config import workspace_root
 from pipeline.io import atomic_path, atomic_write_json, read_image, write_image
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.masks import find_mask, overlap_row, read_gt_mask, score_segmentations
@@ -45,7 +45,7 @@ def run(cfg) -> None:
         atomic_write_json(metrics_path, {"segmented": False, "n_images": len(frame)})
         log.info("%s: segment=false, images pass through unchanged", name)
         return
-    mask_dir = cfg.dataset.masks and repo_root() / cfg.dataset.masks
+    mask_dir = cfg.dataset.masks and workspace_root() / cfg.dataset.masks
     if mask_dir and not mask_dir.is_dir():
         raise FileNotFoundError(f"dataset.masks: {mask_dir} is not a folder")
     with atomic_path(final) as staged:

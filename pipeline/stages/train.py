@@ -7,45 +7,59 @@ kept by DVC across runs with `persist: true`) on the next `dvc repro`.
 import json
 import shutil
 import sys
+import time
 
-from omegaconf import OmegaConf
-
-from pipeline import paths, tracking
-from pipeline.io import atomic_path, atomic_write_json, file_sha256
-from pipeline.models.base import TrainContext, build_model
-from pipeline.predict import save_preprocessing
+from pipeline import manifest, paths, tracking
+from pipeline.inference import save_preprocessing
+from pipeline.io import atomic_path, file_sha256, folder_digest
+from pipeline.models.base import build_model
 from pipeline.stages.common import log, model_config, stage
+from pipeline.train.context import TrainContext
+from pipeline.train.device import pin_threads, resolve_device
+from pipeline.train.history import selected_epoch
 
 
 @stage
 def run(cfg, model_name: str) -> None:
     dataset = cfg.dataset.name
     classifier = build_model(model_config(cfg, model_name))
+    threads = pin_threads(cfg.train.threads)
     data_dir = paths.prepared(dataset)
     tracking.check_reachable(cfg)
     tracking.close_stale_runs(cfg, dataset, model_name)
+    data_hash = file_sha256(data_dir / "manifest.csv")
     with tracking.start_run(
         cfg,
         dataset=dataset,
         model=model_name,
         stage=f"train@{model_name}",
-        dataset_hash=file_sha256(data_dir / "manifest.csv"),
-    ) as run:
-        ctx = TrainContext(
-            data_dir=data_dir,
-            work_dir=paths.checkpoints(dataset, model_name),
-            image_size=cfg.crop.size,
-            seed=cfg.seed,
-            on_epoch=lambda epoch, metrics: tracking.log_epoch(metrics, step=epoch),
-            **OmegaConf.to_container(cfg.train),
+        dataset_hash=data_hash,
+    ):
+        tracking.set_tags({"device": resolve_device(cfg.train.device).device, "threads": threads})
+        tracking.log_dataset(
+            manifest.read(data_dir / "manifest.csv"),
+            name=dataset,
+            source=cfg.dataset.root,
+            digest=data_hash,
+            context="training",
         )
+        ctx = TrainContext.from_config(
+            cfg,
+            data_dir,
+            paths.checkpoints(dataset, model_name),
+            on_epoch=lambda epoch, metrics: tracking.log_epoch(metrics, step=epoch),
+        )
+        started = time.perf_counter()
         history = classifier.fit(ctx)
         final = paths.model_dir(dataset, model_name)
         with atomic_path(final) as staged:
             classifier.save(staged)
             save_preprocessing(staged, cfg)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
-            atomic_write_json(staged / "mlflow_run.json", {"run_id": run.info.run_id})
+            digest = folder_digest(staged)
+        tracking.set_tags({tracking.MODEL_DIGEST_TAG: digest})
+        tracking.log_durations({"train": time.perf_counter() - started})
+        tracking.log_selected_epoch(selected_epoch(history, cfg.train.monitor))
         tracking.log_model(classifier, final)
     # Training finished: drop the resume state but keep the (DVC-declared) folder.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from pipeline.io import BadInputError
+from pipeline.labels import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,9 +50,6 @@ def train_transform(image_size: int) -> transforms.Compose:
 
 def image_folder(data_dir: Path, split: str, transform: transforms.Compose | None) -> ImageFolder:
     """`<data_dir>/<split>/{all,hem}` as an ImageFolder whose class indices match CLASSES."""
-    # Imported here: pipeline.models imports this module while its package initialises.
-    from pipeline.models.base import CLASSES
-
     root = Path(data_dir) / split
     missing = [str(root / name) for name in CLASSES if not (root / name).is_dir()]
     if missing:
@@ -76,14 +74,21 @@ def make_loader(
     seed: int,
     num_workers: int = 0,
     pin_memory: bool = False,
+    sampler: Sampler[int] | None = None,
 ) -> DataLoader:
-    """A DataLoader whose shuffling follows its own seeded generator (checkpointed on resume)."""
+    """A DataLoader whose shuffling follows its own seeded generator (checkpointed on resume),
+    or the given `sampler` (a DDP rank's shard). A shuffled (training) loader drops a last
+    batch of one image: batch norm cannot train on it, and a DDP rank's half batch makes it
+    likely."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    count = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        drop_last=shuffle and count > batch_size and count % batch_size == 1,
         num_workers=num_workers,
         generator=generator,
         pin_memory=pin_memory,

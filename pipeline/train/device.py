@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ class DeviceSpec:
     """Where to train: the primary device, GPU ids to spread a batch over, Ultralytics' string."""
 
     device: torch.device
-    device_ids: tuple[int, ...] = ()  # more than one id -> torch.nn.DataParallel
+    device_ids: tuple[int, ...] = ()  # more than one id: DistributedDataParallel, one rank each
 
     @property
     def multi_gpu(self) -> bool:
@@ -70,3 +71,27 @@ def resolve_device(spec: str | int = "auto") -> DeviceSpec:
     if len(set(ids)) != len(ids):
         raise ValueError(f"train.device={spec!r}: repeated GPU id")
     return DeviceSpec(torch.device("cuda", ids[0]), ids)
+
+
+def pin_threads(threads: int | None) -> int:
+    """Fix torch's (and Ultralytics') CPU thread count when `threads` is set; return the count
+    in use. From-scratch results depend on it through the order of float sums, so a pinned
+    count lets a machine with more cores reproduce the committed metrics. Ultralytics resets
+    torch to its own `NUM_THREADS` (cores - 1) whenever it selects a device: that is pinned too.
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
+        torch_utils = sys.modules.get("ultralytics.utils.torch_utils")
+        if torch_utils is not None:
+            torch_utils.NUM_THREADS = int(threads)
+        global _PINNED
+        _PINNED = int(threads)
+    return torch.get_num_threads()
+
+
+def pinned_threads() -> int | None:
+    """The count `pin_threads` set in this process, if any (read when Ultralytics loads)."""
+    return _PINNED
+
+
+_PINNED: int | None = None

@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from pipeline.io import atomic_path
+from pipeline.train import distributed
 from pipeline.train.device import DeviceSpec
 
-if TYPE_CHECKING:  # pipeline.models imports this module
-    from pipeline.models.base import TrainContext
+if TYPE_CHECKING:
+    from pipeline.train.context import TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def train_one_epoch(
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
+    total_loss, correct, seen = distributed.sum_across(total_loss, correct, seen)
     return total_loss / seen, correct / seen
 
 
@@ -109,6 +111,7 @@ def evaluate(
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
+    total_loss, correct, seen = distributed.sum_across(total_loss, correct, seen)
     return total_loss / seen, correct / seen
 
 
@@ -135,7 +138,7 @@ def _set_rng_state(state: dict[str, Any], loader: DataLoader) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.DataParallel) else model
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -200,6 +203,7 @@ def fit(
     best = _Best()
     start = 1
 
+    rank = 0 if not distributed.active() else torch.distributed.get_rank()
     checkpoint = load_checkpoint(ckpt_path, config)
     if checkpoint is not None:
         _unwrap(model).load_state_dict(checkpoint["model"])
@@ -209,10 +213,11 @@ def fit(
         scaler.load_state_dict(checkpoint["scaler"])
         history = checkpoint["history"]
         best = _Best(**checkpoint["best"])
-        _set_rng_state(checkpoint["rng"], train_loader)
+        states = checkpoint["rng"]  # one per rank under DDP
+        _set_rng_state(states[rank] if isinstance(states, list) else states, train_loader)
         start = checkpoint["epoch"] + 1
         log.info("resuming from %s after epoch %d", ckpt_path, checkpoint["epoch"])
-        if ctx.on_epoch is not None:
+        if ctx.on_epoch is not None and distributed.is_main():
             for row in history:
                 ctx.on_epoch(int(row["epoch"]), row)
 
@@ -220,6 +225,8 @@ def fit(
     for epoch in range(start, epochs + 1):
         if stopped:
             break
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, same on all ranks
         train_loss, train_acc = train_one_epoch(
             model, train_loader, criterion, optimizer, device.device, scaler, amp,
             desc=f"epoch {epoch}/{epochs} train",
@@ -244,24 +251,27 @@ def fit(
             best.stale_epochs += 1
         patience = ctx.early_stopping_patience
         stopped = patience > 0 and best.stale_epochs >= patience
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "model": _cpu_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "best": vars(best),
-                "rng": _rng_state(train_loader),
-                "config": config,
-                "stopped": stopped,
-            },
-        )
-        log.info("epoch %d/%d %s", epoch, epochs, row)
-        if ctx.on_epoch is not None:
-            ctx.on_epoch(epoch, row)
+        states = distributed.gather(_rng_state(train_loader))
+        if distributed.is_main():  # rank 0 alone writes; every rank can resume from it
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": _cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best": vars(best),
+                    "rng": states if distributed.active() else states[0],
+                    "config": config,
+                    "stopped": stopped,
+                },
+            )
+            log.info("epoch %d/%d %s", epoch, epochs, row)
+            if ctx.on_epoch is not None:
+                ctx.on_epoch(epoch, row)
+        distributed.barrier()
         if stopped:
             log.info("early stopping after epoch %d (best epoch %d)", epoch, best.epoch)
 

@@ -64,10 +64,13 @@ def test_cnmc_folds_select_folders_and_null_means_all(tmp_path, write_image, dat
     assert every["id"].is_unique
 
 
-def test_cnmc_relative_root_resolves_against_repo_root(tmp_path, write_image, dataset_cfg):
+def test_a_relative_root_gives_workspace_relative_paths(tmp_path, write_image, dataset_cfg):
+    # portable manifests: nothing in them depends on where the repository was cloned
     make_cnmc(tmp_path / "data" / "C-NMC_Leukemia", write_image)
     frame, _ = build_manifest(dataset_cfg("data/C-NMC_Leukemia", "cnmc", folds=[0]), tmp_path)
-    assert all(p.startswith(str(tmp_path)) for p in frame["path"])
+    assert all(p.startswith("data/C-NMC_Leukemia/training_data/") for p in frame["path"])
+    assert (frame["source"] == frame["path"]).all()
+    assert all((tmp_path / p).is_file() for p in frame["path"])
 
 
 def test_cnmc_bad_names_and_label_mismatch_all_listed(tmp_path, write_image, dataset_cfg):

@@ -1,18 +1,18 @@
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from pipeline.config import ConfigError
+from pipeline.evaluate.cross_dataset import target_dataset
 from pipeline.evaluate.crossval import (
+    ensemble_cv,
     make_folds,
     summarise_cv,
-    target_dataset,
     write_fold_dataset,
 )
 from pipeline.evaluate.metrics import summarise_folds
 from pipeline.io import write_image
-from pipeline.schema import AugmentConfig
+from tests.conftest import section
 
 
 def frame(n_subjects=40, seed=0):
@@ -86,7 +86,7 @@ def test_fold_folder_augments_the_training_part_only(tmp_path):
         paths.append(str(path))
     data["path"] = paths
     fold = make_folds(data, folds=4, repeats=1, seed=0, val_fraction=0.2)[0]
-    augment = OmegaConf.structured(AugmentConfig(multiplier=2.0, splits=["train", "val", "test"]))
+    augment = section("augment", multiplier=2.0, splits=["train", "val", "test"])
     out = write_fold_dataset(data, fold, tmp_path / "fold", augment, seed=0)
     written = {
         split: sorted(p.stem for p in (out / split).rglob("*.png")) for split in ("train", "val")
@@ -106,11 +106,13 @@ def test_fold_folder_augments_the_training_part_only(tmp_path):
 def test_summary_pools_repeats_per_image_and_summarises_folds():
     predictions = pd.DataFrame(
         {
-            "id": ["a", "b", "c", "d"] * 2,
-            "label": ["all", "all", "hem", "hem"] * 2,
-            "repeat": [0] * 4 + [1] * 4,
-            "fold": [0, 1, 0, 1] * 2,
-            "p_all": [0.9, 0.4, 0.2, 0.6, 0.7, 0.8, 0.1, 0.3],
+            "id": ["a", "b", "c", "d"] * 2 + ["e", "f"],
+            "label": ["all", "all", "hem", "hem"] * 2 + ["all", "hem"],
+            "group": ["a", "b", "c", "d"] * 2 + ["e", "f"],
+            "repeat": [0] * 4 + [1] * 4 + [0, 0],
+            "fold": [0, 1, 0, 1] * 2 + [0, 0],
+            "part": ["test"] * 8 + ["val", "val"],  # validation rows never enter the pool
+            "p_all": [0.9, 0.4, 0.2, 0.6, 0.7, 0.8, 0.1, 0.3, 0.0, 1.0],
         }
     )
     per_fold = [{"accuracy": 1.0, "n": 2}, {"accuracy": 0.5, "n": 2}]
@@ -129,3 +131,31 @@ def test_unknown_cross_target_names_the_known_datasets():
 def test_cross_target_root_can_be_overridden():
     assert target_dataset("all_idb2", {"all_idb2": "/x/y"}).root == "/x/y"
     assert target_dataset("synthetic_cnmc").segment is False
+
+
+def test_the_ensemble_cv_is_the_mean_of_the_members_and_top_k_chooses_on_validation(cfg):
+    rows = {
+        "id": ["a", "b", "c", "d", "e", "f", "g", "h"],
+        "label": ["all", "hem"] * 4,
+        "group": list("abcdefgh"),
+        "repeat": [0] * 8,
+        "fold": [0, 0, 0, 0, 1, 1, 1, 1],
+        "part": ["val", "val", "test", "test"] * 2,
+    }
+    base = pd.DataFrame(rows)
+    good = base.assign(p_all=[0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.6, 0.4])  # right on validation
+    bad = base.assign(p_all=[0.1, 0.9, 0.9, 0.1, 0.2, 0.8, 0.9, 0.1])  # wrong on validation
+    mid = base.assign(p_all=[0.6, 0.4, 0.1, 0.9, 0.6, 0.4, 0.2, 0.7])
+    cfg.cv.folds, cfg.evaluate.bootstrap_samples = 2, 50
+    members = {"good": good, "bad": bad, "mid": mid}
+    summary, combined, record = ensemble_cv(members, None, None, cfg)
+    expected = (good["p_all"] + bad["p_all"] + mid["p_all"]) / 3
+    merged = combined.merge(base.assign(expected=expected), on=["id", "part"])
+    np.testing.assert_allclose(merged["p_all"], merged["expected"])
+    assert summary["selection"] == "fixed" and record["pool"] == ["good", "bad", "mid"]
+    # top_k=2: per fold, the two best on that fold's validation rows; the test fold never counts
+    summary, combined, record = ensemble_cv(members, None, 2, cfg)
+    assert summary["selection"] == "nested"
+    assert [c["members"] for c in record["chosen"]] == [["good", "mid"], ["good", "mid"]]
+    test = combined[combined["part"] == "test"].set_index("id")["p_all"]
+    np.testing.assert_allclose(test["c"], (0.8 + 0.1) / 2)

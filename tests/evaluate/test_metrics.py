@@ -1,5 +1,4 @@
 import json
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,9 @@ from sklearn.metrics import (
 from pipeline.evaluate.metrics import (
     METRICS,
     bootstrap_replicates,
+    collapse_warning,
     compute_metrics,
+    group_bootstrap_weights,
     summarise_folds,
 )
 
@@ -55,7 +56,7 @@ def test_ci_contains_estimate_is_deterministic_and_json_safe():
         assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"], name
         assert m[f"{name}_ci_low"] < m[f"{name}_ci_high"], name
     assert compute_metrics(y, p, seed=7) == m
-    assert compute_metrics(y, p, seed=8) != m
+    assert compute_metrics(y, p, seed=8)["roc_auc_ci_low"] != m["roc_auc_ci_low"]
     json.dumps(m, allow_nan=False)
 
 
@@ -69,13 +70,11 @@ def test_wider_confidence_gives_wider_interval():
 def test_bootstrap_matches_sklearn_on_explicit_resamples():
     y, p = scores(60, seed=3)
     p = np.round(p, 1)  # ties, to exercise the tie handling of the rank AUC
-    rng = np.random.default_rng(0)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    w_pos = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=5)
-    w_neg = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=5)
-    boot = bootstrap_replicates(y, p, 0.5, w_pos, w_neg)
+    groups = np.arange(len(y)) // 3  # three images per group: resamples of whole groups
+    weights = group_bootstrap_weights(y, groups, 5, np.random.default_rng(0))
+    boot = bootstrap_replicates(y, p, 0.5, weights)
     for b in range(5):
-        idx = np.r_[np.repeat(pos, w_pos[b]), np.repeat(neg, w_neg[b])]
+        idx = np.repeat(np.arange(len(y)), weights[b].astype(int))
         yb, pb = y[idx], p[idx]
         pred = (pb >= 0.5).astype(int)
         expected = {
@@ -83,6 +82,7 @@ def test_bootstrap_matches_sklearn_on_explicit_resamples():
             "precision": precision_score(yb, pred, zero_division=0),
             "recall": recall_score(yb, pred),
             "f1": f1_score(yb, pred),
+            "f1_weighted": f1_score(yb, pred, average="weighted"),
             "specificity": recall_score(yb, pred, pos_label=0),
             "balanced_accuracy": balanced_accuracy_score(yb, pred),
             "roc_auc": roc_auc_score(yb, pb),
@@ -91,12 +91,59 @@ def test_bootstrap_matches_sklearn_on_explicit_resamples():
             assert boot[name][b] == pytest.approx(value), name
 
 
-def test_bootstrap_is_fast():
-    y, p = scores(500)
-    compute_metrics(y, p)  # warm-up (imports)
-    start = time.perf_counter()
-    compute_metrics(y, p, n_boot=1000)
-    assert time.perf_counter() - start < 1.0
+def test_group_bootstrap_draws_whole_groups_and_keeps_both_classes():
+    y = np.array([1] * 6 + [0] * 4)
+    groups = np.array(["a", "a", "a", "b", "b", "c", "d", "d", "e", "e"])
+    codes = np.unique(groups, return_inverse=True)[1]
+    weights = group_bootstrap_weights(y, codes, 200, np.random.default_rng(1))
+    for row in weights:
+        for g in np.unique(codes):  # every image of a group is drawn as often as the group
+            assert len(set(row[codes == g])) == 1
+        assert row[y == 1].sum() > 0 and row[y == 0].sum() > 0
+
+
+def test_perfect_small_sample_gets_the_exact_interval_not_a_point():
+    # 26 of 26 right: the percentile bootstrap said [100, 100]; Clopper-Pearson [86.8, 100].
+    y = np.array([1] * 13 + [0] * 13)
+    m = compute_metrics(y, np.where(y == 1, 0.9, 0.1), n_boot=200)
+    assert m["accuracy"] == 1.0
+    assert m["accuracy_ci_low"] == pytest.approx(0.8677, abs=1e-4)
+    assert m["accuracy_ci_high"] == 1.0
+    for name in METRICS:  # nothing is zero-width from a finite sample
+        assert m[f"{name}_ci_low"] < m[f"{name}_ci_high"], name
+
+
+def test_clustered_cells_widen_the_interval():
+    # 8 subjects of 50 cells, one class each, every subject with its own stain (a score
+    # offset): its cells are not 50 independent draws
+    rng = np.random.default_rng(5)
+    subjects = np.repeat(np.arange(8), 50)
+    y = (subjects < 4).astype(int)
+    offset = rng.normal(0, 1.5, 8)[subjects]
+    p = 1 / (1 + np.exp(-(1.2 * (2 * y - 1) + offset + rng.normal(0, 1, len(y)))))
+    independent = compute_metrics(y, p, n_boot=400)
+    clustered = compute_metrics(y, p, groups=subjects.astype(str), n_boot=400)
+    width = lambda m, k: m[f"{k}_ci_high"] - m[f"{k}_ci_low"]  # noqa: E731
+    assert clustered["n_groups"] == 8 and independent["n_groups"] == 400
+    assert width(clustered, "roc_auc") >= width(independent, "roc_auc")
+    assert width(clustered, "accuracy") >= width(independent, "accuracy")
+
+
+def test_weighted_f1_is_the_challenge_metric():
+    y = [1, 1, 1, 0, 0, 1, 0, 1]
+    p = [0.9, 0.2, 0.7, 0.6, 0.1, 0.8, 0.3, 0.4]
+    m = compute_metrics(y, p, n_boot=20)
+    assert m["f1_weighted"] == pytest.approx(f1_score(y, np.asarray(p) >= 0.5, average="weighted"))
+
+
+def test_a_model_calling_everything_one_class_is_flagged():
+    y = np.array([1] * 30 + [0] * 10)
+    collapsed = compute_metrics(y, np.full(40, 0.8), n_boot=20)
+    assert collapsed["collapsed"] and collapsed["predicted_all_share"] == 1.0
+    assert collapsed["balanced_accuracy"] == 0.5
+    assert "COLLAPSED" in collapse_warning("svm_hog", collapsed)
+    fine = compute_metrics(y, np.where(y == 1, 0.8, 0.2), n_boot=20)
+    assert not fine["collapsed"]
 
 
 def test_single_class_gives_none_auc():
@@ -110,7 +157,9 @@ def test_single_class_gives_none_auc():
 
 def test_no_positive_predictions_give_zero_precision():
     m = compute_metrics([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], n_boot=20)
-    assert m["precision"] == 0 and m["f1"] == 0 and m["precision_ci_high"] == 0
+    assert m["precision"] == 0 and m["f1"] == 0
+    # no predicted positive: precision is not estimated at all by these 4 images
+    assert (m["precision_ci_low"], m["precision_ci_high"]) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize(

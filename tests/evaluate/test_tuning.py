@@ -66,7 +66,7 @@ def test_select_ranks_on_validation_only_and_breaks_ties_on_validation_loss():
 
 
 def test_tuning_table_names_the_selected_setting_without_the_model_prefix():
-    from pipeline.evaluate.tuning import tuning_table
+    from pipeline.report.sections import tuning_table
 
     winner = {
         "candidates": 4,

@@ -9,19 +9,28 @@ import numpy as np
 import pytest
 
 from pipeline.io import write_image
-from pipeline.models.base import CLASSES, TrainContext
+from pipeline.labels import CLASSES
+from pipeline.models.base import TrainContext
+from tests.conftest import train_context
 
 SIDE = 32
 
 
-def make_image_folder(root: Path, per_class: int = 12, side: int = SIDE, seed: int = 0) -> Path:
-    """`root/{train,val}/{all,hem}/*.png`: 'all' cells are bright discs, 'hem' dark ones."""
+def make_image_folder(
+    root: Path,
+    per_class: int = 12,
+    side: int = SIDE,
+    seed: int = 0,
+    counts: dict[str, int] | None = None,
+) -> Path:
+    """`root/{train,val}/{all,hem}/*.png`: 'all' cells are bright discs, 'hem' dark ones;
+    `counts` (per class, per split) overrides `per_class` for a skewed set."""
     rng = np.random.default_rng(seed)
     for split in ("train", "val"):
         for label in CLASSES:
             folder = root / split / label
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
+            for i in range((counts or {}).get(label, per_class)):
                 image = rng.integers(0, 60, (side, side, 3), dtype=np.uint8)
                 centre = tuple(int(c) for c in rng.integers(side // 3, 2 * side // 3, 2))
                 colour = (230, 200, 255) if label == "all" else (90, 40, 110)
@@ -33,6 +42,12 @@ def make_image_folder(root: Path, per_class: int = 12, side: int = SIDE, seed: i
 @pytest.fixture(scope="session")
 def image_folder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("cells"))
+
+
+@pytest.fixture(scope="session")
+def skewed_folder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three ALL cells to one healthy cell (C-NMC fold 0 is 68% ALL), trivially separable."""
+    return make_image_folder(tmp_path_factory.mktemp("skewed"), counts={"all": 30, "hem": 10})
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +71,7 @@ def recording_context(
 ) -> tuple[TrainContext, list[tuple[int, dict[str, float]]]]:
     """A 32 px training context and the list its `on_epoch` callback appends to."""
     calls: list[tuple[int, dict[str, float]]] = []
-    ctx = TrainContext(
+    ctx = train_context(
         data_dir=data_dir,
         work_dir=work_dir,
         image_size=SIDE,

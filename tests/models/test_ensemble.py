@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import accuracy_score, log_loss
 
 from pipeline.config import ConfigError, compose
-from pipeline.models import EnsembleClassifier, TrainContext, build_model, load_model
+from pipeline.models import EnsembleClassifier, build_model, load_model
+from tests.conftest import train_context
 from tests.models.conftest import recording_context
 from tests.models.test_models import model_config, val_images
 
@@ -34,7 +35,11 @@ def test_ensemble_is_the_weighted_mean_of_members_trained_as_alone(
     alone = []
     for config in ensemble.config["members"]:
         member = build_model(config)
-        member.fit(TrainContext(image_folder_dir, tmp_path / config["name"], image_size=32))
+        member.fit(
+            train_context(
+                data_dir=image_folder_dir, work_dir=tmp_path / config["name"], image_size=32
+            )
+        )
         alone.append(member.predict_proba(images))
     proba = ensemble.predict_proba(images)
     np.testing.assert_allclose(proba, 0.25 * alone[0] + 0.75 * alone[1])
@@ -66,15 +71,15 @@ def test_ensemble_is_the_weighted_mean_of_members_trained_as_alone(
         ({"weights": [1, "a"]}, "weights"),
     ],
 )
-def test_bad_ensemble_config_names_the_key(changes: dict[str, Any], key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"models\.ensemble\.{key}"):
+def test_bad_ensemble_model_card_names_the_key(changes: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"ensemble\.{key}"):
         build_model(ensemble_config(**changes))
 
 
 def test_members_need_distinct_names_and_valid_configs() -> None:
     twice = ensemble_config()
     twice["members"][1]["name"] = "svm_hog"
-    with pytest.raises(ConfigError, match=r"models\.ensemble\.members"):
+    with pytest.raises(ConfigError, match=r"ensemble\.members"):
         build_model(twice)
     bad_member = ensemble_config()
     bad_member["members"][1]["optimizer"] = "rmsprop"  # the member's own check names it
@@ -82,15 +87,45 @@ def test_members_need_distinct_names_and_valid_configs() -> None:
         build_model(bad_member)
 
 
-def test_members_follow_their_model_sections_in_the_composed_config() -> None:
-    cfg = compose(["models.yolov8.epochs=7", "models.svm_hog.C=0.5"])
-    members = {m.name: m for m in cfg.models.ensemble.members}
-    assert set(members) <= set(cfg.models) - {"ensemble"}
-    assert members["yolov8"].epochs == 7
-    assert members["svm_hog"].C == 0.5
-    assert members["resnet50_svm"] == cfg.models.resnet50_svm
+def test_assembled_from_trained_members_it_averages_them_without_training(
+    image_folder_dir: Path, tmp_path: Path
+) -> None:
+    members = []
+    for config in ensemble_config()["members"]:
+        member = build_model(config)
+        member.fit(
+            train_context(
+                data_dir=image_folder_dir, work_dir=tmp_path / config["name"], image_size=32
+            )
+        )
+        members.append(member)
+    images, is_all = val_images(image_folder_dir)
+    ensemble = EnsembleClassifier.assemble(members, [3, 1], image_size=32)
+    expected = 0.75 * members[0].predict_proba(images) + 0.25 * members[1].predict_proba(images)
+    np.testing.assert_allclose(ensemble.predict_proba(images), expected)
+    row = ensemble.score_split(image_folder_dir, "val")
+    assert row["val_accuracy"] == pytest.approx(accuracy_score(is_all, expected >= 0.5))
+    loaded = load_model(ensemble.save(tmp_path / "saved"))
+    assert [m["name"] for m in loaded.config["members"]] == list(MEMBERS)
+    np.testing.assert_allclose(loaded.predict_proba(images), expected)
 
 
-def test_members_can_be_chosen_by_override() -> None:
-    cfg = compose(["models.ensemble.members=[${models.yolov8},${models.densenet121}]"])
-    assert [m.name for m in cfg.models.ensemble.members] == ["yolov8", "densenet121"]
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("ensemble.members=[yolov8,nonexistent]", "ensemble.members"),
+        ("ensemble.members=[yolov8]", "ensemble.members"),
+        ("ensemble.members=[yolov8,yolov8]", "ensemble.members"),
+        ("ensemble.weights=[1,2]", "ensemble.weights"),
+        ("ensemble.top_k=4", "ensemble.top_k"),
+    ],
+)
+def test_the_ensemble_section_is_checked_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose([override])
+
+
+def test_top_k_and_weights_exclude_each_other() -> None:
+    with pytest.raises(ConfigError, match=r"ensemble\.weights"):
+        compose(["ensemble.top_k=2", "ensemble.weights=[1,1,1]"])
+    assert compose(["ensemble.top_k=2"]).ensemble.top_k == 2

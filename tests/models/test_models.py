@@ -12,8 +12,9 @@ import yaml
 
 from pipeline.config import ConfigError
 from pipeline.io import BadInputError, read_image
-from pipeline.models import MissingWeightsError, TrainContext, build_model, load_model
+from pipeline.models import MissingWeightsError, build_model, load_model
 from pipeline.train import loop
+from tests.conftest import train_context
 from tests.models.conftest import recording_context
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
@@ -75,10 +76,36 @@ def test_fit_predict_save_load(
     assert not list(image_folder_dir.rglob("*.cache")), "Ultralytics wrote into the data folder"
 
 
+LEARN = {
+    "svm_hog": {},
+    "resnet50": {"epochs": 10, "optimizer": "adam", "lr": 0.001},
+    "resnet50_svm": {"epochs": 6, "trainable": "all", "optimizer": "adam", "lr": 0.001},
+    "densenet121": {"epochs": 6, "optimizer": "adam", "lr": 0.001},
+    "yolov8": {"epochs": 15, "train_args": {"auto_augment": None, "erasing": 0.0}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARN))
+def test_every_model_learns_a_separable_skewed_set_with_default_balancing(
+    name: str, skewed_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bright vs dark discs, 3 ALL to 1 healthy: a model that works learns them, and the default
+    class balancing keeps it from calling every cell ALL (balanced accuracy 0.5)."""
+    monkeypatch.chdir(tmp_path)
+    ctx = train_context(data_dir=skewed_folder_dir, work_dir=tmp_path / "work", image_size=32)
+    assert ctx.class_balance  # the default
+    model = build_model(model_config(name, **LEARN[name]))
+    model.fit(ctx)
+    images, is_all = val_images(skewed_folder_dir)
+    called = model.predict_proba(images) >= 0.5
+    recall, specificity = called[is_all].mean(), (~called[~is_all]).mean()
+    assert (recall + specificity) / 2 >= 0.9, (name, recall, specificity)
+
+
 def test_hog_svm_separates_the_classes(image_folder_dir: Path, tmp_path: Path) -> None:
     """Bright vs dark discs are trivially separable: a working HOG+SVM must get them right."""
     model = build_model(model_config("svm_hog", hog={"color": "rgb"}))
-    model.fit(TrainContext(data_dir=image_folder_dir, work_dir=tmp_path, image_size=32))
+    model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path, image_size=32))
     images, is_all = val_images(image_folder_dir)
     assert np.mean((model.predict_proba(images) > 0.5) == is_all) >= 0.9
 
@@ -91,7 +118,9 @@ def test_torchvision_is_deterministic_and_resumes(
 
     def run(work: str, on_epoch: Any = None) -> tuple[np.ndarray, list[dict[str, float]]]:
         model = build_model(config)
-        ctx = TrainContext(image_folder_dir, tmp_path / work, image_size=32, on_epoch=on_epoch)
+        ctx = train_context(
+            data_dir=image_folder_dir, work_dir=tmp_path / work, image_size=32, on_epoch=on_epoch
+        )
         history = model.fit(ctx)
         return model.predict_proba(images), history
 
@@ -139,7 +168,7 @@ def test_missing_pretrained_weights_is_a_clear_error(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("ALL_DETECT_WEIGHTS", str(tmp_path / "weights"))
     model = build_model(model_config(name, pretrained="imagenet"))
-    ctx = TrainContext(image_folder_dir, tmp_path / "work", image_size=32)
+    ctx = train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32)
     with pytest.raises(MissingWeightsError) as error:
         model.fit(ctx)
     message = str(error.value)
@@ -190,7 +219,7 @@ def test_input_size_upsamples_the_crop_for_training_and_prediction(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     model = build_model(model_config(name, epochs=1, input_size=side))
-    model.fit(TrainContext(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32))
+    model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32))
     assert model.image_size == side
     loaded = load_model(model.save(tmp_path / "saved"))
     assert loaded.image_size == side  # prediction resizes to what the network was trained on
@@ -239,9 +268,9 @@ def test_cosine_schedule_anneals_to_zero_over_the_epochs() -> None:
 def test_bad_inputs_are_named(image_folder_dir: Path, tmp_path: Path) -> None:
     model = build_model(model_config("svm_hog"))
     with pytest.raises(BadInputError, match="hem"):
-        model.fit(TrainContext(tmp_path, tmp_path / "work", image_size=32))
+        model.fit(train_context(data_dir=tmp_path, work_dir=tmp_path / "work", image_size=32))
     (tmp_path / "train" / "all").mkdir(parents=True)
-    model.fit(TrainContext(image_folder_dir, tmp_path / "work", image_size=32))
+    model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32))
     with pytest.raises(BadInputError, match="image 1"):
         model.predict_proba([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32)])
 
@@ -258,11 +287,18 @@ def test_yolo_resumes_an_interrupted_run(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_model(config).fit(TrainContext(image_folder_dir, work, 32, on_epoch=crash))
+        build_model(config).fit(
+            train_context(data_dir=image_folder_dir, work_dir=work, image_size=32, on_epoch=crash)
+        )
     crashed = (work / "yolo" / "results.csv").read_text().splitlines()
     relayed: list[int] = []
     history = build_model(config).fit(
-        TrainContext(image_folder_dir, work, 32, on_epoch=lambda e, r: relayed.append(e))
+        train_context(
+            data_dir=image_folder_dir,
+            work_dir=work,
+            image_size=32,
+            on_epoch=lambda e, r: relayed.append(e),
+        )
     )
     assert relayed == [1, 2, 3]
     assert [row["epoch"] for row in history] == [1, 2, 3]

@@ -1,10 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from pipeline.preprocess.augment import apply_op, plan_augmentation
-from pipeline.schema import AugmentConfig
+from tests.conftest import section
 
 
 def frame():
@@ -15,7 +14,7 @@ def frame():
 
 
 def cfg(**kw):
-    return OmegaConf.structured(AugmentConfig(**kw))
+    return section("augment", **kw)
 
 
 @pytest.mark.parametrize("multiplier,expected", [(1.0, 0), (1.43, 22), (2.0, 50), (3.5, 125)])

@@ -1,8 +1,7 @@
 import numpy as np
-from omegaconf import OmegaConf
 
 from pipeline.preprocess.crop import crop_and_resize, crop_box
-from pipeline.schema import CropConfig
+from tests.conftest import section
 
 
 def cell_on_black(side=100, box=(30, 60, 20, 80)):
@@ -13,7 +12,7 @@ def cell_on_black(side=100, box=(30, 60, 20, 80)):
 
 
 def cfg(**kw):
-    return OmegaConf.structured(CropConfig(**kw))
+    return section("crop", **kw)
 
 
 def test_bbox_finds_the_cell_with_margin():

@@ -3,8 +3,15 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.preprocess.split import assign_splits, check_split, grouped_folds
-from pipeline.schema import SplitConfig
+from pipeline.config import ConfigError
+from pipeline.preprocess.split import (
+    assign_splits,
+    balanced_partition,
+    check_split,
+    grouped_folds,
+    split_summary,
+)
+from tests.conftest import section
 
 
 def frame(n_subjects=40, per_subject=5, seed=0):
@@ -13,11 +20,13 @@ def frame(n_subjects=40, per_subject=5, seed=0):
     for s in range(n_subjects):
         label = "all" if s % 3 else "hem"  # imbalanced 2:1, like C-NMC
         for i in range(rng.integers(1, per_subject + 1)):
-            rows.append({"id": f"s{s}_{i}", "label": label, "group": f"subject:{s}"})
+            rows.append(
+                {"id": f"s{s}_{i}", "label": label, "group": f"subject:{s}", "sha256": f"s{s}_{i}"}
+            )
     return pd.DataFrame(rows)
 
 
-SPLIT = OmegaConf.structured(SplitConfig())
+SPLIT = section("split")
 
 
 def test_groups_never_span_splits_and_every_split_has_both_classes():
@@ -73,3 +82,75 @@ def test_cv_folds_are_grouped_stratified_and_cover_everything_once_per_repeat():
         assert sorted(tests) == list(range(len(data)))
     for _, _, train, test in folds:
         assert not set(data["group"].iloc[train]) & set(data["group"].iloc[test])
+
+
+def skewed_subjects(hem=(404, 185, 162, 119, 108, 69, 47, 18, 18), seed=0) -> pd.DataFrame:
+    """A C-NMC fold 0 look-alike: few healthy subjects of very unequal size, more ALL ones."""
+    rng = np.random.default_rng(seed)
+    all_sizes = rng.integers(9, 402, 19)
+    rows = []
+    for label, sizes in (("hem", hem), ("all", all_sizes)):
+        for s, size in enumerate(sizes):
+            rows += [
+                {"id": f"{label}{s}_{i}", "label": label, "group": f"subject:{label}{s}",
+                 "sha256": f"{label}{s}_{i}"}
+                for i in range(int(size))
+            ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_few_unequal_subjects_still_give_every_split_both_classes_near_80_10_10(seed):
+    data = skewed_subjects(seed=seed)
+    data["split"] = assign_splits(data, SPLIT, seed=seed).values
+    check_split(data)
+    for label, part in data.groupby("label"):
+        share = part["split"].value_counts(normalize=True)
+        assert share["train"] == pytest.approx(0.8, abs=0.06), label
+        assert share["val"] == pytest.approx(0.1, abs=0.06), label
+        assert share["test"] == pytest.approx(0.1, abs=0.06), label
+    summary = split_summary(data, {"train": 0.8, "val": 0.1, "test": 0.1})
+    assert summary["test_hem_groups"] >= 1 and summary["val_hem_groups"] >= 1
+
+
+def test_scikit_learn_alone_would_leave_a_split_without_healthy_subjects():
+    """Why the search exists: StratifiedGroupKFold's test fold of this layout misses a class
+    or its share (this is what made the real fold 0 fail before)."""
+    from pipeline.preprocess.split import _acceptable, _sgkf
+
+    data = skewed_subjects()
+    groups = data["group"]
+    failures = 0
+    for seed in range(10):
+        _, held = next(_sgkf(data, groups, 10, seed))
+        parts = np.zeros(len(data), int)
+        parts[held] = 1
+        failures += not _acceptable(data, parts, [0.9, 0.1], tolerance=0.25)
+    assert failures > 0
+
+
+def test_folds_of_few_unequal_subjects_each_hold_both_classes():
+    data = skewed_subjects()
+    for _, _, train, test in grouped_folds(data, folds=5, repeats=2, seed=0):
+        assert set(data["label"].iloc[test]) == {"all", "hem"}
+        assert not set(data["group"].iloc[train]) & set(data["group"].iloc[test])
+
+
+def test_too_few_subjects_of_a_class_is_one_clear_error():
+    data = skewed_subjects(hem=(50, 40))
+    with pytest.raises(ConfigError, match=r"class 'hem' has 2 subjects .* fewer than the 3 parts"):
+        balanced_partition(data, data["group"], [0.8, 0.1, 0.1], seed=0, what="the split")
+    with pytest.raises(ConfigError, match=r"class 'hem' has 2 subjects"):
+        grouped_folds(data, folds=5, repeats=1, seed=0)
+
+
+def test_image_level_protocol_keeps_only_duplicates_together():
+    data = skewed_subjects()
+    data.loc[data.index[:2], "sha256"] = "same bytes"
+    image_level = OmegaConf.merge(SPLIT, {"group_by": "none"})
+    data["split"] = assign_splits(data, image_level, seed=0).values
+    assert data.loc[data.index[:2], "split"].nunique() == 1
+    spans = data.groupby("group")["split"].nunique()
+    assert (spans > 1).any()  # subjects straddle splits: the leaky protocol, by request
+    with pytest.raises(ConfigError, match="split.group_by"):
+        assign_splits(data, OmegaConf.merge(SPLIT, {"group_by": "patient"}), seed=0)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import paths
-from pipeline.evaluate.crossval import target_predictor
+from pipeline.evaluate.cross_dataset import target_predictor
 from tests.workspace import MODELS, make_workspace, run_stage
 
 
@@ -54,9 +54,12 @@ def test_cv_is_deterministic_grouped_and_tracked_as_nested_runs(
     assert summary["accuracy_std"] is not None
     predictions = pd.read_csv(root / paths.cv_predictions("synthetic", "svm_hog"))
     cropped = pd.read_csv(root / paths.cropped("synthetic") / "manifest.csv")
-    assert sorted(predictions["id"]) == sorted(cropped["id"])  # every image tested once
-    assert (predictions.groupby("group")["fold"].nunique() == 1).all()
-    assert summary["n"] == len(cropped)
+    tested = predictions[predictions["part"] == "test"]
+    assert sorted(tested["id"]) == sorted(cropped["id"])  # every image tested once
+    assert (tested.groupby("group")["fold"].nunique() == 1).all()
+    assert summary["n"] == len(cropped) and summary["selection"] == "fixed"
+    validated = predictions[predictions["part"] == "val"]  # each fold's validation part
+    assert not validated.empty and set(validated["fold"]) == {0, 1, 2}
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["all-detect/synthetic"])
@@ -68,6 +71,44 @@ def test_cv_is_deterministic_grouped_and_tracked_as_nested_runs(
     assert parents["metrics.val_accuracy_mean"].notna().all()  # what tuning selects on
     assert 0 <= summary["val_accuracy_mean"] <= 1
     assert set(runs["tags.dvc_stage"]) == {"cv@svm_hog"}
+
+
+def test_nested_cv_chooses_inside_each_fold_on_its_validation_part(
+    cropped_workspace, tmp_path, monkeypatch
+):
+    root = cropped_workspace
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    grid = '{"models.svm_hog.C": [0.0001, 1.0]}'
+    assert run_stage(root, "cv", "svm_hog", "cv.nested=true", f"tune.grids.svm_hog={grid}") == 0
+    summary = json.loads((root / paths.cv_metrics("synthetic", "svm_hog")).read_text())
+    assert summary["selection"] == "nested" and summary["candidates"] == 2
+    selection = json.loads(
+        (root / paths.cv_dir("synthetic", "svm_hog") / "selection.json").read_text()
+    )
+    assert [c["C"] for c in [{"C": k["models.svm_hog.C"]} for k in selection["candidates"]]] == [
+        0.0001,
+        1.0,
+    ]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["all-detect/synthetic"])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(children) == 3 * 2  # every candidate trained in every fold
+    for choice in selection["chosen"]:
+        fold = f"repeat{choice['repeat']}-fold{choice['fold']}"
+        tried = children[children["tags.mlflow.runName"].str.contains(fold)].sort_values(
+            "tags.mlflow.runName"
+        )
+        accuracy, loss = tried["metrics.selected_val_accuracy"], tried["metrics.selected_val_loss"]
+        val = list(zip(-accuracy, loss, strict=True))
+        assert choice["candidate"] == min(range(2), key=lambda i: (*val[i], i))
+        # the test fold scored the chosen candidate only
+        scored = tried["metrics.test_accuracy"].notna().tolist()
+        assert scored == [i == choice["candidate"] for i in range(2)]
+    # only the chosen candidate's rows, with its number, reach the predictions
+    predictions = pd.read_csv(root / paths.cv_predictions("synthetic", "svm_hog"))
+    chosen = {(c["repeat"], c["fold"]): c["candidate"] for c in selection["chosen"]}
+    for (repeat, fold), rows in predictions.groupby(["repeat", "fold"]):
+        assert set(rows["candidate"]) == {chosen[(repeat, fold)]}
 
 
 def test_tune_ranks_candidates_on_validation_folds_and_nests_their_runs(

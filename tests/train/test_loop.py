@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.models.base import TrainContext
 from pipeline.train import loop
 from pipeline.train.device import DeviceSpec
+from tests.conftest import train_context
 
 CPU = DeviceSpec(torch.device("cpu"))
 
@@ -36,7 +36,7 @@ def run(
     generator = torch.Generator().manual_seed(0)
     train = DataLoader(_data(1), batch_size=8, shuffle=True, generator=generator)
     val = DataLoader(_data(2), batch_size=16)
-    ctx = TrainContext(data_dir=work_dir, work_dir=work_dir, image_size=1, **ctx_kwargs)
+    ctx = train_context(data_dir=work_dir, work_dir=work_dir, image_size=1, **ctx_kwargs)
     config = {"lr": lr, "epochs": epochs}
     history = loop.fit(model, optimizer, train, val, ctx, CPU, epochs, config, scheduler)
     return model, history

@@ -1,0 +1,95 @@
+"""Inference with a trained model: the model plus the preprocessing it was trained with.
+
+A model folder carries `preprocess.json` (segmentation and crop settings as at training), so
+prediction prepares a raw image exactly as the pipeline prepared the training images. The
+predict CLI, cross-dataset evaluation and the MLflow model all go through `Predictor`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from pipeline.io import ImageReadError, read_image
+from pipeline.labels import label_of
+from pipeline.models.base import Classifier, load_model
+from pipeline.preprocess.crop import crop_and_resize
+from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
+
+PREPROCESS_CARD = "preprocess.json"
+
+
+def save_preprocessing(directory: Path, cfg) -> None:
+    """Store with the model exactly how its training images were prepared."""
+    card = {
+        "segment": bool(cfg.dataset.segment) and cfg.segment.method != "none",
+        "segment_config": OmegaConf.to_container(cfg.segment, resolve=True),
+        "crop_config": OmegaConf.to_container(cfg.crop, resolve=True),
+        "dataset": cfg.dataset.name,
+    }
+    (Path(directory) / PREPROCESS_CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
+
+
+class Predictor:
+    """A model plus the preprocessing it was trained with."""
+
+    def __init__(self, model: Classifier, card: dict) -> None:
+        self.model = model
+        self.segment = card["segment"]
+        self.segment_cfg = OmegaConf.create(card["segment_config"])
+        self.crop_cfg = OmegaConf.create(card["crop_config"])
+
+    @classmethod
+    def load(cls, source: str | Path) -> Predictor:
+        directory = resolve_model_dir(str(source))
+        card_path = directory / PREPROCESS_CARD
+        if not card_path.exists():
+            raise FileNotFoundError(
+                f"{directory}: no {PREPROCESS_CARD}; not a trained model folder"
+            )
+        return cls(load_model(directory), json.loads(card_path.read_text()))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        if self.segment:
+            image, _ = apply_mask_and_crop(image, segment_cell(image, self.segment_cfg))
+        return crop_and_resize(image, self.crop_cfg)
+
+    def predict_files(self, files: Sequence[Path]) -> pd.DataFrame:
+        rows, prepared = [], []
+        for path in files:
+            try:
+                prepared.append(self.prepare(read_image(path)))
+                rows.append({"path": str(path), "error": ""})
+            except ImageReadError as exc:
+                rows.append({"path": str(path), "error": str(exc)})
+        p_all = self.model.predict_proba(prepared) if prepared else np.array([])
+        good = iter(p_all)
+        for row in rows:
+            p = float(next(good)) if not row["error"] else float("nan")
+            row["p_all"] = p
+            row["prediction"] = "" if row["error"] else label_of(p)
+            row["probability"] = max(p, 1 - p) if not row["error"] else float("nan")
+        return pd.DataFrame(rows, columns=["path", "prediction", "probability", "p_all", "error"])
+
+
+def resolve_model_dir(source: str) -> Path:
+    """A model folder, or a registry URI `models:/<name>/<version|alias>` fetched from MLflow
+    (the store of the workspace's params, or `MLFLOW_TRACKING_URI`)."""
+    if source.startswith("models:/"):
+        from pipeline.config import load
+        from pipeline.tracking import download_model
+
+        local = download_model(load(), source)
+        cards = list(Path(local).rglob(PREPROCESS_CARD))
+        if not cards:
+            raise FileNotFoundError(f"{source}: registered model has no {PREPROCESS_CARD}")
+        return cards[0].parent
+    directory = Path(source)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{source}: model folder not found")
+    return directory

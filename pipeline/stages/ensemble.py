@@ -1,0 +1,140 @@
+"""Stage ensemble: soft voting over members trained by their own stages, with no retraining.
+
+- Single split: `models/<dataset>/ensemble` assembled from `models/<dataset>/<member>` (every
+  member, or with `ensemble.top_k` the k best on the validation split), evaluated on the test
+  split like any model (`pipeline.evaluate.holdout`), logged to MLflow as run `ensemble`.
+- CV (`cv.folds` > 0): the members' own out-of-fold P(ALL) averaged fold by fold
+  (`crossval.ensemble_cv`); with `top_k`, each fold takes its best members on its own
+  validation part. Seconds, where retraining the members cost as much as their own CVs.
+
+The `ensemble_member@<member>` stages record each member's digests; they are checked here, so
+a member retrained since then is caught instead of silently mixed with stale records.
+"""
+
+import json
+import sys
+import time
+
+import pandas as pd
+
+from pipeline import paths, tracking
+from pipeline.evaluate import crossval
+from pipeline.evaluate.holdout import evaluate_model
+from pipeline.inference import save_preprocessing
+from pipeline.io import atomic_path, file_sha256, folder_digest
+from pipeline.models import EnsembleClassifier, load_model
+from pipeline.stages.common import log, stage
+from pipeline.train.device import pin_threads
+from pipeline.train.history import selected_epoch
+
+NAME = "ensemble"
+
+
+def check_records(dataset: str, members: list[str]) -> None:
+    """Each member's recorded digests match its current outputs (else re-run the stages)."""
+    stale = []
+    for member in members:
+        record_path = paths.ensemble_members(dataset) / f"{member}.json"
+        if not record_path.exists():
+            stale.append(f"{member}: no record {record_path}")
+            continue
+        record = json.loads(record_path.read_text())
+        if record["model_digest"] != folder_digest(paths.model_dir(dataset, member)):
+            stale.append(f"{member}: its model changed since {record_path} was written")
+    if stale:
+        raise FileNotFoundError(
+            "ensemble members out of date (run `dvc repro ensemble`):\n  " + "\n  ".join(stale)
+        )
+
+
+def single_split(cfg, members: list[str]) -> None:
+    dataset = cfg.dataset.name
+    models = {name: load_model(paths.model_dir(dataset, name)) for name in members}
+    kept_rows = {
+        name: selected_epoch(
+            json.loads((paths.model_dir(dataset, name) / "history.json").read_text()),
+            cfg.train.monitor,
+        )
+        for name in members
+    }
+    top_k = cfg.ensemble.top_k
+    chosen = members
+    if top_k is not None:
+        order = crossval.rank_by_validation([kept_rows[name] for name in members])
+        chosen = [members[i] for i in sorted(order[:top_k])]
+    weights = None if cfg.ensemble.weights is None else list(cfg.ensemble.weights)
+    ensemble = EnsembleClassifier.assemble(
+        [models[name] for name in chosen], weights, image_size=int(cfg.crop.size)
+    )
+    data_dir = paths.prepared(dataset)
+    started = time.perf_counter()
+    history = [ensemble.score_split(data_dir, "val")]
+    final = paths.model_dir(dataset, NAME)
+    data_hash = file_sha256(data_dir / "manifest.csv")
+    with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, dataset_hash=data_hash):
+        with atomic_path(final) as staged:
+            ensemble.save(staged)
+            save_preprocessing(staged, cfg)
+            (staged / "history.json").write_text(json.dumps(history, indent=1))
+            digest = folder_digest(staged)
+        tracking.set_tags(
+            {
+                tracking.MODEL_DIGEST_TAG: digest,
+                "members": ",".join(chosen),
+                "pool": ",".join(members),
+            }
+        )
+        tracking.log_epoch(history[0], step=1)
+        tracking.log_selected_epoch(history[0])
+        tracking.log_durations({"assemble": time.perf_counter() - started})
+        tracking.log_model(ensemble, final)
+    log.info("ensemble of %s: validation %s", chosen, history[0])
+    evaluate_model(cfg, NAME)
+
+
+def cross_validated(cfg, members: list[str]) -> None:
+    dataset = cfg.dataset.name
+    predictions = {
+        name: pd.read_csv(paths.cv_predictions(dataset, name), dtype={"id": str, "group": str})
+        for name in members
+    }
+    empty = [name for name, table in predictions.items() if table.empty]
+    if empty:
+        raise FileNotFoundError(f"ensemble: no CV predictions for {empty}: run their cv stages")
+    weights = None if cfg.ensemble.weights is None else list(cfg.ensemble.weights)
+    summary, combined, record = crossval.ensemble_cv(predictions, weights, cfg.ensemble.top_k, cfg)
+    with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, run_name=f"cv {NAME}"):
+        tracking.set_tags({"selection": summary["selection"], "pool": ",".join(members)})
+        tracking.log_cv_summary(summary)
+    crossval.write_cv_outputs(
+        dataset, NAME, summary, combined, crossval.subject_table(combined), record
+    )
+    log.info(
+        "%s/ensemble CV (%s): accuracy %.3f (pooled %.3f [%.3f, %.3f]), weighted F1 %.3f",
+        dataset,
+        summary["selection"],
+        summary["accuracy_mean"],
+        summary["accuracy"],
+        summary["accuracy_ci_low"],
+        summary["accuracy_ci_high"],
+        summary["f1_weighted"],
+    )
+
+
+@stage
+def run(cfg) -> None:
+    dataset = cfg.dataset.name
+    members = list(cfg.ensemble.members)
+    pin_threads(cfg.train.threads)
+    check_records(dataset, members)
+    tracking.check_reachable(cfg)
+    single_split(cfg, members)
+    if cfg.cv.folds == 0:
+        crossval.write_cv_outputs(dataset, NAME, {"enabled": False})
+    else:
+        cross_validated(cfg, members)
+
+
+main = run
+if __name__ == "__main__":
+    sys.exit(main())
