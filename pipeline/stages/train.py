@@ -59,12 +59,16 @@ def run(cfg, model_name: str) -> None:
             digest = folder_digest(staged)
         tracking.set_tags({tracking.MODEL_DIGEST_TAG: digest})
         tracking.log_durations({"train": time.perf_counter() - started})
-        tracking.log_selected_epoch(selected_epoch(history, cfg.train.monitor))
+        kept = selected_epoch(history, cfg.train.monitor)
+        tracking.log_selected_epoch(kept)
         tracking.log_model(classifier, final)
     # Training finished: drop the resume state but keep the (DVC-declared) folder.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     ctx.work_dir.mkdir(parents=True)
-    log.info("%s/%s trained: %s", dataset, model_name, history[-1] if history else {})
+    log.info(
+        "%s/%s trained %d epochs; kept (best %s): %s",
+        dataset, model_name, len(history), cfg.train.monitor, kept,
+    )  # fmt: skip
 
 
 main = run
