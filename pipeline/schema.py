@@ -123,7 +123,9 @@ class GateConfig:
     metrics: dict[str, str] = MISSING
     tolerances: dict[str, float] = MISSING
     floors: dict[str, float] = MISSING
+    ci_scale: float = MISSING  # allowed change >= ci_scale x the baseline's CI half-width
     flags: list[str] = MISSING
+    flags_only: list[str] = MISSING  # globs of metrics files gated on their flags alone
 
 
 @dataclass

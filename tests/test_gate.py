@@ -24,11 +24,15 @@ from pipeline.gate import (
 TOL = {"accuracy": 0.02, "f1": 0.03, "roc_auc": 0.02}
 
 
-def metrics(accuracy: float = 0.90, f1: float = 0.88, roc_auc: float | None = 0.95) -> dict:
+def metrics(
+    accuracy: float = 0.90, f1: float = 0.88, roc_auc: float | None = 0.95, ci: float = 0.01
+) -> dict:
+    """A metrics file; `ci` is the accuracy CI half-width (0.01: narrower than the tolerance,
+    so the tolerance decides unless a test widens it)."""
     return {
         "accuracy": accuracy,
-        "accuracy_ci_low": accuracy - 0.05,
-        "accuracy_ci_high": accuracy + 0.05,
+        "accuracy_ci_low": accuracy - ci,
+        "accuracy_ci_high": accuracy + ci,
         "f1": f1,
         "roc_auc": roc_auc,
         "tp": 10,
@@ -152,7 +156,68 @@ def test_a_shortcut_or_collapse_flag_turning_on_fails(tmp_path, capsys):
     assert [r.status for r in compare(base, base, {}, ["shortcut_warning"])] == ["ok"]
 
 
+def test_a_drop_within_the_test_sets_noise_passes_and_beyond_it_fails(tmp_path, capsys):
+    """30 test images: accuracy 0.80 [0.65, 0.93]. The config's ci_scale sqrt(2) allows a drop
+    of 1.414 x 0.15 = 0.21; tolerances alone (ci_scale 0) allow 0.02."""
+    base = {"synthetic/svm_hog.json": metrics(0.80, ci=0.15)}
+    write_tree(tmp_path / "base", base)
+    argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    write_tree(tmp_path / "cur", {"synthetic/svm_hog.json": metrics(0.70)})
+    assert main(argv) == 0
+    assert "| accuracy | 0.8000 | 0.7000 | -0.1000 | 0.2121 | ✅ |" in capsys.readouterr().out
+    write_tree(tmp_path / "cur", {"synthetic/svm_hog.json": metrics(0.55)})  # labels broken
+    assert main(argv) == 1
+    tolerance_only = resolve_rules(
+        {"metrics": {"accuracy": "higher"}, "tolerances": {"default": 0.02}, "ci_scale": 0}
+    )
+    rows = compare(base, {"synthetic/svm_hog.json": metrics(0.70)}, tolerance_only)
+    assert [r.status for r in rows] == ["regressed"]
+
+
+def test_noise_allowance_takes_the_worse_side_of_the_interval():
+    rules = resolve_rules(
+        {"metrics": {"val_loss_mean": "lower"}, "tolerances": {"default": 0.01}, "ci_scale": 1}
+    )
+    base = {"m.json": {"val_loss_mean": 0.30, "val_loss_mean_ci_low": 0.29}}
+    base["m.json"]["val_loss_mean_ci_high"] = 0.40  # lower is better: the upper side counts
+    assert compare(base, {"m.json": {"val_loss_mean": 0.39}}, rules)[0].status == "ok"
+    assert compare(base, {"m.json": {"val_loss_mean": 0.41}}, rules)[0].status == "regressed"
+    no_ci = {"m.json": {"val_loss_mean": 0.30}}  # no interval: the tolerance alone
+    assert compare(no_ci, {"m.json": {"val_loss_mean": 0.32}}, rules)[0].status == "regressed"
+
+
+def test_flags_only_files_report_metrics_and_still_gate_flags():
+    rules = resolve_rules({"metrics": {"accuracy": "higher"}, "tolerances": {"default": 0.02}})
+    base = {
+        "s/cross/t/m.json": {"accuracy": 0.8, "collapsed": False},
+        "s/m.json": {"accuracy": 0.8},
+    }
+    worse = {
+        "s/cross/t/m.json": {"accuracy": 0.5, "collapsed": False},
+        "s/m.json": {"accuracy": 0.5},
+    }
+    rows = compare(base, worse, rules, ["collapsed"], ["*/cross/*"])
+    assert {(r.file, r.metric): r.status for r in rows} == {
+        ("s/cross/t/m.json", "accuracy"): "reported",
+        ("s/cross/t/m.json", "collapsed"): "ok",
+        ("s/m.json", "accuracy"): "regressed",
+    }
+    collapsed = {"s/cross/t/m.json": {"accuracy": 0.5, "collapsed": True}}
+    rows = compare(base, collapsed, rules, ["collapsed"], ["*/cross/*"])
+    assert [r.status for r in rows if r.metric == "collapsed"] == ["flipped"]
+    assert "reported" in render_markdown(rows)
+
+
 def test_bad_rules_are_refused():
+    for scale in (-1, 3.5, True, "wide"):
+        with pytest.raises(GateError, match="gate.ci_scale"):
+            resolve_rules(
+                {
+                    "metrics": {"accuracy": "higher"},
+                    "tolerances": {"default": 0.02},
+                    "ci_scale": scale,
+                }
+            )
     with pytest.raises(GateError, match="directions"):
         resolve_rules({"metrics": {"accuracy": "up"}})
     with pytest.raises(GateError, match="gate.floors"):
