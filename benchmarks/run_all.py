@@ -25,7 +25,7 @@ Measured (N = all cores, `os.cpu_count()`):
 - `training_loop`: training images/s of each torchvision network over the first batches
   holding `--train-images` images (256) through the real data pipeline versus
   forward+backward on random tensors of the same shape (ratio = how much of the compute the
-  data pipeline leaves usable; target >= 0.8), at the dataset's configured input side;
+  data pipeline leaves usable; target >= 0.9), at the dataset's configured input side;
 - `models` (demo only): one-epoch `fit` wall time per model, and inference latency per image;
 - `repro` (demo only): `dvc repro` wall time from scratch and with nothing changed, each run
   in a fresh repo: a `git clone` of HEAD with `--full-repro` (the default pipeline), else a
@@ -33,7 +33,8 @@ Measured (N = all cores, `os.cpu_count()`):
 
 `--dataset cnmc` runs `stages` and `training_loop` on C-NMC fold 0 (`--cnmc-root`, default
 `<repo>/../shared/data/C-NMC`) with `experiment=cnmc_scratch` (64 px). Writes `--out`
-(`benchmarks/results/latest.json`) after each section and prints a Markdown table.
+(`benchmarks/results/latest.json`) after each section, and at the end the Markdown table
+beside it (`latest.md`) and on stdout.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from torch import nn
 
 from pipeline import manifest, paths
 from pipeline.config import compose, write_params
-from pipeline.io import IMAGE_SUFFIXES, atomic_write_json, read_image
+from pipeline.io import IMAGE_SUFFIXES, atomic_write_json, atomic_write_text, read_image
 from pipeline.models.base import build_model
 from pipeline.models.torchvision_cnn import build_network, make_optimizer
 from pipeline.parallel import parallel_map
@@ -658,8 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             results["load"]["end"] = list(os.getloadavg())
             atomic_write_json(args.out, results)
-    print(markdown(results))
-    print(f"\nwritten to {args.out}")
+    table = markdown(results)
+    atomic_write_text(args.out.with_suffix(".md"), table + "\n")
+    print(table)
+    print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -141,3 +141,12 @@ def test_markdown_renders_every_section() -> None:
     json.dumps(results)  # what is written must be JSON
     assert "BUSY" in table and "stage `crop`, 1 job(s), 80 images | s | 3.0 [2.7, 3.3]" in table
     assert table.count("\n| ") == 11  # the header and 10 rows
+
+
+def test_results_json_and_markdown_table_are_written_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--allow-busy", "--skip", *run_all.SECTIONS, "--out", str(out)]
+    assert run_all.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert results["settings"]["sections"] == [] and "end" in results["load"]
+    assert out.with_suffix(".md").read_text() == run_all.markdown(results) + "\n"
