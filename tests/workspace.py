@@ -31,6 +31,10 @@ TINY_OVERRIDES = (
     "models.svm_hog.hog.pixels_per_cell=8",
     *(f"models.{m}.epochs=1" for m in NETWORKS),
     *(f"models.{m}.batch_size=16" for m in NETWORKS),
+    # 34 training cells in batches of 16 leave a last batch of 2, and DenseNet121 at 32 px
+    # reaches 1x1 maps: batch norm over 2 values blew its weights up to NaN on some CPUs (fit
+    # then refuses the model). Two batches of 17 keep the tests about mechanics.
+    "models.densenet121.batch_size=17",
 )
 
 

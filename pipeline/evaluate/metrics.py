@@ -147,8 +147,12 @@ def _check_inputs(y_true: Sequence[int] | np.ndarray, p_all: Sequence[float] | n
         raise ValueError("cannot compute metrics on an empty test set")
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"y_true must be 0/1 (1 = ALL), got values {sorted(set(y.tolist()))[:10]}")
-    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
-        raise ValueError("p_all must hold finite probabilities in [0, 1]")
+    bad = ~(np.isfinite(p) & (p >= 0) & (p <= 1))
+    if bad.any():
+        raise ValueError(
+            f"p_all must hold finite probabilities in [0, 1]: {int(bad.sum())} of {len(p)} "
+            f"are not, e.g. {p[bad][:5].tolist()} (a diverged model gives NaN)"
+        )
     return y.astype(int), p
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.train import distributed
 from pipeline.train.device import DeviceSpec
@@ -164,6 +166,10 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
     return checkpoint
 
 
+class TrainingDivergedError(PipelineError, RuntimeError):
+    """Every epoch ended with a non-finite loss: no checkpoint is worth keeping."""
+
+
 @dataclass
 class _Best:
     score: float | None = None
@@ -245,7 +251,11 @@ def fit(
         }
         history.append(row)
         score = row[ctx.monitor]
-        if best.score is None or (score != best.score and better(score, best.score) == score):
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            # NaN/inf weights still give an accuracy (argmax of NaN is class 0): never keep them
+            log.warning("epoch %d/%d diverged (non-finite loss): not kept %s", epoch, epochs, row)
+            best.stale_epochs += 1
+        elif best.score is None or (score != best.score and better(score, best.score) == score):
             best = _Best(score, epoch, _cpu_state(model), 0)
         else:
             best.stale_epochs += 1
@@ -275,6 +285,11 @@ def fit(
         if stopped:
             log.info("early stopping after epoch %d (best epoch %d)", epoch, best.epoch)
 
+    if best.state is None and history:
+        raise TrainingDivergedError(
+            f"training diverged: every epoch (1-{len(history)}) ended with a non-finite loss "
+            f"(last: {history[-1]}); lower the model's `lr`, or train more layers at a smaller one"
+        )
     if best.state is not None:
         _unwrap(model).load_state_dict(best.state)
     return history

@@ -117,3 +117,35 @@ def test_best_epoch_by_val_loss_and_early_stopping(tmp_path: Path) -> None:
 def test_unknown_monitor(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train.monitor"):
         run(tmp_path, monitor="f1")
+
+
+def _poison_after(epoch: int, model: nn.Module):
+    """An on_epoch callback that turns the weights to NaN after `epoch` (a divergence)."""
+
+    def callback(done: int, row: dict[str, float]) -> None:
+        if done == epoch:
+            with torch.no_grad():
+                model[0].weight.fill_(float("nan"))
+
+    return callback
+
+
+def test_a_diverged_epoch_is_never_kept(tmp_path: Path, monkeypatch) -> None:
+    holder: dict[str, nn.Module] = {}
+    real_sequential = nn.Sequential
+
+    def capture(*layers: nn.Module) -> nn.Module:
+        holder["model"] = real_sequential(*layers)
+        return holder["model"]
+
+    monkeypatch.setattr(nn, "Sequential", capture)
+    model, history = run(
+        tmp_path, epochs=3, on_epoch=lambda e, row: _poison_after(1, holder["model"])(e, row)
+    )
+    assert [row["val_loss"] == row["val_loss"] for row in history] == [True, False, False]
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values())  # epoch 1's weights
+
+
+def test_training_that_diverges_from_the_start_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(loop.TrainingDivergedError, match=r"every epoch \(1-2\).*lower the model"):
+        run(tmp_path, epochs=2, lr=float("inf"))
