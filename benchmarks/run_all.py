@@ -33,8 +33,9 @@ Measured (N = all cores, `os.cpu_count()`):
 
 `--dataset cnmc` runs `stages` and `training_loop` on C-NMC fold 0 (`--cnmc-root`, default
 `<repo>/../shared/data/C-NMC`) with `experiment=cnmc_scratch` (64 px). Writes `--out`
-(`benchmarks/results/latest.json`) after each section, and at the end the Markdown table
-beside it (`latest.md`) and on stdout.
+(`benchmarks/results/latest.json`, one section per dataset: a run replaces its own dataset's
+section and keeps the other's) after each section, and at the end the Markdown tables beside
+it (`latest.md`) and this run's table on stdout.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ RESULTS = REPO / "benchmarks" / "results" / "latest.json"
 MODELS = ("svm_hog", "resnet50", "resnet50_svm", "densenet121", "yolov8")
 NETWORKS = ("resnet50", "densenet121")  # the training-loop comparison
 STAGES = ("ingest", "segment", "crop", "split", "augment")  # per-image stages, dvc.yaml order
+DATASETS = ("synthetic", "cnmc")
 SECTIONS = ("pool_startup", "segmentation", "stages", "training_loop", "models", "repro")
 DEMO_ONLY = ("models", "repro")
 EXIT_REFUSED = 2
@@ -563,6 +565,32 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(_lines(results))
 
 
+def markdown_by_dataset(saved: dict[str, dict[str, Any]]) -> str:
+    """One titled table per dataset of a results file."""
+    return "\n\n".join(f"## {name}\n\n{markdown(results)}" for name, results in saved.items())
+
+
+def read_saved(out: Path) -> dict[str, dict[str, Any]]:
+    """The per-dataset sections already in `out` ({} when it does not exist yet). Anything else
+    there is refused rather than overwritten: it is not this script's to lose."""
+    if not out.exists():
+        return {}
+    try:
+        saved = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Refused(f"{out} is not a readable results file ({exc}); pass another --out") from None
+    if not (isinstance(saved, dict) and set(saved) <= set(DATASETS)):
+        raise Refused(f"{out} is not laid out by dataset {DATASETS}; pass another --out")
+    return saved
+
+
+def save(out: Path, dataset: str, results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Write `results` as `out`'s `dataset` section, keeping the other datasets' sections."""
+    saved = {**read_saved(out), dataset: results}
+    atomic_write_json(out, saved)
+    return saved
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """The module docstring as written, and each option's default."""
 
@@ -603,6 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cnmc and not (args.cnmc_root / "training_data" / "fold_0").is_dir():
             raise Refused(f"--dataset cnmc: no C-NMC fold 0 at {args.cnmc_root / 'training_data'}")
+        read_saved(args.out)  # refuse before measuring, not after
         state = check_load(args.max_load, args.allow_busy)
     except Refused as exc:
         print(f"benchmarks.run_all: {exc}", file=sys.stderr)
@@ -655,13 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for stage in STAGES:  # `stages` skipped: prepare the dataset untimed
                         run([sys.executable, "-m", f"pipeline.stages.{stage}"], root)
                 results[name] = measures[name]()
-                atomic_write_json(args.out, results)
+                save(args.out, args.dataset, results)
         finally:
             results["load"]["end"] = list(os.getloadavg())
-            atomic_write_json(args.out, results)
-    table = markdown(results)
-    atomic_write_text(args.out.with_suffix(".md"), table + "\n")
-    print(table)
+            saved = save(args.out, args.dataset, results)
+    atomic_write_text(args.out.with_suffix(".md"), markdown_by_dataset(saved) + "\n")
+    print(markdown(results))
     print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

@@ -82,11 +82,14 @@ def test_failing_child_raises_with_its_output(tmp_path: Path) -> None:
         run_all.run_measured([sys.executable, "-c", failing], tmp_path, run_all.child_env())
 
 
-def test_markdown_renders_every_section() -> None:
-    def ranged(key: str, value: float) -> dict:
-        return {key: value, f"{key}_range": [value * 0.9, value * 1.1]}
+def _ranged(key: str, value: float) -> dict:
+    return {key: value, f"{key}_range": [value * 0.9, value * 1.1]}
 
-    results = {
+
+def _every_section() -> dict:
+    """Results as main() writes them, with every section filled."""
+    ranged = _ranged
+    return {
         "machine": {"date": "today", "cpu_count": 2, "device": "cpu", "torch": "2"},
         "busy": True,
         "load": {"start": [1.5, 1.0, 0.5], "end": [2.0, 1.2, 0.6], "max_load": 0.5, "cores": 2},
@@ -137,6 +140,10 @@ def test_markdown_renders_every_section() -> None:
             **ranged("no_change_s", 2),
         },
     }
+
+
+def test_markdown_renders_every_section() -> None:
+    results = _every_section()
     table = run_all.markdown(results)
     json.dumps(results)  # what is written must be JSON
     assert "BUSY" in table and "stage `crop`, 1 job(s), 80 images | s | 3.0 [2.7, 3.3]" in table
@@ -144,9 +151,26 @@ def test_markdown_renders_every_section() -> None:
 
 
 def test_results_json_and_markdown_table_are_written_side_by_side(tmp_path: Path) -> None:
+    """A run replaces its own dataset's section and keeps the other dataset's."""
     out = tmp_path / "bench.json"
+    earlier_cnmc = _every_section()
+    out.write_text(json.dumps({"cnmc": earlier_cnmc}))
     argv = ["--allow-busy", "--skip", *run_all.SECTIONS, "--out", str(out)]
     assert run_all.main(argv) == 0
-    results = json.loads(out.read_text())
+    saved = json.loads(out.read_text())
+    assert saved["cnmc"] == earlier_cnmc
+    results = saved["synthetic"]
     assert results["settings"]["sections"] == [] and "end" in results["load"]
-    assert out.with_suffix(".md").read_text() == run_all.markdown(results) + "\n"
+    table = out.with_suffix(".md").read_text()
+    assert "## synthetic\n\n" + run_all.markdown(results) in table
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"machine": {}}', "[1, 2]"])
+def test_a_file_not_laid_out_by_dataset_is_refused_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    out = tmp_path / "bench.json"
+    out.write_text(content)
+    argv = ["--allow-busy", "--skip", *run_all.SECTIONS, "--out", str(out)]
+    assert run_all.main(argv) == run_all.EXIT_REFUSED
+    assert out.read_text() == content and str(out) in capsys.readouterr().err
