@@ -584,13 +584,6 @@ def read_saved(out: Path) -> dict[str, dict[str, Any]]:
     return saved
 
 
-def save(out: Path, dataset: str, results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Write `results` as `out`'s `dataset` section, keeping the other datasets' sections."""
-    saved = {**read_saved(out), dataset: results}
-    atomic_write_json(out, saved)
-    return saved
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """The module docstring as written, and each option's default."""
 
@@ -603,7 +596,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--dataset", choices=("synthetic", "cnmc"), default="synthetic",
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
                         help="synthetic: the generated demo; cnmc: C-NMC fold 0 (stages and "
                              "training loop only)")  # fmt: skip
     parser.add_argument("--cnmc-root", type=Path, default=CNMC_ROOT, help="C-NMC folder")
@@ -631,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cnmc and not (args.cnmc_root / "training_data" / "fold_0").is_dir():
             raise Refused(f"--dataset cnmc: no C-NMC fold 0 at {args.cnmc_root / 'training_data'}")
-        read_saved(args.out)  # refuse before measuring, not after
+        others = read_saved(args.out)  # refused before measuring, not after
         state = check_load(args.max_load, args.allow_busy)
     except Refused as exc:
         print(f"benchmarks.run_all: {exc}", file=sys.stderr)
@@ -684,10 +677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for stage in STAGES:  # `stages` skipped: prepare the dataset untimed
                         run([sys.executable, "-m", f"pipeline.stages.{stage}"], root)
                 results[name] = measures[name]()
-                save(args.out, args.dataset, results)
+                atomic_write_json(args.out, {**others, args.dataset: results})
         finally:
             results["load"]["end"] = list(os.getloadavg())
-            saved = save(args.out, args.dataset, results)
+            saved = {**others, args.dataset: results}
+            atomic_write_json(args.out, saved)
     atomic_write_text(args.out.with_suffix(".md"), markdown_by_dataset(saved) + "\n")
     print(markdown(results))
     print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")

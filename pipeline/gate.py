@@ -94,13 +94,14 @@ class GateError(Exception):
 
 @dataclass(frozen=True)
 class Row:
-    """One gated metric of one metrics file (`file` is relative to the metrics folder)."""
+    """One gated metric of one metrics file (`file` is relative to the metrics folder);
+    `allowed` is the change it was allowed (its tolerance, or the baseline's noise if wider)."""
 
     file: str
     metric: str
     baseline: float | None
     current: float | None
-    tolerance: float
+    allowed: float
     status: Status
 
     @property
@@ -302,9 +303,9 @@ def compare(
             low = _number(old.get(f"{metric}_ci_low"), f"baseline {where}_ci_low")
             high = _number(old.get(f"{metric}_ci_high"), f"baseline {where}_ci_high")
             allowed = rule.allowance(b, low, high)
-            status = _status(b if metric in old else None, c, rule, allowed)
-            if not gated:
-                status = "reported"
+            status = (
+                _status(b if metric in old else None, c, rule, allowed) if gated else "reported"
+            )
             rows.append(Row(file, metric, b, c, allowed, status))
         for flag in flags:
             if flag not in old and flag not in new:
@@ -339,7 +340,7 @@ def render_markdown(rows: Sequence[Row], baseline_label: str = "baseline") -> st
         name = r.file.removesuffix(".json")
         lines.append(
             f"| {name} | {r.metric} | {_fmt(r.baseline)} | {_fmt(r.current)} "
-            f"| {_fmt(r.delta, signed=True)} | {r.tolerance:.4f} | {VERDICTS[r.status]} |"
+            f"| {_fmt(r.delta, signed=True)} | {r.allowed:.4f} | {VERDICTS[r.status]} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+
+LOSSES = ("train_loss", "val_loss")
+
+
+def diverged(row: Mapping[str, float]) -> bool:
+    """An epoch whose loss is not finite: its weights are NaN/inf, so it is never kept (NaN
+    logits still score an accuracy: argmax picks class 0)."""
+    return any(not math.isfinite(row[key]) for key in LOSSES if key in row)
 
 
 def selected_epoch(history: Sequence[Mapping[str, float]], monitor: str) -> Mapping[str, float]:
-    """The history row of the kept checkpoint: the best `monitor`, the first one on ties, as the
-    training loop chooses (`val_loss` is minimised, anything else maximised)."""
+    """The history row of the kept checkpoint: the best `monitor` among the epochs that did not
+    diverge, the first one on ties, as the training loop chooses (`val_loss` is minimised,
+    anything else maximised)."""
     if not history:
         raise ValueError("empty training history: the model reported no epoch")
+    candidates = [row for row in history if not diverged(row)]
+    if not candidates:
+        raise ValueError("every epoch of the training history diverged (non-finite loss)")
     if monitor not in history[0]:
         monitor = "val_accuracy"  # a model that cannot honour the monitor selects on accuracy
     sign = -1.0 if monitor == "val_loss" else 1.0
-    return max(history, key=lambda row: sign * row[monitor])
+    return max(candidates, key=lambda row: sign * row[monitor])

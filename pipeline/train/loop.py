@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.train import distributed
 from pipeline.train.device import DeviceSpec
+from pipeline.train.history import diverged
 
 if TYPE_CHECKING:
     from pipeline.train.context import TrainContext
@@ -251,11 +251,12 @@ def fit(
         }
         history.append(row)
         score = row[ctx.monitor]
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            # NaN/inf weights still give an accuracy (argmax of NaN is class 0): never keep them
+        kept = not diverged(row)
+        if not kept:
             log.warning("epoch %d/%d diverged (non-finite loss): not kept %s", epoch, epochs, row)
-            best.stale_epochs += 1
-        elif best.score is None or (score != best.score and better(score, best.score) == score):
+        if kept and (
+            best.score is None or (score != best.score and better(score, best.score) == score)
+        ):
             best = _Best(score, epoch, _cpu_state(model), 0)
         else:
             best.stale_epochs += 1

@@ -1,0 +1,40 @@
+"""Which epoch a history says was kept: the same rule as the training loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.train.history import diverged, selected_epoch
+
+NAN = math.nan
+
+
+def test_the_best_monitor_is_selected_first_on_ties() -> None:
+    history = [
+        {"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.6},
+        {"epoch": 2, "val_accuracy": 0.9, "val_loss": 0.5},
+        {"epoch": 3, "val_accuracy": 0.9, "val_loss": 0.4},
+    ]
+    assert selected_epoch(history, "val_accuracy")["epoch"] == 2
+    assert selected_epoch(history, "val_loss")["epoch"] == 3
+
+
+def test_a_diverged_epoch_is_never_selected() -> None:
+    """NaN weights still score an accuracy (argmax of NaN is class 0): fit does not keep them,
+    so the history must not report them as kept either."""
+    history = [
+        {"epoch": 1, "train_loss": 0.7, "val_loss": 0.69, "val_accuracy": 0.45},
+        {"epoch": 2, "train_loss": 0.6, "val_loss": NAN, "val_accuracy": 0.5},
+        {"epoch": 3, "train_loss": NAN, "val_loss": 0.5, "val_accuracy": 0.6},
+    ]
+    assert [diverged(row) for row in history] == [False, True, True]
+    assert selected_epoch(history, "val_accuracy")["epoch"] == 1
+    assert selected_epoch(history, "val_loss")["epoch"] == 1
+    assert not diverged({"epoch": 1, "val_accuracy": 0.5})  # a history without losses
+
+
+def test_a_history_that_only_diverged_is_an_error() -> None:
+    with pytest.raises(ValueError, match="every epoch"):
+        selected_epoch([{"epoch": 1, "train_loss": NAN, "val_accuracy": 0.5}], "val_accuracy")
