@@ -414,6 +414,17 @@ def log_durations(seconds: Mapping[str, float]) -> None:
     mlflow.log_metrics({f"{stage}_seconds": float(value) for stage, value in seconds.items()})
 
 
+def has_run(cfg: DictConfig, run_id: str, tags: Mapping[str, str]) -> bool:
+    """Whether the store holds run `run_id` carrying all `tags` (a record may name a run of
+    another store, e.g. one pulled from a teammate's DVC remote)."""
+    configure(cfg)
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return all(run.data.tags.get(key) == value for key, value in tags.items())
+
+
 def find_run(cfg: DictConfig, dataset: str, tags: Mapping[str, str]) -> str | None:
     """The newest finished or running run of the dataset's experiment carrying all `tags`,
     preferring one of the current DVC experiment; None when the store has none."""

@@ -189,3 +189,30 @@ def test_two_queued_experiments_log_at_once_to_a_postgres_backed_server(
         found = run_queue(repo, env, GRID, "evaluate@svm_hog")
         check_runs(mlflow.MlflowClient(url), found, evaluated=True)
     assert not (repo / "mlflow.db").exists()  # nothing fell back to the local store
+
+
+def test_a_retrained_model_is_evaluated_into_its_new_run_even_when_unchanged(dvc_repo) -> None:
+    """A fresh clone retrains (its models are not cached) and HOG + SVM comes out byte-identical
+    to the locked model; evaluate must still log the test metrics into the new training run
+    (it depends on the train stage's run record), not be skipped as up to date."""
+    repo, env = dvc_repo
+    target = "evaluate@svm_hog"
+    sh(repo, "dvc", "repro", target, env=env)
+    locked = (repo / "dvc.lock").read_text()
+    again = sh(repo, "dvc", "repro", "--force", "--single-item", "train@svm_hog", env=env)
+    assert "Running stage 'train@svm_hog'" in again
+    rerun = sh(repo, "dvc", "repro", target, env=env)
+    assert f"Running stage '{target}'" in rerun, rerun
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("all-detect/synthetic")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.model = 'svm_hog'",
+        order_by=["attributes.start_time DESC"],
+    )
+    assert len(runs) == 2
+    assert runs[0].data.tags["model_digest"] == runs[1].data.tags["model_digest"]  # same model
+    assert "test_accuracy" in runs[0].data.metrics and runs[0].data.tags["dvc_stage"] == target
+    record = json.loads((repo / "artifacts/synthetic/runs/svm_hog.json").read_text())
+    assert record["run_id"] == runs[0].info.run_id
+    assert (repo / "dvc.lock").read_text() != locked  # the lock names the new run's record

@@ -102,22 +102,31 @@ def mlflow_ui(store: Path, tmp_path: Path) -> Iterator[str]:
 
 
 def _latest_runs(uri: str, experiment: str) -> dict[str, mlflow.entities.Run]:
-    """Per model, its newest run in the experiment: the one at the top of the UI's table."""
+    """Per model, its newest training run (train, then evaluate, stage; CV and tuning runs are
+    others): it must hold its test metrics, or the evaluate stage did not log into it."""
     client = mlflow.MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"experiment {experiment!r} missing from {uri}"
     runs = {}
     for model in MODELS:
-        newest = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.model = '{model}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
+        stages = {f"train@{model}", f"evaluate@{model}"}
+        trained = [
+            run
+            for run in client.search_runs(
+                [found.experiment_id],
+                filter_string=f"tags.model = '{model}'",
+                order_by=["attributes.start_time DESC"],
+            )
+            if run.data.tags.get("dvc_stage") in stages
+        ]
+        assert trained, f"no {model} training run in {experiment!r} of {uri}"
+        newest = trained[0]
+        missing = [k for k in SHOWN if k not in newest.data.metrics]
+        assert not missing, (
+            f"newest {model} training run {newest.info.run_id} in {uri} lacks metrics {missing}"
+            f" (its stage tag: {newest.data.tags.get('dvc_stage')})"
         )
-        assert newest, f"no run tagged model={model!r} in {experiment!r} of {uri}"
-        missing = [k for k in SHOWN if k not in newest[0].data.metrics]
-        assert not missing, f"newest {model} run in {uri} lacks metrics {missing}"
-        runs[model] = newest[0]
+        runs[model] = newest
     return runs
 
 

@@ -48,10 +48,22 @@ def log_gradcam(model: Classifier, frame: pd.DataFrame, n: int, seed: int) -> No
         tracking.log_artifacts([folder])
 
 
+def training_run(cfg: DictConfig, dataset: str, model_name: str, digest: str) -> str | None:
+    """The MLflow run that trained the model: the one its train stage recorded, else (a record
+    naming a run of another store) the newest run tagged with the model folder's digest."""
+    tags = {tracking.MODEL_DIGEST_TAG: digest}
+    record = paths.training_run(dataset, model_name)
+    if record.is_file():
+        run_id = json.loads(record.read_text()).get("run_id")
+        if run_id and tracking.has_run(cfg, run_id, tags):
+            return run_id
+    return tracking.find_run(cfg, dataset, tags)
+
+
 def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     """Score `models/<dataset>/<model_name>` on the test split; write its metrics and plot data
-    and log them to the MLflow run that trained the model (found by the model folder's digest;
-    a new run when the store has none). Returns the metrics."""
+    and log them to the MLflow run that trained the model (`training_run`; a new run when the
+    store has none). Returns the metrics."""
     dataset = cfg.dataset.name
     started = time.perf_counter()
     model_dir = paths.model_dir(dataset, model_name)
@@ -79,7 +91,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     if metrics["collapsed"]:
         log.warning(collapse_warning(model_name, metrics))
     digest = folder_digest(model_dir)
-    run_id = tracking.find_run(cfg, dataset, {tracking.MODEL_DIGEST_TAG: digest})
+    run_id = training_run(cfg, dataset, model_name, digest)
     if run_id is None:
         log.warning(
             "no MLflow run trained %s (model digest %s) in %s: its test metrics go to a new run",
