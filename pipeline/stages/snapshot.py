@@ -5,11 +5,16 @@ Copies what a reader needs to trust a figure into `reports/experiments/<name>/`:
 segmentation files and the report, plus `provenance.json` (git revision, DVC experiment name,
 machine, torch threads, time). Run it in the workspace right after `dvc exp run` finished;
 not a DVC stage (it records a finished run, it does not produce one).
+
+`--stages ingest crop 'cv@*'` freezes a run of some stages only (`dvc exp run ... cv@resnet50`):
+the lock keeps just those stages, and only the report files they wrote are copied, so files
+of an earlier run of other stages cannot pass for this run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -19,6 +24,8 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+import yaml
 
 from pipeline import config, paths
 from pipeline.io import atomic_path
@@ -31,8 +38,34 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def snapshot(name: str, dataset: str | None = None) -> Path:
-    """Write `reports/experiments/<name>/` atomically; returns it."""
+def _kept_stages(lock: dict, patterns: Sequence[str]) -> dict:
+    """The lock's stages matching any of `patterns` (fnmatch); a pattern matching none is an
+    error naming it."""
+    stages = lock.get("stages") or {}
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(stage, pattern) for stage in stages):
+            raise ValueError(f"dvc.lock: no stage matches {pattern!r} (has: {sorted(stages)})")
+    return {
+        name: entry
+        for name, entry in stages.items()
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    }
+
+
+def _written(root: Path, stages: dict) -> list[Path]:
+    """Files the stages' outs, metrics and plots hold, relative to `root`."""
+    found = []
+    for entry in stages.values():
+        for out in entry.get("outs") or []:
+            path = root / out["path"]
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            found += [f.relative_to(root) for f in files if f.is_file()]
+    return found
+
+
+def snapshot(name: str, dataset: str | None = None, stages: Sequence[str] | None = None) -> Path:
+    """Write `reports/experiments/<name>/` atomically; returns it. `stages`: fnmatch patterns
+    of the lock's stages to keep (default: all, and the dataset's whole report folders)."""
     root = config.workspace_root()
     params = root / config.PARAMS_FILE
     lock = root / "dvc.lock"
@@ -48,22 +81,39 @@ def snapshot(name: str, dataset: str | None = None) -> Path:
     }
     if not sources["metrics"].is_dir():
         raise FileNotFoundError(f"{sources['metrics']}: no metrics for dataset {dataset!r}")
+    reports = [paths.REPORTS / "table2.md", paths.REPORTS / "table2.csv"]
+    kept = None
+    if stages:
+        locked = yaml.safe_load(lock.read_text()) or {}
+        kept = {**locked, "stages": _kept_stages(locked, stages)}
+        written = set(_written(root, kept["stages"]))
     with atomic_path(root / EXPERIMENTS / name) as staged:
         staged.mkdir(parents=True)
         shutil.copy2(params, staged / "params.yaml")
-        shutil.copy2(lock, staged / "dvc.lock")
-        for part, source in sources.items():
-            if source.is_dir():
-                shutil.copytree(source, staged / part)
-        for report in ("table2.md", "table2.csv"):
-            if (root / paths.REPORTS / report).exists():
-                shutil.copy2(root / paths.REPORTS / report, staged / report)
+        if kept is None:
+            shutil.copy2(lock, staged / "dvc.lock")
+            for part, source in sources.items():
+                if source.is_dir():
+                    shutil.copytree(source, staged / part)
+        else:
+            (staged / "dvc.lock").write_text(yaml.safe_dump(kept, sort_keys=False))
+            for part, source in sources.items():
+                for file in sorted(written):
+                    if file.is_relative_to(source.relative_to(root)):
+                        target = staged / part / file.relative_to(source.relative_to(root))
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(root / file, target)
+            reports = [r for r in reports if r in written]
+        for report in reports:
+            if (root / report).exists():
+                shutil.copy2(root / report, staged / report.name)
         provenance = {
             "experiment": name,
             "dataset": dataset,
             "git_revision": _git("rev-parse", "HEAD"),
             "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
             "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
+            "stages": sorted(kept["stages"]) if kept is not None else "all",
             "dataset_root": str(cfg.dataset.root),
             "train_device": str(cfg.train.device),
             "train_threads": cfg.train.threads,
@@ -78,10 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="folder name under reports/experiments/")
     parser.add_argument("--dataset", help="default: params.yaml's dataset.name")
+    parser.add_argument(
+        "--stages", nargs="+", metavar="PATTERN", help="keep only these stages (fnmatch)"
+    )
     args = parser.parse_args(argv)
     try:
-        out = snapshot(args.name, args.dataset)
-    except FileNotFoundError as exc:
+        out = snapshot(args.name, args.dataset, args.stages)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"snapshot: {exc}", file=sys.stderr)
         return 2
     print(f"snapshot: wrote {out}")

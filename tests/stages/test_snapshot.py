@@ -7,6 +7,8 @@ import contextlib
 import json
 from pathlib import Path
 
+import yaml
+
 from pipeline.stages import snapshot
 from tests.workspace import make_workspace
 
@@ -29,3 +31,40 @@ def test_snapshot_copies_params_lock_and_metrics(tmp_path: Path, capsys) -> None
         assert json.loads((out / "metrics" / "svm_hog.json").read_text()) == {"accuracy": 0.7}
         provenance = json.loads((out / "provenance.json").read_text())
         assert provenance["dataset"] == "synthetic" and provenance["experiment"] == "first"
+
+
+def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
+    tmp_path: Path, capsys
+) -> None:
+    """`--stages 'cv@*'`: metrics of an earlier single-split run in the same workspace stay out."""
+    root = make_workspace(tmp_path / "ws")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    with contextlib.chdir(root):
+        cv_metrics = Path("reports/metrics/synthetic/cv/svm_hog.json")
+        cv_folder = Path("reports/cv/synthetic/svm_hog")
+        cv_metrics.parent.mkdir(parents=True)
+        cv_folder.mkdir(parents=True)
+        cv_metrics.write_text('{"accuracy": 0.6}')
+        (cv_folder / "predictions.csv").write_text("id,p_all\n")
+        Path("reports/metrics/synthetic/svm_hog.json").write_text('{"accuracy": 0.9}')
+        out_of = {
+            "cv@svm_hog": [str(cv_folder), str(cv_metrics)],
+            "evaluate@svm_hog": ["reports/metrics/synthetic/svm_hog.json"],
+        }
+        stages = {name: {"cmd": name, "outs": [{"path": p} for p in outs]}
+                  for name, outs in out_of.items()}  # fmt: skip
+        Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+        assert snapshot.main(["cv", "--stages", "nothing@*"]) == 2
+        assert "nothing@*" in capsys.readouterr().err
+        assert snapshot.main(["cv", "--stages", "cv@*"]) == 0
+        out = Path("reports/experiments/cv")
+        assert set(yaml.safe_load((out / "dvc.lock").read_text())["stages"]) == {"cv@svm_hog"}
+        copied = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+        assert copied == {
+            "params.yaml",
+            "dvc.lock",
+            "provenance.json",
+            "metrics/cv/svm_hog.json",
+            "cv/svm_hog/predictions.csv",
+        }
+        assert json.loads((out / "provenance.json").read_text())["stages"] == ["cv@svm_hog"]
