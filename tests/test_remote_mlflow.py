@@ -59,7 +59,11 @@ def test_train_and_evaluate_log_params_metrics_and_model_to_the_server(
     (logged,) = client.search_logged_models([experiment.experiment_id])
     assert logged.source_run_id == run.info.run_id and model_uri.endswith(logged.model_id)
     predictions = pd.read_csv(root / paths.plots("synthetic", "svm_hog") / "predictions.csv")
-    served = mlflow.pyfunc.load_model(model_uri)
+    mlflow.set_tracking_uri(server)  # `models:/` URIs resolve on the global store, not `client`
+    try:
+        served = mlflow.pyfunc.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)  # an earlier test may have set it: leave it so
     with monkeypatch.context() as patch:
         patch.chdir(root)
         images = np.stack([read_image(p) for p in predictions["path"]])
