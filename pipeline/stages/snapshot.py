@@ -52,14 +52,14 @@ def _kept_stages(lock: dict, patterns: Sequence[str]) -> dict:
     }
 
 
-def _written(root: Path, stages: dict) -> list[Path]:
+def _written(root: Path, stages: dict) -> set[Path]:
     """Files the stages' outs, metrics and plots hold, relative to `root`."""
-    found = []
+    found = set()
     for entry in stages.values():
         for out in entry.get("outs") or []:
             path = root / out["path"]
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            found += [f.relative_to(root) for f in files if f.is_file()]
+            files = path.rglob("*") if path.is_dir() else [path]
+            found |= {f.relative_to(root) for f in files if f.is_file()}
     return found
 
 
@@ -86,7 +86,7 @@ def snapshot(name: str, dataset: str | None = None, stages: Sequence[str] | None
     if stages:
         locked = yaml.safe_load(lock.read_text()) or {}
         kept = {**locked, "stages": _kept_stages(locked, stages)}
-        written = set(_written(root, kept["stages"]))
+        written = _written(root, kept["stages"])
     with atomic_path(root / EXPERIMENTS / name) as staged:
         staged.mkdir(parents=True)
         shutil.copy2(params, staged / "params.yaml")
@@ -98,11 +98,11 @@ def snapshot(name: str, dataset: str | None = None, stages: Sequence[str] | None
         else:
             (staged / "dvc.lock").write_text(yaml.safe_dump(kept, sort_keys=False))
             for part, source in sources.items():
-                for file in sorted(written):
-                    if file.is_relative_to(source.relative_to(root)):
-                        target = staged / part / file.relative_to(source.relative_to(root))
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(root / file, target)
+                folder = source.relative_to(root)
+                for file in sorted(f for f in written if f.is_relative_to(folder)):
+                    target = staged / part / file.relative_to(folder)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(root / file, target)
             reports = [r for r in reports if r in written]
         for report in reports:
             if (root / report).exists():

@@ -34,7 +34,7 @@ def run(cfg, model_name: str) -> None:
         model=model_name,
         stage=f"train@{model_name}",
         dataset_hash=data_hash,
-    ) as run:
+    ) as mlflow_run:
         tracking.set_tags({"device": resolve_device(cfg.train.device).device, "threads": threads})
         tracking.log_dataset(
             manifest.read(data_dir / "manifest.csv"),
@@ -66,7 +66,7 @@ def run(cfg, model_name: str) -> None:
     # byte-identical to the locked one (deterministic SVMs), so this run gets its test metrics.
     atomic_write_json(
         paths.training_run(dataset, model_name),
-        {"run_id": run.info.run_id, "model_digest": digest},
+        {"run_id": mlflow_run.info.run_id, "model_digest": digest},
     )
     # Training finished: drop the resume state but keep the (DVC-declared) folder.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
