@@ -50,12 +50,6 @@ def model_dir(dataset: str, model: str) -> Path:
     return MODELS / dataset / model
 
 
-def training_run(dataset: str, model: str) -> Path:
-    """The train stage's record of the MLflow run that trained the model (a DVC output that the
-    evaluate stage depends on, so every retraining gets evaluated into its own run)."""
-    return dataset_dir(dataset) / "runs" / f"{model}.json"
-
-
 def metrics(dataset: str, name: str) -> Path:
     return METRICS / dataset / f"{name}.json"
 

@@ -369,7 +369,12 @@ def _active_run_id() -> str:
 
 
 def _numeric(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None}
+    """The numbers (bools as 0/1) of `metrics`; None and text such as digests are left out."""
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float | np.number)
+    }
 
 
 def log_epoch(metrics: Mapping[str, float | None], step: int) -> None:
@@ -414,15 +419,22 @@ def log_durations(seconds: Mapping[str, float]) -> None:
     mlflow.log_metrics({f"{stage}_seconds": float(value) for stage, value in seconds.items()})
 
 
-def has_run(cfg: DictConfig, run_id: str, tags: Mapping[str, str]) -> bool:
-    """Whether the store holds run `run_id` carrying all `tags` (a record may name a run of
-    another store, e.g. one pulled from a teammate's DVC remote)."""
-    configure(cfg)
-    try:
-        run = mlflow.MlflowClient().get_run(run_id)
-    except MlflowException:
+def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_digest: str) -> bool:
+    """Log the test metrics of `metrics_path` (an evaluate output) into the active run when they
+    were measured on this very model and data (same digests), and tag where they came from.
+
+    Why: DVC skips `evaluate` when a retrained model comes out byte-identical to the locked one
+    (deterministic models on a fresh clone), which keeps dvc.lock unchanged but would leave the
+    new training run without test metrics. Returns whether metrics were logged."""
+    _active_run_id()
+    if not metrics_path.is_file():
         return False
-    return all(run.data.tags.get(key) == value for key, value in tags.items())
+    metrics = json.loads(metrics_path.read_text())
+    if (metrics.get("model_digest"), metrics.get("data_digest")) != (model_digest, data_digest):
+        return False
+    log_test_metrics(metrics)
+    set_tags({"test_metrics_from": f"{metrics_path} (evaluate output of this model digest)"})
+    return True
 
 
 def find_run(cfg: DictConfig, dataset: str, tags: Mapping[str, str]) -> str | None:

@@ -191,18 +191,22 @@ def test_two_queued_experiments_log_at_once_to_a_postgres_backed_server(
     assert not (repo / "mlflow.db").exists()  # nothing fell back to the local store
 
 
-def test_a_retrained_model_is_evaluated_into_its_new_run_even_when_unchanged(dvc_repo) -> None:
+def test_a_byte_identical_retraining_gets_the_test_metrics_and_leaves_the_lock_as_it_was(
+    dvc_repo,
+) -> None:
     """A fresh clone retrains (its models are not cached) and HOG + SVM comes out byte-identical
-    to the locked model; evaluate must still log the test metrics into the new training run
-    (it depends on the train stage's run record), not be skipped as up to date."""
+    to the locked model: DVC skips evaluate and dvc.lock stays byte for byte, yet the new
+    training run must carry the test metrics (from the evaluate output of that very model)."""
     repo, env = dvc_repo
     target = "evaluate@svm_hog"
     sh(repo, "dvc", "repro", target, env=env)
     locked = (repo / "dvc.lock").read_text()
+    evaluated = json.loads((repo / "reports/metrics/synthetic/svm_hog.json").read_text())
     again = sh(repo, "dvc", "repro", "--force", "--single-item", "train@svm_hog", env=env)
     assert "Running stage 'train@svm_hog'" in again
     rerun = sh(repo, "dvc", "repro", target, env=env)
-    assert f"Running stage '{target}'" in rerun, rerun
+    assert f"Running stage '{target}'" not in rerun, rerun
+    assert (repo / "dvc.lock").read_text() == locked
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("all-detect/synthetic")
     runs = client.search_runs(
@@ -211,8 +215,9 @@ def test_a_retrained_model_is_evaluated_into_its_new_run_even_when_unchanged(dvc
         order_by=["attributes.start_time DESC"],
     )
     assert len(runs) == 2
-    assert runs[0].data.tags["model_digest"] == runs[1].data.tags["model_digest"]  # same model
-    assert "test_accuracy" in runs[0].data.metrics and runs[0].data.tags["dvc_stage"] == target
-    record = json.loads((repo / "artifacts/synthetic/runs/svm_hog.json").read_text())
-    assert record["run_id"] == runs[0].info.run_id
-    assert (repo / "dvc.lock").read_text() != locked  # the lock names the new run's record
+    newest, first = runs
+    assert newest.data.tags["model_digest"] == first.data.tags["model_digest"]  # same model
+    assert newest.data.tags["dvc_stage"] == "train@svm_hog"
+    assert newest.data.metrics["test_accuracy"] == evaluated["accuracy"]
+    assert newest.data.metrics["test_f1_weighted"] == first.data.metrics["test_f1_weighted"]
+    assert "test_metrics_from" in newest.data.tags

@@ -8,6 +8,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.evaluate.holdout import predict_split
 from pipeline.evaluate.metrics import compute_metrics
+from pipeline.io import file_sha256, folder_digest
 from pipeline.labels import y_true
 from pipeline.manifest import read
 from pipeline.models import load_model
@@ -22,6 +23,13 @@ def test_every_model_has_metrics_plots_and_a_report(demo_workspace):
         assert 0 <= metrics["accuracy"] <= 1
         assert metrics["accuracy_ci_low"] <= metrics["accuracy"] <= metrics["accuracy_ci_high"]
         assert metrics["n"] == metrics["tp"] + metrics["fp"] + metrics["tn"] + metrics["fn"]
+        # what the metrics were measured on, for a byte-identical retraining to reuse them
+        assert metrics["model_digest"] == folder_digest(
+            demo_workspace / paths.model_dir("synthetic", model)
+        )
+        assert metrics["data_digest"] == file_sha256(
+            demo_workspace / paths.prepared("synthetic") / "manifest.csv"
+        )
         plots = demo_workspace / paths.plots("synthetic", model)
         assert {"confusion.csv", "roc.csv", "predictions.csv"} <= {p.name for p in plots.iterdir()}
     table = pd.read_csv(demo_workspace / "reports" / "table2.csv")

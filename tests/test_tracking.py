@@ -125,6 +125,28 @@ def test_run_has_params_tags_metrics(cfg, tmp_path):
     assert artifact.path == "reports/report.txt"
 
 
+@pytest.mark.parametrize(
+    ("model_digest", "data_digest", "logged"),
+    [("m", "d", True), ("other model", "d", False), ("m", "other data", False)],
+)
+def test_committed_test_metrics_are_reused_only_for_the_same_model_and_data(
+    cfg, tmp_path, model_digest, data_digest, logged
+):
+    committed = tmp_path / "svm_hog.json"
+    committed.write_text(
+        json.dumps({"accuracy": 0.75, "collapsed": False, "model_digest": "m", "data_digest": "d"})
+    )
+    with tracking.start_run(cfg, DATASET, MODEL, f"train@{MODEL}") as run:
+        assert tracking.log_committed_test_metrics(committed, model_digest, data_digest) is logged
+        assert not tracking.log_committed_test_metrics(tmp_path / "none.json", "m", "d")
+    data = client().get_run(run.info.run_id).data
+    if logged:
+        assert data.metrics == {"test_accuracy": 0.75, "test_collapsed": 0.0}  # digests: text
+        assert str(committed) in data.tags["test_metrics_from"]
+    else:
+        assert data.metrics == {} and "test_metrics_from" not in data.tags
+
+
 def test_flatten_truncates_long_values():
     flat = tracking.flatten_config({"a": {"b": "x" * 7000, "c": [1, 2]}, "d": None})
     assert len(flat["a.b"]) == 6000 and flat["a.b"].endswith("...")

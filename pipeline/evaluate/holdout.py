@@ -21,7 +21,7 @@ from pipeline import manifest, paths, tracking
 from pipeline.evaluate.explain import write_overlays
 from pipeline.evaluate.metrics import collapse_warning, compute_metrics
 from pipeline.evaluate.plots import write_plot_data
-from pipeline.io import atomic_path, atomic_write_json, folder_digest, read_image
+from pipeline.io import atomic_path, atomic_write_json, file_sha256, folder_digest, read_image
 from pipeline.labels import y_true
 from pipeline.models.base import Classifier, load_model
 
@@ -48,27 +48,18 @@ def log_gradcam(model: Classifier, frame: pd.DataFrame, n: int, seed: int) -> No
         tracking.log_artifacts([folder])
 
 
-def training_run(cfg: DictConfig, dataset: str, model_name: str, digest: str) -> str | None:
-    """The MLflow run that trained the model: the one its train stage recorded, else (a record
-    naming a run of another store) the newest run tagged with the model folder's digest."""
-    tags = {tracking.MODEL_DIGEST_TAG: digest}
-    record = paths.training_run(dataset, model_name)
-    if record.is_file():
-        run_id = json.loads(record.read_text()).get("run_id")
-        if run_id and tracking.has_run(cfg, run_id, tags):
-            return run_id
-    return tracking.find_run(cfg, dataset, tags)
-
-
 def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     """Score `models/<dataset>/<model_name>` on the test split; write its metrics and plot data
-    and log them to the MLflow run that trained the model (`training_run`; a new run when the
-    store has none). Returns the metrics."""
+    and log them to the MLflow run that trained the model (the newest run tagged with the model
+    folder's digest; a new run when the store has none). The metrics file names the model and
+    data digests it was measured on, so a byte-identical retraining can reuse it
+    (`tracking.log_committed_test_metrics`). Returns the metrics."""
     dataset = cfg.dataset.name
     started = time.perf_counter()
     model_dir = paths.model_dir(dataset, model_name)
     model = load_model(model_dir)
-    table = manifest.read(paths.prepared(dataset) / "manifest.csv")
+    manifest_path = paths.prepared(dataset) / "manifest.csv"
+    table = manifest.read(manifest_path)
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = y_true(test["label"])
     p_all = predict_split(model, test)
@@ -87,11 +78,12 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
         written = write_plot_data(staged, labels, p_all, history)
         # no `source`: absolute paths would make this committed file differ between clones
         test[PREDICTION_COLUMNS].assign(p_all=p_all).to_csv(staged / "predictions.csv", index=False)
+    digest = folder_digest(model_dir)
+    metrics.update(model_digest=digest, data_digest=file_sha256(manifest_path))
     atomic_write_json(paths.metrics(dataset, model_name), metrics)
     if metrics["collapsed"]:
         log.warning(collapse_warning(model_name, metrics))
-    digest = folder_digest(model_dir)
-    run_id = training_run(cfg, dataset, model_name, digest)
+    run_id = tracking.find_run(cfg, dataset, {tracking.MODEL_DIGEST_TAG: digest})
     if run_id is None:
         log.warning(
             "no MLflow run trained %s (model digest %s) in %s: its test metrics go to a new run",

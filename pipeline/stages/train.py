@@ -11,7 +11,7 @@ import time
 
 from pipeline import manifest, paths, tracking
 from pipeline.inference import save_preprocessing
-from pipeline.io import atomic_path, atomic_write_json, file_sha256, folder_digest
+from pipeline.io import atomic_path, file_sha256, folder_digest
 from pipeline.models.base import build_model
 from pipeline.stages.common import log, model_config, stage
 from pipeline.train.context import TrainContext
@@ -34,7 +34,7 @@ def run(cfg, model_name: str) -> None:
         model=model_name,
         stage=f"train@{model_name}",
         dataset_hash=data_hash,
-    ) as mlflow_run:
+    ):
         tracking.set_tags({"device": resolve_device(cfg.train.device).device, "threads": threads})
         tracking.log_dataset(
             manifest.read(data_dir / "manifest.csv"),
@@ -62,12 +62,16 @@ def run(cfg, model_name: str) -> None:
         kept = selected_epoch(history, cfg.train.monitor)
         tracking.log_selected_epoch(kept)
         tracking.log_model(classifier, final)
-    # A new record per training run: DVC then re-runs evaluate even when the model came out
-    # byte-identical to the locked one (deterministic SVMs), so this run gets its test metrics.
-    atomic_write_json(
-        paths.training_run(dataset, model_name),
-        {"run_id": mlflow_run.info.run_id, "model_digest": digest},
-    )
+        # Byte-identical to the model the committed evaluate output measured (a deterministic
+        # model retrained on a fresh clone): DVC will skip evaluate, so log its metrics here.
+        if tracking.log_committed_test_metrics(
+            paths.metrics(dataset, model_name), digest, data_hash
+        ):
+            log.info(
+                "%s/%s: same model as evaluated before; its test metrics logged",
+                dataset,
+                model_name,
+            )
     # Training finished: drop the resume state but keep the (DVC-declared) folder.
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     ctx.work_dir.mkdir(parents=True)
