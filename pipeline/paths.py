@@ -81,9 +81,14 @@ def shortcut(dataset: str) -> Path:
     return metrics(dataset, "shortcut")
 
 
-def ensemble_members(dataset: str) -> Path:
-    """Digests of the ensemble's members (model folder, CV predictions), one JSON each."""
-    return dataset_dir(dataset) / "ensemble"
+def ensemble_records(dataset: str, part: str) -> Path:
+    """Digests of the ensemble's members, one JSON each: of their models (part `split`) or of
+    their CV outputs (part `cv`)."""
+    return dataset_dir(dataset) / "ensemble" / part
+
+
+def ensemble_record(dataset: str, part: str, member: str) -> Path:
+    return ensemble_records(dataset, part) / f"{member}.json"
 
 
 def tuning_table(dataset: str, model: str) -> Path:

@@ -84,8 +84,10 @@ def run_pipeline(
         assert run_stage(root, "evaluate", model) == 0, f"evaluate {model} failed"
         assert run_stage(root, "cv", model) == 0, f"cv {model} failed"
     if ensemble:
-        for member in ENSEMBLE_MEMBERS:
-            assert run_stage(root, "ensemble_member", member) == 0, f"record {member} failed"
-        assert run_stage(root, "ensemble") == 0, "ensemble failed"
+        for part in ("split", "cv"):
+            for member in ENSEMBLE_MEMBERS:
+                code = run_stage(root, "ensemble_member", member, part)
+                assert code == 0, f"record {member} ({part}) failed"
+            assert run_stage(root, "ensemble", part) == 0, f"ensemble {part} failed"
     if report:
         assert run_stage(root, "report") == 0, "report failed"

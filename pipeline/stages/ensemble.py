@@ -1,14 +1,19 @@
-"""Stage ensemble: soft voting over members trained by their own stages, with no retraining.
+"""Stages ensemble and ensemble_cv: soft voting over members trained by their own stages, with
+no retraining (`python -m pipeline.stages.ensemble split|cv`).
 
-- Single split: `models/<dataset>/ensemble` assembled from `models/<dataset>/<member>` (every
-  member, or with `ensemble.top_k` the k best on the validation split), evaluated on the test
-  split like any model (`pipeline.evaluate.holdout`), logged to MLflow as run `ensemble`.
-- CV (`cv.folds` > 0): the members' own out-of-fold P(ALL) averaged fold by fold
-  (`crossval.ensemble_cv`); with `top_k`, each fold takes its best members on its own
-  validation part. Seconds, where retraining the members cost as much as their own CVs.
+- Single split (`ensemble`): `models/<dataset>/ensemble` assembled from the members'
+  `models/<dataset>/<member>` (every member, or with `ensemble.top_k` the k best on the
+  validation split), evaluated on the test split like any model (`pipeline.evaluate.holdout`),
+  logged to MLflow as run `ensemble`.
+- CV (`ensemble_cv`; with `cv.folds` = 0 it writes {"enabled": false}): the members' own
+  out-of-fold P(ALL) averaged fold by fold (`crossval.ensemble_cv`); with `top_k`, each fold
+  takes its best members on its own validation part. Seconds, where retraining the members
+  cost as much as their own CVs.
 
-The `ensemble_member@<member>` stages record each member's digests; they are checked here, so
-a member retrained since then is caught instead of silently mixed with stale records.
+The `ensemble_member@<member>` (models) and `ensemble_cv_member@<member>` (CV outputs) stages
+record each member's digest; they are checked here, so a member retrained since then is caught
+instead of silently mixed with stale records. The two parts are separate stages so that a new
+CV does not re-evaluate the single-split ensemble, nor a retrained model re-run the CV one.
 """
 
 import json
@@ -24,26 +29,28 @@ from pipeline.inference import save_preprocessing
 from pipeline.io import atomic_path, file_sha256, folder_digest
 from pipeline.models import EnsembleClassifier, load_model
 from pipeline.stages.common import log, stage
+from pipeline.stages.ensemble_member import recorded_folder
 from pipeline.train.device import pin_threads
 from pipeline.train.history import selected_epoch
 
 NAME = "ensemble"
 
 
-def check_records(dataset: str, members: list[str]) -> None:
-    """Each member's recorded digests match its current outputs (else re-run the stages)."""
+def check_records(dataset: str, members: list[str], part: str) -> None:
+    """Each member's recorded digest matches its current outputs (else re-run the stages)."""
     stale = []
     for member in members:
-        record_path = paths.ensemble_members(dataset) / f"{member}.json"
+        record_path = paths.ensemble_record(dataset, part, member)
         if not record_path.exists():
             stale.append(f"{member}: no record {record_path}")
             continue
         record = json.loads(record_path.read_text())
-        if record["model_digest"] != folder_digest(paths.model_dir(dataset, member)):
-            stale.append(f"{member}: its model changed since {record_path} was written")
+        if record["digest"] != folder_digest(recorded_folder(dataset, member, part)):
+            stale.append(f"{member}: its outputs changed since {record_path} was written")
     if stale:
+        stage_name = "ensemble" if part == "split" else "ensemble_cv"
         raise FileNotFoundError(
-            "ensemble members out of date (run `dvc repro ensemble`):\n  " + "\n  ".join(stale)
+            f"ensemble members out of date (run `dvc repro {stage_name}`):\n  " + "\n  ".join(stale)
         )
 
 
@@ -122,14 +129,16 @@ def cross_validated(cfg, members: list[str]) -> None:
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg, part: str = "split") -> None:
     dataset = cfg.dataset.name
     members = list(cfg.ensemble.members)
+    recorded_folder(dataset, members[0], part)  # an unknown part fails here, naming it
     pin_threads(cfg.train.threads)
-    check_records(dataset, members)
+    check_records(dataset, members, part)
     tracking.check_reachable(cfg)
-    single_split(cfg, members)
-    if cfg.cv.folds == 0:
+    if part == "split":
+        single_split(cfg, members)
+    elif cfg.cv.folds == 0:
         crossval.write_cv_outputs(dataset, NAME, {"enabled": False})
     else:
         cross_validated(cfg, members)

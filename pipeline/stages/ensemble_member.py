@@ -1,25 +1,36 @@
-"""Stage ensemble_member@<model>: record the digests of one ensemble member's trained model
-folder and CV outputs, so that DVC reruns the `ensemble` stage, and only it, when a member of
-`ensemble.members` changes (a stage cannot depend on a list of folders read from params)."""
+"""Stage ensemble_member@<model> / ensemble_cv_member@<model>: record the digest of one ensemble
+member's trained model folder (part `split`) or CV outputs (part `cv`), so that DVC reruns the
+`ensemble` or `ensemble_cv` stage, and only it, when a member of `ensemble.members` changes (a
+stage cannot depend on a list of folders read from params)."""
 
 import sys
 
 from pipeline import paths
+from pipeline.config import ConfigError
 from pipeline.io import atomic_write_json, folder_digest
 from pipeline.stages.common import log, model_config, stage
 
 
+def recorded_folder(dataset: str, member: str, part: str):
+    """What a record of `part` stands for: the member's model folder or its CV outputs."""
+    if part == "split":
+        return paths.model_dir(dataset, member)
+    if part == "cv":
+        return paths.cv_dir(dataset, member)
+    raise ConfigError(f"unknown ensemble part {part!r}: 'split' (models) or 'cv' (CV outputs)")
+
+
 @stage
-def run(cfg, model_name: str) -> None:
+def run(cfg, model_name: str, part: str) -> None:
     dataset = cfg.dataset.name
     model_config(cfg, model_name)
     record = {
         "member": model_name,
-        "model_digest": folder_digest(paths.model_dir(dataset, model_name)),
-        "cv_digest": folder_digest(paths.cv_dir(dataset, model_name)),
+        "part": part,
+        "digest": folder_digest(recorded_folder(dataset, model_name, part)),
     }
-    atomic_write_json(paths.ensemble_members(dataset) / f"{model_name}.json", record)
-    log.info("ensemble member %s recorded", model_name)
+    atomic_write_json(paths.ensemble_record(dataset, part, model_name), record)
+    log.info("ensemble member %s recorded (%s)", model_name, part)
 
 
 main = run
