@@ -378,7 +378,13 @@ def ensemble_cv(
     )  # fmt: skip
     summary["selection"] = "nested" if top_k is not None else "fixed"
     summary["candidates"] = len(names)
-    record = {"selection": summary["selection"], "pool": names, "top_k": top_k, "chosen": chosen}
+    record = {
+        "selection": summary["selection"],
+        "pool": names,
+        "weights": None if weights is None else list(weights),
+        "top_k": top_k,
+        "chosen": chosen,
+    }
     return summary, predictions, record
 
 

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,3 +162,45 @@ def test_the_ensemble_cv_is_the_mean_of_the_members_and_top_k_chooses_on_validat
     assert [c["members"] for c in record["chosen"]] == [["good", "mid"], ["good", "mid"]]
     test = combined[combined["part"] == "test"].set_index("id")["p_all"]
     np.testing.assert_allclose(test["c"], (0.8 + 0.1) / 2)
+
+
+COMMITTED_CV = Path(__file__).resolve().parents[2] / "reports" / "cv"
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    sorted(
+        p.parent.parent.name
+        for p in COMMITTED_CV.glob("*/ensemble/selection.json")
+        if "chosen" in json.loads(p.read_text())
+    ),
+)
+def test_committed_ensemble_cv_is_the_mean_of_its_members_committed_predictions(dataset):
+    """Every committed CV ensemble averages, fold by fold, the committed out-of-fold P(ALL) of
+    the members its record names: fails when a member's CV is re-run and committed without
+    re-running ensemble_cv (or the other way round)."""
+    folder = COMMITTED_CV / dataset
+    record = json.loads((folder / "ensemble" / "selection.json").read_text())
+    keys = ["id", "repeat", "fold", "part"]
+
+    def p_all(name: str) -> pd.Series:
+        table = pd.read_csv(folder / name / "predictions.csv", dtype={"id": str})
+        return table.set_index(keys)["p_all"].sort_index()
+
+    ensemble = p_all("ensemble")
+    members = {name: p_all(name) for name in record["pool"]}
+    fixed = record["selection"] == "fixed" and record.get("weights")  # top_k: equal weights
+    weights = dict(zip(record["pool"], fixed or [1.0] * len(record["pool"]), strict=True))
+    for chosen in record["chosen"]:
+        fold = ensemble.xs((chosen["repeat"], chosen["fold"]), level=["repeat", "fold"])
+        w = np.array([weights[m] for m in chosen["members"]])
+        stacked = np.stack(
+            [
+                members[m]
+                .xs((chosen["repeat"], chosen["fold"]), level=["repeat", "fold"])
+                .reindex(fold.index)
+                .to_numpy()
+                for m in chosen["members"]
+            ]
+        )
+        np.testing.assert_allclose(fold.to_numpy(), (w / w.sum()) @ stacked, rtol=1e-12)
