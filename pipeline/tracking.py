@@ -437,6 +437,28 @@ def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_diges
     return True
 
 
+def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> dict[str, float]:
+    """Wall time (end - start, minutes) of the newest finished top-level run of each DVC stage
+    that has one, e.g. `cv@yolov8`: what a published run took, read from where it was logged."""
+    configure(cfg)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
+    if experiment is None:
+        return {}
+    minutes = {}
+    for stage in stages:
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.dvc_stage = '{stage}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+        top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        if top:
+            run = top[0].info
+            minutes[stage] = round((run.end_time - run.start_time) / 60_000, 1)
+    return minutes
+
+
 def find_run(cfg: DictConfig, dataset: str, tags: Mapping[str, str]) -> str | None:
     """The newest finished or running run of the dataset's experiment carrying all `tags`,
     preferring one of the current DVC experiment; None when the store has none."""

@@ -110,7 +110,9 @@ def cross_validated(cfg, members: list[str]) -> None:
         raise FileNotFoundError(f"ensemble: no CV predictions for {empty}: run their cv stages")
     weights = None if cfg.ensemble.weights is None else list(cfg.ensemble.weights)
     summary, combined, record = crossval.ensemble_cv(predictions, weights, cfg.ensemble.top_k, cfg)
-    with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, run_name=f"cv {NAME}"):
+    with tracking.start_run(
+        cfg, dataset=dataset, model=NAME, stage="ensemble_cv", run_name=f"cv {NAME}"
+    ):
         tracking.set_tags({"selection": summary["selection"], "pool": ",".join(members)})
         tracking.log_cv_summary(summary)
     crossval.write_cv_outputs(

@@ -3,8 +3,10 @@
 Copies what a reader needs to trust a figure into `reports/experiments/<name>/`: the composed
 `params.yaml` and the `dvc.lock` that produced the outputs, the dataset's metrics, CV and
 segmentation files and the report, plus `provenance.json` (git revision, DVC experiment name,
-machine, torch threads, time). Run it in the workspace right after `dvc exp run` finished;
-not a DVC stage (it records a finished run, it does not produce one).
+machine, torch threads, time, each stage's wall minutes from its MLflow run, and `--note`:
+what the files cannot say, e.g. that other work shared the machine). Run it in the workspace
+right after `dvc exp run` finished; not a DVC stage (it records a finished run, it does not
+produce one).
 
 `--stages ingest crop 'cv@*'` freezes a run of some stages only (`dvc exp run ... cv@resnet50`):
 the lock keeps just those stages, and only the report files they wrote are copied, so files
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import config, paths
+from pipeline import config, paths, tracking
 from pipeline.io import atomic_path
 
 EXPERIMENTS = paths.REPORTS / "experiments"
@@ -63,7 +65,12 @@ def _written(root: Path, stages: dict) -> set[Path]:
     return found
 
 
-def snapshot(name: str, dataset: str | None = None, stages: Sequence[str] | None = None) -> Path:
+def snapshot(
+    name: str,
+    dataset: str | None = None,
+    stages: Sequence[str] | None = None,
+    note: str | None = None,
+) -> Path:
     """Write `reports/experiments/<name>/` atomically; returns it. `stages`: fnmatch patterns
     of the lock's stages to keep (default: all, and the dataset's whole report folders)."""
     root = config.workspace_root()
@@ -82,11 +89,12 @@ def snapshot(name: str, dataset: str | None = None, stages: Sequence[str] | None
     if not sources["metrics"].is_dir():
         raise FileNotFoundError(f"{sources['metrics']}: no metrics for dataset {dataset!r}")
     reports = [paths.REPORTS / "table2.md", paths.REPORTS / "table2.csv"]
+    locked = yaml.safe_load(lock.read_text()) or {}
     kept = None
     if stages:
-        locked = yaml.safe_load(lock.read_text()) or {}
         kept = {**locked, "stages": _kept_stages(locked, stages)}
         written = _written(root, kept["stages"])
+    wall_minutes = tracking.stage_wall_minutes(cfg, dataset, (kept or locked).get("stages") or {})
     with atomic_path(root / EXPERIMENTS / name) as staged:
         staged.mkdir(parents=True)
         shutil.copy2(params, staged / "params.yaml")
@@ -119,6 +127,8 @@ def snapshot(name: str, dataset: str | None = None, stages: Sequence[str] | None
             "train_threads": cfg.train.threads,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_minutes": wall_minutes,  # the newest finished MLflow run of each stage
+            "note": note,
         }
         (staged / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return root / EXPERIMENTS / name
@@ -131,9 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--stages", nargs="+", metavar="PATTERN", help="keep only these stages (fnmatch)"
     )
+    parser.add_argument("--note", help="what the files cannot say (e.g. shared machine)")
     args = parser.parse_args(argv)
     try:
-        out = snapshot(args.name, args.dataset, args.stages)
+        out = snapshot(args.name, args.dataset, args.stages, args.note)
     except (FileNotFoundError, ValueError) as exc:
         print(f"snapshot: {exc}", file=sys.stderr)
         return 2

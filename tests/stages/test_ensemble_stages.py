@@ -3,6 +3,7 @@ members' own out-of-fold P(ALL), needs nothing of the single split, and refuses 
 
 import json
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +55,8 @@ def test_the_cv_ensemble_is_the_mean_of_the_members_without_any_trained_model(me
     pd.testing.assert_series_equal(combined.sort_index(), expected.sort_index())
     summary = json.loads((members_cv / paths.cv_metrics(DATASET, "ensemble")).read_text())
     assert summary["enabled"] and summary["n"] == 4  # the test-fold rows, pooled
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert list(runs["tags.dvc_stage"]) == ["ensemble_cv"]  # findable by its DVC stage
 
 
 def test_a_member_whose_cv_changed_since_its_record_is_refused(members_cv, capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import config, tracking
 from pipeline.stages import snapshot
 from tests.workspace import make_workspace
 
@@ -56,7 +57,10 @@ def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
         Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
         assert snapshot.main(["cv", "--stages", "nothing@*"]) == 2
         assert "nothing@*" in capsys.readouterr().err
-        assert snapshot.main(["cv", "--stages", "cv@*"]) == 0
+        cfg = config.load(Path("params.yaml"))
+        with tracking.start_run(cfg, dataset="synthetic", model="svm_hog", stage="cv@svm_hog"):
+            pass  # what cv@svm_hog logged; evaluate@svm_hog logged nothing here
+        assert snapshot.main(["cv", "--stages", "cv@*", "--note", "shared machine"]) == 0
         out = Path("reports/experiments/cv")
         assert set(yaml.safe_load((out / "dvc.lock").read_text())["stages"]) == {"cv@svm_hog"}
         copied = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -67,4 +71,6 @@ def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
             "metrics/cv/svm_hog.json",
             "cv/svm_hog/predictions.csv",
         }
-        assert json.loads((out / "provenance.json").read_text())["stages"] == ["cv@svm_hog"]
+        provenance = json.loads((out / "provenance.json").read_text())
+        assert provenance["stages"] == ["cv@svm_hog"] and provenance["note"] == "shared machine"
+        assert set(provenance["wall_minutes"]) == {"cv@svm_hog"}
