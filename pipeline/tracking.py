@@ -455,7 +455,7 @@ def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> 
         top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         if top:
             run = top[0].info
-            minutes[stage] = round((run.end_time - run.start_time) / 60_000, 1)
+            minutes[stage] = round((run.end_time - run.start_time) / 60_000, 2)
     return minutes
 
 
