@@ -4,6 +4,7 @@ member's trained model folder (part `split`) or CV outputs (part `cv`), so that 
 stage cannot depend on a list of folders read from params)."""
 
 import sys
+from pathlib import Path
 
 from pipeline import paths
 from pipeline.config import ConfigError
@@ -11,7 +12,7 @@ from pipeline.io import atomic_write_json, folder_digest
 from pipeline.stages.common import log, model_config, stage
 
 
-def recorded_folder(dataset: str, member: str, part: str):
+def recorded_folder(dataset: str, member: str, part: str) -> Path:
     """What a record of `part` stands for: the member's model folder or its CV outputs."""
     if part == "split":
         return paths.model_dir(dataset, member)
