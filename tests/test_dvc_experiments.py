@@ -119,14 +119,22 @@ def run_queue(
     for name, values in settings.items():
         sets = [arg for key, value in values.items() for arg in ("-S", f"{key}={value}")]
         sh(repo, "dvc", "exp", "run", "--queue", "-n", name, target, *sets, env=env)
-    sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
+    # The workers it starts outlive it and inherit its stdout: a pipe (capture_output) would
+    # make the wait for its end last as long as the longest-lived worker, so a file.
+    with (repo.parent / "queue-start.log").open("w") as log:
+        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, timeout=120, check=True)  # fmt: skip
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while True:
-        status = sh(repo, "dvc", "queue", "status", env=env)
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        assert time.monotonic() < deadline, f"queue still busy:\n{status}"
-        time.sleep(5)
+    try:
+        while True:
+            status = sh(repo, "dvc", "queue", "status", env=env)
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            assert time.monotonic() < deadline, f"queue still busy:\n{status}"
+            time.sleep(5)
+    finally:  # a worker that lingers once the queue is empty (seen with DVC 3) is stopped
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True,
+                       timeout=120)  # fmt: skip
     logs = "".join(
         subprocess.run(["dvc", "queue", "logs", name], cwd=repo, env=env, capture_output=True,
                        text=True).stdout[-3000:]
