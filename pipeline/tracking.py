@@ -42,7 +42,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from filelock import FileLock
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -336,25 +336,31 @@ def _sigterm_raises():
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+def _search_runs(
+    cfg: DictConfig, dataset: str, filter_string: str, order_by: list[str] | None = None
+) -> list[Run]:
+    """Runs of the dataset's experiment matching `filter_string`; none while it does not exist."""
+    configure(cfg)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=filter_string, order_by=order_by
+    )
+
+
 def close_stale_runs(cfg: DictConfig, dataset: str, model: str) -> list[str]:
     """Mark this (dataset, model)'s runs left RUNNING by a dead (SIGKILLed) attempt as KILLED.
 
     Call at the start of training: DVC never runs the same stage twice at once, so any such run
     not active in this process belongs to an attempt that died. Returns the closed run ids.
     """
-    configure(cfg)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
-    if experiment is None:
-        return []
+    stale = _search_runs(cfg, dataset, f"attributes.status = 'RUNNING' and tags.model = '{model}'")
     ours = {run.info.run_id for run in [mlflow.active_run()] if run is not None}
-    stale = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.model = '{model}'",
-    )
     closed = [run.info.run_id for run in stale if run.info.run_id not in ours]
     for run_id in closed:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        mlflow.MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
     if closed:
         log.warning("closed %d stale MLflow run(s) of %s/%s as KILLED", len(closed), dataset, model)
     return closed
@@ -440,16 +446,12 @@ def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_diges
 def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> dict[str, float]:
     """Wall time (end - start, minutes) of the newest finished top-level run of each DVC stage
     that has one, e.g. `cv@yolov8`: what a published run took, read from where it was logged."""
-    configure(cfg)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
-    if experiment is None:
-        return {}
     minutes = {}
     for stage in stages:
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.dvc_stage = '{stage}' and attributes.status = 'FINISHED'",
+        runs = _search_runs(
+            cfg,
+            dataset,
+            f"tags.dvc_stage = '{stage}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
         )
         top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -462,16 +464,9 @@ def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> 
 def find_run(cfg: DictConfig, dataset: str, tags: Mapping[str, str]) -> str | None:
     """The newest finished or running run of the dataset's experiment carrying all `tags`,
     preferring one of the current DVC experiment; None when the store has none."""
-    configure(cfg)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
-    if experiment is None:
-        return None
     clauses = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=" and ".join(clauses),
-        order_by=["attributes.start_time DESC"],
+    runs = _search_runs(
+        cfg, dataset, " and ".join(clauses), order_by=["attributes.start_time DESC"]
     )
     if not runs:
         return None
@@ -592,20 +587,15 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
     Test metrics never choose: the test split is for reporting. Idempotent: if that run is
     already a version, its number is returned. The version and the run are tagged with why.
     """
-    configure(cfg)
-    client = mlflow.MlflowClient()
     key = f"{SELECTED}val_{metric}"
     loss = f"{SELECTED}val_loss"
-    experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
-    runs = (
-        client.search_runs(
-            [experiment.experiment_id],
-            filter_string="attributes.status = 'FINISHED'",
-            order_by=[f"metrics.`{key}` DESC", "attributes.start_time DESC"],
-        )
-        if experiment
-        else []
+    runs = _search_runs(
+        cfg,
+        dataset,
+        "attributes.status = 'FINISHED'",
+        order_by=[f"metrics.`{key}` DESC", "attributes.start_time DESC"],
     )
+    client = mlflow.MlflowClient()
     candidates = [r for r in runs if key in r.data.metrics and MODEL_URI_TAG in r.data.tags]
     if not candidates:
         raise LookupError(
