@@ -8,16 +8,25 @@ the cropped images of the workspace (run `dvc repro` / `dvc exp run` first) and 
 `cv.folds >= 2`. Writes `reports/protocol/<dataset>.json` (both summaries per model, the
 overrides) and `.csv` / `.md` (the comparison table); models run before are kept, so models can
 be added one at a time. Not a DVC stage: a labelled comparison, like `compare_segmentation`.
+
+The subject-grouped side is the `cv@<model>` stage's own output when the workspace's `dvc.lock`
+proves it is the same run: the lock records exactly the params this comparison uses, its
+metrics file is the one on disk, its selection was fixed and its out-of-fold predictions cover
+this workspace's images. Then only the image-level CV trains (half the cost; a C-NMC CNN is
+about an hour on 2 cores); otherwise both sides train here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import manifest, paths
@@ -29,12 +38,59 @@ from pipeline.stages.common import log, model_config, stage
 # split.group_by value -> the protocol's name in the table.
 PROTOCOLS = {"subject": "subject-grouped", "none": "image-level (paper)"}
 # What each protocol keeps of the CV summary (the rest stays in reports/cv of a cv run).
-KEPT = ("folds", "repeats", "n", "accuracy_mean", "accuracy_std", "selection", "val_accuracy_mean")
+KEPT = (
+    "folds",
+    "repeats",
+    "n",
+    "accuracy_mean",
+    "accuracy_std",
+    "selection",
+    "val_accuracy_mean",
+    "source",
+)
 POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
 
 
 def protocol_path(dataset: str) -> Any:
     return paths.REPORTS / "protocol" / dataset
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def committed_grouped_cv(
+    frame: pd.DataFrame, cfg: DictConfig, model_name: str, lock: Path = Path("dvc.lock")
+) -> tuple[dict[str, Any] | None, str]:
+    """The `cv@<model>` stage's summary if the lock proves it is this comparison's grouped run.
+
+    Returns (summary or None, why): the reason names what differs, for the log.
+    """
+    stage_name = f"cv@{model_name}"
+    if not lock.exists():
+        return None, f"no {lock}"
+    entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage_name)
+    if entry is None:
+        return None, f"{lock} has no {stage_name}"
+    declared = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]["cv"]["params"]
+    recorded = entry.get("params", {}).get("params.yaml", {})
+    grouped = OmegaConf.merge(cfg, {"split": {"group_by": "subject"}})
+    for key in (k.replace("${item.model}", model_name) for k in declared):
+        now = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(grouped, key)}))
+        if key not in recorded or recorded[key] != now["v"]:
+            return None, f"{stage_name} in {lock} ran with other {key!r}"
+    metrics_file = paths.cv_metrics(cfg.dataset.name, model_name)
+    outs = {out["path"]: out.get("md5") for out in entry.get("outs", [])}
+    if not metrics_file.exists() or outs.get(metrics_file.as_posix()) != _md5(metrics_file):
+        return None, f"{metrics_file} is not the output {lock} records for {stage_name}"
+    summary = json.loads(metrics_file.read_text())
+    if summary.get("selection") != "fixed":
+        return None, f"{metrics_file} chose inside the folds (nested); this comparison does not"
+    tested = pd.read_csv(paths.cv_predictions(cfg.dataset.name, model_name))
+    tested = tested.loc[tested["part"] == "test", "id"]
+    if sorted(tested) != sorted(list(frame["id"]) * cfg.cv.repeats):
+        return None, f"{stage_name}'s test folds hold other images than this workspace's"
+    return summary, f"{stage_name} as recorded in {lock}"
 
 
 def compare(frame: pd.DataFrame, cfg: DictConfig, model_name: str) -> dict[str, dict[str, Any]]:
@@ -43,10 +99,18 @@ def compare(frame: pd.DataFrame, cfg: DictConfig, model_name: str) -> dict[str, 
 
     results = {}
     for group_by, label in PROTOCOLS.items():
-        protocol_cfg = OmegaConf.merge(cfg, {"split": {"group_by": group_by}})
-        summary, _ = crossval.cross_validate(
-            frame, protocol_cfg, model_name, f"protocol {model_name} {group_by}"
-        )
+        summary = None
+        if group_by == "subject":
+            summary, why = committed_grouped_cv(frame, cfg, model_name)
+            log.info("%s, %s: %s %s", model_name, label, "reused:" if summary else "trained:", why)
+        if summary is None:
+            protocol_cfg = OmegaConf.merge(cfg, {"split": {"group_by": group_by}})
+            summary, _ = crossval.cross_validate(
+                frame, protocol_cfg, model_name, f"protocol {model_name} {group_by}"
+            )
+            summary = {**summary, "source": "trained"}
+        else:
+            summary = {**summary, "source": f"cv@{model_name}"}
         log.info(
             "%s, %s: accuracy %.3f ± %.3f over folds, weighted F1 %.3f",
             model_name,

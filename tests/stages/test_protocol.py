@@ -1,10 +1,17 @@
 """The protocol comparison (subject-grouped vs image-level CV) on a tiny workspace."""
 
+import copy
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
+from pipeline import paths
 from pipeline.evaluate import crossval
 from pipeline.stages import protocol
 from tests.workspace import make_workspace, run_stage
@@ -20,14 +27,100 @@ def cropped(tmp_path_factory):
     return root
 
 
-def test_the_two_runs_differ_in_the_grouping_only(cfg, monkeypatch):
-    seen = []
-
+def fake_cross_validate(seen):
     def fake_cv(frame, run_cfg, model_name, run_name):
         seen.append(run_cfg)
         return {"accuracy_mean": 0.5, "accuracy_std": 0.1, "f1_weighted": 0.5}, None
 
-    monkeypatch.setattr(crossval, "cross_validate", fake_cv)
+    return fake_cv
+
+
+@pytest.fixture()
+def committed_cv(cfg, tmp_path, monkeypatch):
+    """A workspace whose dvc.lock records cv@svm_hog with exactly `cfg`'s params, and its outputs.
+
+    Returns the frame of its images and the lock (as a dict) to alter.
+    """
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(__file__).parents[2] / "dvc.yaml", tmp_path / "dvc.yaml")
+    frame = pd.DataFrame({"id": [f"cell{i}" for i in range(6)]})
+    predictions = pd.DataFrame(
+        {"id": [*frame["id"], "cell0"], "part": ["test"] * 6 + ["val"], "p_all": 0.5}
+    )
+    summary = {"selection": "fixed", "accuracy_mean": 0.7, "accuracy_std": 0.1}
+    summary |= {"f1_weighted": 0.7, "folds": 3, "repeats": 1, "n": 6}
+    metrics = paths.cv_metrics(cfg.dataset.name, "svm_hog")
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps(summary))
+    paths.cv_predictions(cfg.dataset.name, "svm_hog").parent.mkdir(parents=True)
+    predictions.to_csv(paths.cv_predictions(cfg.dataset.name, "svm_hog"), index=False)
+    declared = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]["cv"]["params"]
+    keys = [k.replace("${item.model}", "svm_hog") for k in declared]
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    recorded = {k: OmegaConf.select(OmegaConf.create(resolved), k) for k in keys}
+    recorded = {
+        k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in recorded.items()
+    }
+    md5 = hashlib.md5(metrics.read_bytes()).hexdigest()
+    lock = {
+        "stages": {
+            "cv@svm_hog": {
+                "params": {"params.yaml": recorded},
+                "outs": [{"path": metrics.as_posix(), "md5": md5}],
+            }
+        }
+    }
+
+    def write(lock=lock):
+        Path("dvc.lock").write_text(yaml.safe_dump(lock))
+
+    write()
+    return frame, lock, write
+
+
+def test_the_grouped_side_is_the_cv_stage_output_the_lock_proves(cfg, committed_cv, monkeypatch):
+    frame, _, _ = committed_cv
+    seen = []
+    monkeypatch.setattr(crossval, "cross_validate", fake_cross_validate(seen))
+    results = protocol.compare(frame, cfg, "svm_hog")
+    assert [c.split.group_by for c in seen] == ["none"]  # only the image-level side trained
+    assert results["subject"]["accuracy_mean"] == 0.7
+    assert results["subject"]["source"] == "cv@svm_hog"
+    assert results["none"]["source"] == "trained"
+
+
+@pytest.mark.parametrize(
+    ("alter", "named"),
+    [
+        (lambda cfg, lock, frame: OmegaConf.update(cfg, "models.svm_hog.C", 7.0), "models.svm_hog"),
+        (lambda cfg, lock, frame: OmegaConf.update(cfg, "seed", 1), "seed"),
+        (lambda cfg, lock, frame: lock["stages"].clear(), "has no cv@svm_hog"),
+        (
+            lambda cfg, lock, frame: lock["stages"]["cv@svm_hog"]["outs"][0].update(md5="0"),
+            "is not the output",
+        ),
+        (lambda cfg, lock, frame: frame.drop(index=0, inplace=True), "other images"),
+    ],
+)
+def test_the_grouped_side_trains_when_the_lock_does_not_prove_it(
+    cfg, committed_cv, monkeypatch, alter, named
+):
+    frame, lock, write = committed_cv
+    cfg = copy.deepcopy(cfg)  # the fixture is shared
+    alter(cfg, lock, frame)
+    write(lock)
+    summary, why = protocol.committed_grouped_cv(frame, cfg, "svm_hog")
+    assert summary is None and named in why
+    seen = []
+    monkeypatch.setattr(crossval, "cross_validate", fake_cross_validate(seen))
+    protocol.compare(frame, cfg, "svm_hog")
+    assert [c.split.group_by for c in seen] == ["subject", "none"]
+
+
+def test_the_two_runs_differ_in_the_grouping_only(cfg, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no dvc.lock: both sides train
+    seen = []
+    monkeypatch.setattr(crossval, "cross_validate", fake_cross_validate(seen))
     results = protocol.compare(pd.DataFrame(), cfg, "svm_hog")
     assert list(results) == ["subject", "none"]
     assert [c.split.group_by for c in seen] == ["subject", "none"]
