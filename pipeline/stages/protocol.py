@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from pipeline.config import ConfigError
 from pipeline.io import atomic_write_json, atomic_write_text
 from pipeline.report.table import format_ci
 from pipeline.stages.common import log, model_config, stage
+from pipeline.stages.snapshot import code_and_machine
 
 # split.group_by value -> the protocol's name in the table.
 PROTOCOLS = {"subject": "subject-grouped", "none": "image-level (paper)"}
@@ -47,6 +49,7 @@ KEPT = (
     "selection",
     "val_accuracy_mean",
     "source",
+    "source_lock_entry",
 )
 POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
 
@@ -90,7 +93,8 @@ def committed_grouped_cv(
     tested = tested.loc[tested["part"] == "test", "id"]
     if sorted(tested) != sorted(list(frame["id"]) * cfg.cv.repeats):
         return None, f"{stage_name}'s test folds hold other images than this workspace's"
-    return summary, f"{stage_name} as recorded in {lock}"
+    reused = {**summary, "source": stage_name, "source_lock_entry": entry}
+    return reused, f"{stage_name} as recorded in {lock}"
 
 
 def compare(frame: pd.DataFrame, cfg: DictConfig, model_name: str) -> dict[str, dict[str, Any]]:
@@ -109,8 +113,6 @@ def compare(frame: pd.DataFrame, cfg: DictConfig, model_name: str) -> dict[str, 
                 frame, protocol_cfg, model_name, f"protocol {model_name} {group_by}"
             )
             summary = {**summary, "source": "trained"}
-        else:
-            summary = {**summary, "source": f"cv@{model_name}"}
         log.info(
             "%s, %s: accuracy %.3f ± %.3f over folds, weighted F1 %.3f",
             model_name,
@@ -177,6 +179,8 @@ def run(cfg: DictConfig, *model_names: str) -> None:
         else {"dataset": dataset, "models": {}}
     )
     for name in model_names:
+        started = time.monotonic()
+        sides = compare(frame, cfg, name)
         record["models"][name] = {
             "settings": {
                 "cv.folds": cfg.cv.folds,
@@ -186,7 +190,11 @@ def run(cfg: DictConfig, *model_names: str) -> None:
                 "train.threads": cfg.train.threads,
                 f"models.{name}": OmegaConf.to_container(cfg.models[name], resolve=True),
             },
-            **{g: _kept(s) for g, s in compare(frame, cfg, name).items()},
+            **{g: _kept(s) for g, s in sides.items()},
+            "provenance": {
+                **code_and_machine(),
+                "wall_minutes": round((time.monotonic() - started) / 60, 2),  # trained sides
+            },
         }
         table = protocol_table(
             {m: {g: v[g] for g in PROTOCOLS} for m, v in record["models"].items()}

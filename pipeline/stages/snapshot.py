@@ -40,6 +40,15 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def code_and_machine() -> dict[str, object]:
+    """Which code ran, where: the fields every published result records."""
+    return {
+        "git_revision": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+
 def _kept_stages(lock: dict, patterns: Sequence[str]) -> dict:
     """The lock's stages matching any of `patterns` (fnmatch); a pattern matching none is an
     error naming it."""
@@ -118,14 +127,12 @@ def snapshot(
         provenance = {
             "experiment": name,
             "dataset": dataset,
-            "git_revision": _git("rev-parse", "HEAD"),
-            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            **code_and_machine(),
             "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
             "stages": sorted(kept["stages"]) if kept is not None else "all",
             "dataset_root": str(cfg.dataset.root),
             "train_device": str(cfg.train.device),
             "train_threads": cfg.train.threads,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_minutes": wall_minutes,  # the newest finished MLflow run of each stage
             "note": note,

@@ -86,6 +86,7 @@ def test_the_grouped_side_is_the_cv_stage_output_the_lock_proves(cfg, committed_
     assert [c.split.group_by for c in seen] == ["none"]  # only the image-level side trained
     assert results["subject"]["accuracy_mean"] == 0.7
     assert results["subject"]["source"] == "cv@svm_hog"
+    assert results["subject"]["source_lock_entry"]["outs"][0]["path"].endswith("svm_hog.json")
     assert results["none"]["source"] == "trained"
 
 
@@ -157,6 +158,7 @@ def test_writes_both_protocols_and_keeps_models_run_before(cropped, monkeypatch)
     assert set(record["models"]) == {"earlier", "svm_hog"}
     run = record["models"]["svm_hog"]
     assert run["settings"]["cv.folds"] == 3
+    assert "git_revision" in run["provenance"] and run["provenance"]["wall_minutes"] >= 0
     for group_by in protocol.PROTOCOLS:
         assert run[group_by]["folds"] == 3 and run[group_by]["n"] > 0
         low, high = run[group_by]["accuracy_ci_low"], run[group_by]["accuracy_ci_high"]
