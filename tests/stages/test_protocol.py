@@ -177,3 +177,26 @@ def test_bad_requests_fail_with_one_line_naming_the_key(tmp_path, capsys, args, 
     assert run_stage(root, "protocol", *args) == 1
     assert named in capsys.readouterr().err
     assert not (root / "reports" / "protocol").exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = sorted((REPO / "reports" / "protocol").glob("*.json"))
+
+
+@pytest.mark.parametrize("record_path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_a_committed_reused_grouped_side_is_the_committed_cv_it_names(record_path):
+    """A comparison whose grouped side came from cv@<model> goes stale when that CV is re-run:
+    its lock entry must still name the committed metrics file, and the figures must be its."""
+    record = json.loads(record_path.read_text())
+    reused = {m: v["subject"] for m, v in record["models"].items() if v["subject"].get("source")}
+    reused = {m: s for m, s in reused.items() if s["source"] != "trained"}
+    for model, grouped in reused.items():
+        metrics = REPO / paths.cv_metrics(record["dataset"], model)
+        if "source_lock_entry" in grouped:  # recorded since 019a06d
+            recorded = {o["path"]: o["md5"] for o in grouped["source_lock_entry"]["outs"]}
+            assert recorded[paths.cv_metrics(record["dataset"], model).as_posix()] == (
+                hashlib.md5(metrics.read_bytes()).hexdigest()
+            ), f"{model}: cv@{model} was re-run after the comparison; re-run the protocol"
+        committed = json.loads(metrics.read_text())
+        for key in ("accuracy", "accuracy_mean", "f1_weighted", "roc_auc", "n", "folds"):
+            assert grouped[key] == committed[key], (model, key)
