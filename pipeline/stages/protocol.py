@@ -62,6 +62,12 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def lock_param(cfg: DictConfig, key: str) -> Any:
+    """`key`'s value as `dvc.lock` records a param: plain containers, interpolations resolved."""
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def committed_grouped_cv(
     frame: pd.DataFrame, cfg: DictConfig, model_name: str, lock: Path = Path("dvc.lock")
 ) -> tuple[dict[str, Any] | None, str]:
@@ -79,8 +85,7 @@ def committed_grouped_cv(
     recorded = entry.get("params", {}).get("params.yaml", {})
     grouped = OmegaConf.merge(cfg, {"split": {"group_by": "subject"}})
     for key in (k.replace("${item.model}", model_name) for k in declared):
-        now = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(grouped, key)}))
-        if key not in recorded or recorded[key] != now["v"]:
+        if key not in recorded or recorded[key] != lock_param(grouped, key):
             return None, f"{stage_name} in {lock} ran with other {key!r}"
     metrics_file = paths.cv_metrics(cfg.dataset.name, model_name)
     outs = {out["path"]: out.get("md5") for out in entry.get("outs", [])}

@@ -56,11 +56,7 @@ def committed_cv(cfg, tmp_path, monkeypatch):
     predictions.to_csv(paths.cv_predictions(cfg.dataset.name, "svm_hog"), index=False)
     declared = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]["cv"]["params"]
     keys = [k.replace("${item.model}", "svm_hog") for k in declared]
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    recorded = {k: OmegaConf.select(OmegaConf.create(resolved), k) for k in keys}
-    recorded = {
-        k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in recorded.items()
-    }
+    recorded = {k: protocol.lock_param(cfg, k) for k in keys}
     md5 = hashlib.md5(metrics.read_bytes()).hexdigest()
     lock = {
         "stages": {
@@ -200,3 +196,10 @@ def test_a_committed_reused_grouped_side_is_the_committed_cv_it_names(record_pat
         committed = json.loads(metrics.read_text())
         for key in ("accuracy", "accuracy_mean", "f1_weighted", "roc_auc", "n", "folds"):
             assert grouped[key] == committed[key], (model, key)
+
+
+def test_lock_param_reads_a_param_as_dvc_recorded_it_in_the_committed_lock(cfg):
+    """The committed dvc.lock was written by DVC from params.yaml (= the composed defaults)."""
+    recorded = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]["cv@svm_hog"]
+    for key, value in recorded["params"]["params.yaml"].items():
+        assert protocol.lock_param(cfg, key) == value, key
