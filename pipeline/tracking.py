@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import platform
 import signal
 import subprocess
 import threading
@@ -223,15 +224,26 @@ def display_name(name: str) -> str:
     return f"{name} · {experiment}" if experiment else name
 
 
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
 def git_commit() -> str:
     """HEAD of the working directory's repo (a `dvc exp run --temp` copy is one), or 'unknown'."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+    return _git("rev-parse", "HEAD") or "unknown"
+
+
+def code_and_machine() -> dict[str, object]:
+    """Which code ran, where: the fields every published result (snapshot, protocol) records."""
+    return {
+        "git_revision": git_commit(),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
 
 
 def flatten_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline import manifest, paths
-from pipeline.io import file_sha256
+from pipeline.io import file_digest
 from tests.workspace import copy_workspace, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def workspace(demo_workspace, tmp_path, monkeypatch) -> Path:
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 of every file under artifacts/ and models/ (the outputs a failure must not touch)."""
     return {
-        str(p.relative_to(root)): file_sha256(p)
+        str(p.relative_to(root)): file_digest(p)
         for part in ("artifacts", "models")
         for p in sorted((root / part).rglob("*"))
         if p.is_file()

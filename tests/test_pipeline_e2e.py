@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.evaluate.holdout import predict_split
 from pipeline.evaluate.metrics import compute_metrics
-from pipeline.io import file_sha256, folder_digest
+from pipeline.io import file_digest, folder_digest
 from pipeline.labels import y_true
 from pipeline.manifest import read
 from pipeline.models import load_model
@@ -27,7 +27,7 @@ def test_every_model_has_metrics_plots_and_a_report(demo_workspace):
         assert metrics["model_digest"] == folder_digest(
             demo_workspace / paths.model_dir("synthetic", model)
         )
-        assert metrics["data_digest"] == file_sha256(
+        assert metrics["data_digest"] == file_digest(
             demo_workspace / paths.prepared("synthetic") / "manifest.csv"
         )
         plots = demo_workspace / paths.plots("synthetic", model)

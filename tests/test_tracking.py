@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -304,3 +305,30 @@ def test_the_champion_is_chosen_on_validation_never_on_test(cfg, tmp_path):
 def test_register_best_without_candidates_says_why(cfg):
     with pytest.raises(LookupError, match="selected_val_accuracy"):
         tracking.register_best(cfg, "empty")
+
+
+def test_code_and_machine_names_the_commit_and_whether_tracked_files_changed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    subprocess.run([*git, "add", "params.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    (tmp_path / "untracked.txt").write_text("not part of the code")
+
+    clean = tracking.code_and_machine()
+    assert clean["git_revision"] == head.strip()
+    assert clean["git_dirty"] is False
+    assert clean["machine"]["cpus"] == os.cpu_count()
+
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    assert tracking.code_and_machine()["git_dirty"] is True
+
+
+def test_code_and_machine_outside_a_repository_says_unknown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    found = tracking.code_and_machine()
+    assert found["git_revision"] == "unknown"
+    assert found["git_dirty"] is False

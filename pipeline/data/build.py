@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.config import ADAPTERS, ConfigError
 from pipeline.data.adapters import Listing, read_all_idb2, read_cnmc, read_folder
-from pipeline.io import BadInputError, ImageReadError, file_sha256, read_image
+from pipeline.io import BadInputError, ImageReadError, file_digest, read_image
 from pipeline.labels import CLASSES
 from pipeline.manifest import COLUMNS, validate
 from pipeline.parallel import parallel_map
@@ -49,7 +49,7 @@ def inspect_image(path: str) -> tuple[str, str | None]:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         read_image(path)
-        return file_sha256(path), None
+        return file_digest(path), None
     except (ImageReadError, OSError, cv2.error) as exc:
         return "", str(exc) if isinstance(exc, ImageReadError) else f"{path}: {exc}"
 

@@ -21,7 +21,7 @@ from pipeline import manifest, paths, tracking
 from pipeline.evaluate.explain import write_overlays
 from pipeline.evaluate.metrics import collapse_warning, compute_metrics
 from pipeline.evaluate.plots import write_plot_data
-from pipeline.io import atomic_path, atomic_write_json, file_sha256, folder_digest, read_image
+from pipeline.io import atomic_path, atomic_write_json, file_digest, folder_digest, read_image
 from pipeline.labels import y_true
 from pipeline.models.base import Classifier, load_model
 
@@ -79,7 +79,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
         # no `source`: absolute paths would make this committed file differ between clones
         test[PREDICTION_COLUMNS].assign(p_all=p_all).to_csv(staged / "predictions.csv", index=False)
     digest = folder_digest(model_dir)
-    metrics.update(model_digest=digest, data_digest=file_sha256(manifest_path))
+    metrics.update(model_digest=digest, data_digest=file_digest(manifest_path))
     atomic_write_json(paths.metrics(dataset, model_name), metrics)
     if metrics["collapsed"]:
         log.warning(collapse_warning(model_name, metrics))

@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, validate
-from pipeline.io import file_sha256
+from pipeline.io import file_digest
 
 # Candidates may only change what acts inside a fold. Segmentation, crop and dataset are
 # upstream stages: vary those with `dvc exp run -S ...` instead.
@@ -92,7 +92,7 @@ def data_digest(frame: pd.DataFrame) -> str:
     labels and groups (the manifest's sha256 is the source's, which re-segmenting keeps)."""
     digest = hashlib.sha256()
     for row in frame[["id", "label", "group", "path"]].itertuples(index=False):
-        digest.update(f"{row.id}|{row.label}|{row.group}|{file_sha256(row.path)}\n".encode())
+        digest.update(f"{row.id}|{row.label}|{row.group}|{file_digest(row.path)}\n".encode())
     return digest.hexdigest()
 
 

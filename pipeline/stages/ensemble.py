@@ -26,7 +26,7 @@ from pipeline import paths, tracking
 from pipeline.evaluate import crossval
 from pipeline.evaluate.holdout import evaluate_model
 from pipeline.inference import save_preprocessing
-from pipeline.io import atomic_path, file_sha256, folder_digest
+from pipeline.io import atomic_path, file_digest, folder_digest
 from pipeline.models import EnsembleClassifier, load_model
 from pipeline.stages.common import log, stage
 from pipeline.stages.ensemble_member import recorded_folder
@@ -77,7 +77,7 @@ def single_split(cfg, members: list[str]) -> None:
     started = time.perf_counter()
     history = [ensemble.score_split(data_dir, "val")]
     final = paths.model_dir(dataset, NAME)
-    data_hash = file_sha256(data_dir / "manifest.csv")
+    data_hash = file_digest(data_dir / "manifest.csv")
     with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, dataset_hash=data_hash):
         with atomic_path(final) as staged:
             ensemble.save(staged)

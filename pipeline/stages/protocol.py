@@ -18,7 +18,6 @@ about an hour on 2 cores); otherwise both sides train here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -32,10 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.io import atomic_write_json, atomic_write_text, file_digest
 from pipeline.report.table import format_ci
 from pipeline.stages.common import log, model_config, stage
-from pipeline.stages.snapshot import code_and_machine
+from pipeline.tracking import code_and_machine
 
 # split.group_by value -> the protocol's name in the table.
 PROTOCOLS = {"subject": "subject-grouped", "none": "image-level (paper)"}
@@ -56,10 +55,6 @@ POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
 
 def protocol_path(dataset: str) -> Any:
     return paths.REPORTS / "protocol" / dataset
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def lock_param(cfg: DictConfig, key: str) -> Any:
@@ -89,7 +84,8 @@ def committed_grouped_cv(
             return None, f"{stage_name} in {lock} ran with other {key!r}"
     metrics_file = paths.cv_metrics(cfg.dataset.name, model_name)
     outs = {out["path"]: out.get("md5") for out in entry.get("outs", [])}
-    if not metrics_file.exists() or outs.get(metrics_file.as_posix()) != _md5(metrics_file):
+    recorded_md5 = outs.get(metrics_file.as_posix())
+    if not metrics_file.exists() or recorded_md5 != file_digest(metrics_file, "md5"):
         return None, f"{metrics_file} is not the output {lock} records for {stage_name}"
     summary = json.loads(metrics_file.read_text())
     if summary.get("selection") != "fixed":

@@ -19,9 +19,7 @@ import argparse
 import fnmatch
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,20 +31,6 @@ from pipeline import config, paths, tracking
 from pipeline.io import atomic_path
 
 EXPERIMENTS = paths.REPORTS / "experiments"
-
-
-def _git(*args: str) -> str | None:
-    done = subprocess.run(["git", *args], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def code_and_machine() -> dict[str, object]:
-    """Which code ran, where: the fields every published result records."""
-    return {
-        "git_revision": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-    }
 
 
 def _kept_stages(lock: dict, patterns: Sequence[str]) -> dict:
@@ -127,7 +111,7 @@ def snapshot(
         provenance = {
             "experiment": name,
             "dataset": dataset,
-            **code_and_machine(),
+            **tracking.code_and_machine(),
             "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
             "stages": sorted(kept["stages"]) if kept is not None else "all",
             "dataset_root": str(cfg.dataset.root),

@@ -11,7 +11,7 @@ import time
 
 from pipeline import manifest, paths, tracking
 from pipeline.inference import save_preprocessing
-from pipeline.io import atomic_path, file_sha256, folder_digest
+from pipeline.io import atomic_path, file_digest, folder_digest
 from pipeline.models.base import build_model
 from pipeline.stages.common import log, model_config, stage
 from pipeline.train.context import TrainContext
@@ -27,7 +27,7 @@ def run(cfg, model_name: str) -> None:
     data_dir = paths.prepared(dataset)
     tracking.check_reachable(cfg)
     tracking.close_stale_runs(cfg, dataset, model_name)
-    data_hash = file_sha256(data_dir / "manifest.csv")
+    data_hash = file_digest(data_dir / "manifest.csv")
     with tracking.start_run(
         cfg,
         dataset=dataset,

@@ -7,13 +7,13 @@ import pytest
 
 from pipeline.data import build_manifest
 from pipeline.data.synthetic import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS, generate_demo
-from pipeline.io import file_sha256, read_image
+from pipeline.io import file_digest, read_image
 
 DEMO = {"n_per_class": 6, "smear_side": 64, "cnmc_side": 48, "cnmc_subjects": 2, "difficulty": 1.0}
 
 
 def hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): file_sha256(p) for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(folder)): file_digest(p) for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
