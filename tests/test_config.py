@@ -97,9 +97,10 @@ def test_stages_read_the_params_of_the_folder_they_run_in(tmp_path, monkeypatch)
     assert load().segment.method == "otsu"
 
 
-@pytest.mark.parametrize(
-    "experiment", sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
-)
+EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_builds_its_models(experiment):
     from omegaconf import OmegaConf
 
@@ -110,13 +111,14 @@ def test_every_experiment_builds_its_models(experiment):
         assert build_model(OmegaConf.to_container(section, resolve=True)).config["name"] == name
 
 
-def test_every_tuning_grid_names_real_keys_and_valid_values():
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+def test_every_tuning_grid_names_real_keys_and_valid_values(experiment):
     from omegaconf import OmegaConf
 
     from pipeline.evaluate.tuning import apply_candidate, expand_grid
     from pipeline.models import build_model
 
-    cfg = compose()
+    cfg = compose([f"experiment={experiment}"] if experiment else [])
     grids = OmegaConf.to_container(cfg.tune.grids)
     assert grids
     for model, grid in grids.items():
