@@ -10,6 +10,7 @@ the metrics of the pooled out-of-fold predictions.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +29,20 @@ from pipeline.io import atomic_path, atomic_write_json, read_image
 from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, called_all, y_true
 from pipeline.models.base import build_model
 from pipeline.preprocess.augment import augmented_table, materialise, plan_augmentation
-from pipeline.preprocess.split import check_split, grouped_folds, hold_out, split_groups
+from pipeline.preprocess.split import (
+    IMAGE_LEVEL_WARNING,
+    check_split,
+    grouped_folds,
+    hold_out,
+    split_groups,
+)
 from pipeline.train.context import TrainContext
 from pipeline.train.history import selected_epoch
 
 PREDICTION_COLUMNS = ["id", "label", "group", "repeat", "fold", "part", "p_all"]
 WRITTEN_COLUMNS = [*PREDICTION_COLUMNS[:-1], "candidate", "p_all"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ def make_folds(
         raise ConfigError(
             f"split.val / (split.train + split.val) must be in (0, 1) for CV, got {val_fraction}"
         )
+    if group_by == "none":
+        log.warning("cv: %s", IMAGE_LEVEL_WARNING)
     frame = frame.reset_index(drop=True)
     groups = split_groups(frame, group_by).reset_index(drop=True)
     if groups.nunique() < folds:

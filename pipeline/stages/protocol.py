@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
 from pipeline.io import atomic_write_json, atomic_write_text, file_digest
+from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
 from pipeline.report.table import format_ci
 from pipeline.stages.common import log, model_config, stage
 from pipeline.tracking import code_and_machine
@@ -155,6 +156,15 @@ def protocol_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd
     return pd.DataFrame(rows)
 
 
+def protocol_markdown(table: pd.DataFrame) -> str:
+    """The table under the warning that its image-level rows are not a new patient's score."""
+    return (
+        f"**Warning:** {IMAGE_LEVEL_WARNING}. The image-level rows measure how much ignoring "
+        "subjects inflates a model; the subject-grouped rows are its score on a patient it has "
+        "not seen.\n\n" + table.to_markdown(index=False) + "\n"
+    )
+
+
 def _kept(summary: Mapping[str, Any]) -> dict[str, Any]:
     keys = [*KEPT, *(f"{m}{s}" for m in POOLED for s in ("", "_ci_low", "_ci_high"))]
     return {key: summary.get(key) for key in keys}
@@ -202,7 +212,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
         )
         atomic_write_json(out.with_suffix(".json"), record)  # after each model: none is lost
         atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
-        atomic_write_text(out.with_suffix(".md"), table.to_markdown(index=False) + "\n")
+        atomic_write_text(out.with_suffix(".md"), protocol_markdown(table))
     log.info("protocol comparison written to %s.{json,csv,md}:\n%s", out, table.to_string())
 
 

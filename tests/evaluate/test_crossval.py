@@ -204,3 +204,14 @@ def test_committed_ensemble_cv_is_the_mean_of_its_members_committed_predictions(
             ]
         )
         np.testing.assert_allclose(fold.to_numpy(), (w / w.sum()) @ stacked, rtol=1e-12)
+
+
+def test_image_level_folds_are_warned_about_and_subject_grouped_ones_are_not(caplog):
+    data = frame()
+    data["sha256"] = data["id"]  # image-level grouping keeps only byte-identical files together
+    with caplog.at_level("WARNING", logger="pipeline.evaluate.crossval"):
+        make_folds(data, folds=3, repeats=1, seed=0, val_fraction=0.2)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="pipeline.evaluate.crossval"):
+        make_folds(data, folds=3, repeats=1, seed=0, val_fraction=0.2, group_by="none")
+    assert "image-level protocol" in caplog.text

@@ -161,7 +161,9 @@ def test_writes_both_protocols_and_keeps_models_run_before(cropped, monkeypatch)
         assert low < high
     table = pd.read_csv(out.with_suffix(".csv"))
     assert len(table) == 4 and set(table["model"]) == {"earlier", "svm_hog"}
-    assert "image-level (paper)" in out.with_suffix(".md").read_text()
+    report = out.with_suffix(".md").read_text()
+    assert "image-level (paper)" in report
+    assert report.startswith("**Warning:**") and "image-level protocol" in report
 
 
 @pytest.mark.parametrize(
