@@ -50,12 +50,19 @@ KEPT = (
     "val_accuracy_mean",
     "source",
     "source_lock_entry",
+    "predictions",
 )
 POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
 
 
 def protocol_path(dataset: str) -> Any:
     return paths.REPORTS / "protocol" / dataset
+
+
+def predictions_path(dataset: str, model_name: str, group_by: str) -> Path:
+    """A trained side's out-of-fold P(ALL), kept so that its figures can be recomputed and
+    an ensemble's side averaged without retraining (a reused side's are the cv stage's)."""
+    return protocol_path(dataset) / model_name / f"{group_by}.csv"
 
 
 def lock_param(cfg: DictConfig, key: str) -> Any:
@@ -91,11 +98,13 @@ def committed_grouped_cv(
     summary = json.loads(metrics_file.read_text())
     if summary.get("selection") != "fixed":
         return None, f"{metrics_file} chose inside the folds (nested); this comparison does not"
-    tested = pd.read_csv(paths.cv_predictions(cfg.dataset.name, model_name))
+    predictions = paths.cv_predictions(cfg.dataset.name, model_name)
+    tested = pd.read_csv(predictions)
     tested = tested.loc[tested["part"] == "test", "id"]
     if sorted(tested) != sorted(list(frame["id"]) * cfg.cv.repeats):
         return None, f"{stage_name}'s test folds hold other images than this workspace's"
     reused = {**summary, "source": stage_name, "source_lock_entry": entry}
+    reused["predictions"] = predictions.as_posix()
     return reused, f"{stage_name} as recorded in {lock}"
 
 
@@ -111,10 +120,15 @@ def compare(frame: pd.DataFrame, cfg: DictConfig, model_name: str) -> dict[str, 
             log.info("%s, %s: %s %s", model_name, label, "reused:" if summary else "trained:", why)
         if summary is None:
             protocol_cfg = OmegaConf.merge(cfg, {"split": {"group_by": group_by}})
-            summary, _ = crossval.cross_validate(
+            summary, predictions = crossval.cross_validate(
                 frame, protocol_cfg, model_name, f"protocol {model_name} {group_by}"
             )
-            summary = {**summary, "source": "trained"}
+            saved = None
+            if predictions is not None:
+                saved = predictions_path(cfg.dataset.name, model_name, group_by)
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(saved, predictions.to_csv(index=False))
+            summary = {**summary, "source": "trained", "predictions": saved and saved.as_posix()}
         log.info(
             "%s, %s: accuracy %.3f ± %.3f over folds, weighted F1 %.3f",
             model_name,

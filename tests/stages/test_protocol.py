@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from pipeline import paths
 from pipeline.evaluate import crossval
+from pipeline.labels import called_all, y_true
 from pipeline.stages import protocol
 from tests.workspace import make_workspace, run_stage
 
@@ -83,6 +84,10 @@ def test_the_grouped_side_is_the_cv_stage_output_the_lock_proves(cfg, committed_
     assert results["subject"]["accuracy_mean"] == 0.7
     assert results["subject"]["source"] == "cv@svm_hog"
     assert results["subject"]["source_lock_entry"]["outs"][0]["path"].endswith("svm_hog.json")
+    assert (
+        results["subject"]["predictions"]
+        == paths.cv_predictions(cfg.dataset.name, "svm_hog").as_posix()
+    )
     assert results["none"]["source"] == "trained"
 
 
@@ -159,6 +164,12 @@ def test_writes_both_protocols_and_keeps_models_run_before(cropped, monkeypatch)
         assert run[group_by]["folds"] == 3 and run[group_by]["n"] > 0
         low, high = run[group_by]["accuracy_ci_low"], run[group_by]["accuracy_ci_high"]
         assert low < high
+        kept = pd.read_csv(cropped / run[group_by]["predictions"])  # both sides trained here
+        tested = kept[kept["part"] == "test"]
+        images = pd.read_csv(cropped / paths.cropped("synthetic") / "manifest.csv")
+        assert sorted(tested["id"]) == sorted(images["id"])
+        accuracy = (called_all(tested["p_all"]) == y_true(tested["label"])).mean()
+        assert accuracy == pytest.approx(run[group_by]["accuracy"])
     table = pd.read_csv(out.with_suffix(".csv"))
     assert len(table) == 4 and set(table["model"]) == {"earlier", "svm_hog"}
     report = out.with_suffix(".md").read_text()
