@@ -123,12 +123,10 @@ def compare(frame: pd.DataFrame, cfg: DictConfig, model_name: str) -> dict[str, 
             summary, predictions = crossval.cross_validate(
                 frame, protocol_cfg, model_name, f"protocol {model_name} {group_by}"
             )
-            saved = None
-            if predictions is not None:
-                saved = predictions_path(cfg.dataset.name, model_name, group_by)
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(saved, predictions.to_csv(index=False))
-            summary = {**summary, "source": "trained", "predictions": saved and saved.as_posix()}
+            saved = predictions_path(cfg.dataset.name, model_name, group_by)
+            table = predictions.reindex(columns=crossval.WRITTEN_COLUMNS)  # the cv stage's
+            atomic_write_text(saved, table.to_csv(index=False))
+            summary = {**summary, "source": "trained", "predictions": saved.as_posix()}
         log.info(
             "%s, %s: accuracy %.3f ± %.3f over folds, weighted F1 %.3f",
             model_name,

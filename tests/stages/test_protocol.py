@@ -31,7 +31,8 @@ def cropped(tmp_path_factory):
 def fake_cross_validate(seen):
     def fake_cv(frame, run_cfg, model_name, run_name):
         seen.append(run_cfg)
-        return {"accuracy_mean": 0.5, "accuracy_std": 0.1, "f1_weighted": 0.5}, None
+        summary = {"accuracy_mean": 0.5, "accuracy_std": 0.1, "f1_weighted": 0.5}
+        return summary, pd.DataFrame(columns=crossval.PREDICTION_COLUMNS)
 
     return fake_cv
 
@@ -165,6 +166,7 @@ def test_writes_both_protocols_and_keeps_models_run_before(cropped, monkeypatch)
         low, high = run[group_by]["accuracy_ci_low"], run[group_by]["accuracy_ci_high"]
         assert low < high
         kept = pd.read_csv(cropped / run[group_by]["predictions"])  # both sides trained here
+        assert list(kept.columns) == crossval.WRITTEN_COLUMNS  # the cv stage's layout
         tested = kept[kept["part"] == "test"]
         images = pd.read_csv(cropped / paths.cropped("synthetic") / "manifest.csv")
         assert sorted(tested["id"]) == sorted(images["id"])
