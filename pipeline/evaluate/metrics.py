@@ -9,9 +9,13 @@ Intervals (95% by default), never zero-width from a finite sample:
   duplicates) the interval is widened to the group bootstrap's when that is wider, since
   cells of one subject are not independent draws;
 - F1, weighted F1, balanced accuracy, ROC-AUC: a percentile bootstrap that resamples whole
-  groups within each class (every image its own group when no groups are given). Where the
-  bootstrap cannot vary (a perfect score, or one group per class) the interval is the exact
-  binomial one over the smaller class's number of groups, the independent units there are.
+  groups within each class (every image its own group when no groups are given). A class
+  with no error (recall or specificity 1) or no hit (0) cannot vary in any resample, so the
+  bootstrap alone would leave that class's uncertainty out: F1, weighted F1 and balanced
+  accuracy are widened to cover their values with such a rate at its exact bound (e.g.
+  recall 15/15 at 78.2%). Where the bootstrap still cannot vary (ROC-AUC of a perfect
+  ranking, one group per class) the interval is the exact binomial one over the smaller
+  class's number of groups, the independent units there are.
 
 The bootstrap recomputes the metrics from resampled confusion counts and rank sums in NumPy
 (1000 resamples x 8 scikit-learn calls would take seconds per model); a test checks both agree
@@ -89,20 +93,24 @@ def compute_metrics(
     units = _units_per_class(y, group_ids)
     successes = {"accuracy": (tp + tn, len(y)), "precision": (tp, tp + fp),
                  "recall": (tp, tp + fn), "specificity": (tn, tn + fp)}  # fmt: skip
-    for name in METRICS:
+    for name in PROPORTIONS:
+        low, high = exact_interval(*successes[name], confidence)
+        if clustered:
+            b_low, b_high = _percentile(boot[name], alpha)
+            low, high = min(low, b_low), max(high, b_high)
+        result[f"{name}_ci_low"], result[f"{name}_ci_high"] = low, high
+    corners = _boundary_corners(tp, fp, tn, fn, result)
+    for name in (m for m in METRICS if m not in PROPORTIONS):
         value = result[name]
         if value is None:
-            low = high = None
-        elif name in PROPORTIONS:
-            low, high = exact_interval(*successes[name], confidence)
-            if clustered:
-                b_low, b_high = _percentile(boot[name], alpha)
-                low, high = min(low, b_low), max(high, b_high)
-        else:
-            low, high = _percentile(boot[name], alpha)
-            if high - low <= 0:  # the bootstrap cannot vary: fall back on the exact bound
-                n_units = max(1, min(units))
-                low, high = exact_interval(round(value * n_units), n_units, confidence)
+            result[f"{name}_ci_low"] = result[f"{name}_ci_high"] = None
+            continue
+        low, high = _percentile(boot[name], alpha)
+        if name in corners:  # a per-class rate the bootstrap cannot vary
+            low, high = min(low, *corners[name]), max(high, *corners[name])
+        if high - low <= 0:  # the bootstrap cannot vary: fall back on the exact bound
+            n_units = max(1, min(units))
+            low, high = exact_interval(round(value * n_units), n_units, confidence)
         result[f"{name}_ci_low"], result[f"{name}_ci_high"] = low, high
 
     result.update(tp=tp, fp=fp, tn=tn, fn=fn, n=len(y), n_groups=int(len(np.unique(group_ids))))
@@ -131,6 +139,31 @@ def exact_interval(successes: int, trials: int, confidence: float) -> tuple[floa
         return 0.0, 1.0
     ci = binomtest(int(successes), int(trials)).proportion_ci(confidence, method="exact")
     return float(ci.low), float(ci.high)
+
+
+def _boundary_corners(
+    tp: int, fp: int, tn: int, fn: int, intervals: Mapping[str, Number | bool]
+) -> dict[str, np.ndarray]:
+    """F1, weighted F1 and balanced accuracy at the corners of the box that moves each
+    per-class rate stuck at 0 or 1 to its exact bound (`intervals` holds recall's and
+    specificity's); empty when no rate is stuck.
+
+    The metrics rise with both rates, so the corners are their extremes over the box.
+    """
+    axes, stuck = [], False
+    for rate, hits, misses in (("recall", tp, fn), ("specificity", tn, fp)):
+        value = hits / (hits + misses) if hits + misses else 0.0
+        axis = [value]
+        if hits + misses and value in (0.0, 1.0):
+            axis.append(float(intervals[f"{rate}_ci_{'low' if value == 1.0 else 'high'}"]))
+            stuck = True
+        axes.append(axis)
+    if not stuck:
+        return {}
+    recall, specificity = (grid.ravel() for grid in np.meshgrid(*axes))
+    n_pos, n_neg = np.full(len(recall), tp + fn), np.full(len(recall), tn + fp)
+    corner = _from_counts(recall * n_pos, (1 - specificity) * n_neg, n_pos, n_neg)
+    return {name: corner[name] for name in ("f1", "f1_weighted", "balanced_accuracy")}
 
 
 def _percentile(values: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -223,18 +256,28 @@ def bootstrap_replicates(
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     called = (p >= threshold).astype(float)
     n_pos, n_neg = weights[:, pos].sum(axis=1), weights[:, neg].sum(axis=1)
-    tp = weights[:, pos] @ called[pos]
-    fp = weights[:, neg] @ called[neg]
+    tp, fp = weights[:, pos] @ called[pos], weights[:, neg] @ called[neg]
+    metrics = _from_counts(tp, fp, n_pos, n_neg)
+    if len(pos) and len(neg):
+        metrics["roc_auc"] = _rank_auc(p, pos, neg, weights[:, pos], weights[:, neg])
+    else:
+        metrics["roc_auc"] = np.zeros(weights.shape[0])
+    return metrics
+
+
+def _from_counts(
+    tp: np.ndarray, fp: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The threshold metrics from (possibly fractional) counts of hits per class.
+
+    A class absent from every resample (n = 0) leaves balanced accuracy to the other.
+    """
     fn, tn = n_pos - tp, n_neg - fp
     recall = _ratio(tp, n_pos)
     specificity = _ratio(tn, n_neg)
-    defined = [rate for rate, idx in ((recall, pos), (specificity, neg)) if len(idx)]
+    defined = [rate for rate, n in ((recall, n_pos), (specificity, n_neg)) if n.any()]
     f1_pos = _ratio(2 * tp, 2 * tp + fp + fn)
     f1_neg = _ratio(2 * tn, 2 * tn + fn + fp)
-    zeros = np.zeros(weights.shape[0])
-    auc = (
-        _rank_auc(p, pos, neg, weights[:, pos], weights[:, neg]) if len(pos) and len(neg) else zeros
-    )
     return {
         "accuracy": _ratio(tp + tn, n_pos + n_neg),
         "precision": _ratio(tp, tp + fp),
@@ -243,7 +286,6 @@ def bootstrap_replicates(
         "f1_weighted": _ratio(n_pos * f1_pos + n_neg * f1_neg, n_pos + n_neg),
         "specificity": specificity,
         "balanced_accuracy": np.mean(defined, axis=0),
-        "roc_auc": auc,
     }
 
 

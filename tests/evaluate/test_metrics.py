@@ -192,3 +192,28 @@ def test_summarise_folds():
     assert summarise_folds(folds[:1])["accuracy_std"] is None
     with pytest.raises(ValueError):
         summarise_folds([])
+
+
+def test_a_class_without_errors_keeps_its_exact_uncertainty():
+    # 15/15 ALL found, 4 of 15 healthy cells called ALL: no resample can miss an ALL cell, so
+    # the bootstrap alone would give F1 and balanced accuracy recall's certainty
+    y = np.array([1] * 15 + [0] * 15)
+    p = np.where(y == 1, 0.9, 0.1)
+    p[15:19] = 0.8
+    m = compute_metrics(y, p, n_boot=500)
+    recall_low = m["recall_ci_low"]
+    assert m["recall"] == 1.0 and recall_low == pytest.approx(0.782, abs=1e-3)
+    tp = 15 * recall_low  # F1 and balanced accuracy with recall at its exact bound
+    assert m["f1_ci_low"] <= 2 * tp / (2 * tp + 4 + (15 - tp)) + 1e-12
+    assert m["balanced_accuracy_ci_low"] <= (recall_low + m["specificity"]) / 2 + 1e-12
+    assert m["f1_weighted_ci_low"] < m["f1_weighted"] < m["f1_weighted_ci_high"]
+
+
+def test_rates_off_the_boundary_leave_the_bootstrap_interval_alone():
+    y, p = scores(200, seed=3)
+    m = compute_metrics(y, p, n_boot=300, seed=9)
+    weights = group_bootstrap_weights(y, np.arange(len(y)), 300, np.random.default_rng(9))
+    boot = bootstrap_replicates(y, p, 0.5, weights)
+    for name in ("f1", "f1_weighted", "balanced_accuracy"):
+        expected = np.percentile(boot[name], [2.5, 97.5])
+        assert [m[f"{name}_ci_low"], m[f"{name}_ci_high"]] == pytest.approx(expected)
