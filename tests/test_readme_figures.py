@@ -40,8 +40,9 @@ def _numbers(value: object) -> Iterator[float]:
     if isinstance(value, int | float):
         yield float(value)
     elif isinstance(value, dict):
-        for item in value.values():
-            yield from _numbers(item)
+        for key, item in value.items():
+            if key != "rescored":  # the values a rescoring replaced are no longer figures
+                yield from _numbers(item)
     elif isinstance(value, list):
         for item in value:
             yield from _numbers(item)
@@ -49,12 +50,29 @@ def _numbers(value: object) -> Iterator[float]:
         yield from (float(m) for m in DECIMAL.findall(value))
 
 
+def superseded(roots: Iterable[Path]) -> set[Path]:
+    """A snapshot's own metrics files that `pipeline.stages.rescore` rescored: the published
+    copy (with its `rescored` record) holds the figures now."""
+    found = set()
+    for root in roots:
+        for path in root.rglob("*.json"):
+            content = json.loads(path.read_text())
+            record = content.get("rescored") if isinstance(content, dict) else None
+            if isinstance(record, dict) and "run" in record:
+                metrics = path.relative_to(root).parts  # metrics/<dataset>/...
+                run = root.parent / Path(record["run"]).parent
+                found.add(run / "metrics" / Path(*metrics[2:]))
+    return found
+
+
 def report_values(roots: Iterable[Path]) -> list[tuple[set[float], set[str]]]:
     """Per source file: its numbers (JSON values, decimals in text) and its decimal literals."""
     sources = []
+    roots = list(roots)
+    skipped = superseded(roots)
     for root in roots:
         for path in sorted(root.rglob("*")):
-            if any(marker in path.name for marker in PER_IMAGE):
+            if any(marker in path.name for marker in PER_IMAGE) or path in skipped:
                 continue
             if path.suffix == ".json":
                 sources.append((set(_numbers(json.loads(path.read_text()))), set()))
@@ -129,3 +147,22 @@ def test_a_row_mixing_two_runs_is_caught(tmp_path: Path) -> None:
 )
 def test_rounding_rule(figure: str, ok: bool) -> None:
     assert backed(figure, {0.8667}, set()) is ok
+
+
+def test_a_rescored_figure_is_read_from_the_published_file(tmp_path: Path) -> None:
+    """After `rescore`, neither the replaced value nor the snapshot's as-written copy backs a
+    README figure: only the rescored value does."""
+    reports = tmp_path / "reports"
+    run = reports / "experiments" / "run" / "metrics"
+    run.mkdir(parents=True)
+    (run / "m.json").write_text(json.dumps({"f1_ci_low": 0.870, "n": 26}))
+    (reports / "metrics" / "ds").mkdir(parents=True)
+    record = {"run": "reports/experiments/run/dvc.lock", "replaced": {"f1_ci_low": 0.870}}
+    (reports / "metrics" / "ds" / "m.json").write_text(
+        json.dumps({"f1_ci_low": 0.851, "n": 26, "rescored": record})
+    )
+    table = "## Results\n\n| m | F1 low |\n| --- | --- |\n| {} | {} |\n"
+    assert unbacked(table.format("new", "0.851"), [reports]) == []
+    assert unbacked(table.format("old", "0.870"), [reports]) == [
+        "README.md:5: no one file holds 0.870"
+    ]

@@ -59,6 +59,7 @@ def run(cfg, *model_names: str) -> None:
                     n_boot=cfg.evaluate.bootstrap_samples,
                     confidence=cfg.evaluate.confidence,
                     seed=cfg.seed,
+                    collapse_share=cfg.evaluate.collapse_share,
                 )
                 atomic_write_json(out / f"{name}.json", metrics)
                 log.info(

@@ -1,0 +1,211 @@
+"""`python -m pipeline.stages.rescore <snapshot>`: a published run's test metrics, recomputed
+from its committed predictions with today's metrics code.
+
+For when the way metrics are computed changes (an interval rule) while the run's models are
+not at hand to re-run `evaluate`. The run's snapshot (`reports/experiments/<name>/`, see
+`snapshot`) holds the metrics files as the run wrote them, its params and its `dvc.lock`:
+- each test split's `reports/plots/<ds>/<model>/predictions.csv` must have the md5 the lock
+  records for it; each cross-dataset `predictions.csv` is the snapshot's own copy;
+- they are scored again with the run's own seed, bootstrap size, confidence and collapse share;
+- `reports/metrics/<ds>/...` gets the result where it differs from what the run wrote, with a
+  `rescored` record: the code revision, the predictions file and md5 it came from, and the
+  values it replaced. The snapshot itself is left as the run wrote it (its lock still holds).
+
+Not a DVC stage: it re-derives figures of a finished run; `dvc repro` re-runs `evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from pipeline import config, paths, tracking
+from pipeline.evaluate.metrics import compute_metrics
+from pipeline.io import atomic_write_json, file_digest
+from pipeline.labels import y_true
+
+log = logging.getLogger(__name__)
+
+
+class RescoreError(ValueError):
+    """A snapshot whose predictions cannot be proven to be the run's."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One metrics file of the run: where its scores come from and where it is published."""
+
+    predictions: Path  # relative to the workspace root
+    column: str  # the P(ALL) column of `predictions`
+    as_written: Path  # the run's own metrics file, in the snapshot
+    published: Path  # the workspace's copy, relative to the root
+
+
+def _locked_md5(lock: dict) -> dict[str, str]:
+    """Every file out of the lock (path -> md5); directory outs are left out."""
+    return {
+        out["path"]: out["md5"]
+        for entry in (lock.get("stages") or {}).values()
+        for out in (entry.get("outs") or []) + (entry.get("metrics") or [])
+        if "md5" in out and not str(out["md5"]).endswith(".dir")
+    }
+
+
+def run_params(snapshot: Path) -> dict[str, Any]:
+    """What the run scored with, from its own params (not validated against today's schema:
+    an older run's params may lack keys added since)."""
+    params = yaml.safe_load((snapshot / "params.yaml").read_text()) or {}
+    wanted = {
+        "dataset": ("dataset", "name"),
+        "seed": ("seed",),
+        "n_boot": ("evaluate", "bootstrap_samples"),
+        "confidence": ("evaluate", "confidence"),
+        "collapse_share": ("evaluate", "collapse_share"),
+    }
+    found = {}
+    for name, keys in wanted.items():
+        node = params
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                raise RescoreError(f"{snapshot / 'params.yaml'}: no key {'.'.join(keys)}")
+            node = node[key]
+        found[name] = node
+    return found
+
+
+def scored_files(snapshot: Path, root: Path) -> list[Scored]:
+    """The run's test-split and cross-dataset metrics files and the predictions behind them."""
+    dataset = run_params(snapshot)["dataset"]
+    lock = yaml.safe_load((snapshot / "dvc.lock").read_text()) or {}
+    locked = _locked_md5(lock)
+    found = []
+    for as_written in sorted((snapshot / "metrics").glob("*.json")):
+        model = as_written.stem
+        predictions = paths.plots(dataset, model) / "predictions.csv"
+        if str(predictions) not in locked:
+            continue  # not a test split's metrics (split, segmentation, shortcut)
+        md5 = file_digest(root / predictions, "md5") if (root / predictions).exists() else None
+        if md5 != locked[str(predictions)]:
+            raise RescoreError(
+                f"{predictions}: md5 {md5} is not the {locked[str(predictions)]} that "
+                f"{snapshot / 'dvc.lock'} records: these are not the run's test predictions"
+            )
+        found.append(Scored(predictions, "p_all", as_written, paths.metrics(dataset, model)))
+    for table in sorted((snapshot / "metrics" / "cross").glob("*/predictions.csv")):
+        target = table.parent.name
+        for as_written in sorted(table.parent.glob("*.json")):
+            published = paths.cross_dir(dataset) / target / as_written.name
+            found.append(Scored(table.relative_to(root), as_written.stem, as_written, published))
+    return found
+
+
+def rescored_metrics(snapshot: Path, root: Path | None = None) -> dict[Path, dict[str, Any]]:
+    """Each published metrics file's content under today's metrics code (keyed by its path
+    relative to `root`); a `rescored` record says what changed from the run's own file."""
+    return {published: content for published, _, content in _rescored(snapshot, root)}
+
+
+def _rescored(snapshot: Path, root: Path | None) -> list[tuple[Path, dict, dict]]:
+    """(published path, the run's own content, today's content) of every scored file."""
+    root = root or config.workspace_root()
+    snapshot = snapshot if snapshot.is_absolute() else root / snapshot
+    run = _run_lock(snapshot, root)
+    params = run_params(snapshot)
+    revision = tracking.code_and_machine()["git_revision"]
+    results = []
+    for item in scored_files(snapshot, root):
+        frame = pd.read_csv(root / item.predictions)
+        if item.column not in frame:
+            raise RescoreError(
+                f"{item.predictions}: no column {item.column!r} for {item.published}"
+            )
+        fresh = compute_metrics(
+            y_true(frame["label"]),
+            frame[item.column].to_numpy(),
+            groups=frame["group"].astype(str).to_numpy(),
+            n_boot=params["n_boot"],
+            confidence=params["confidence"],
+            seed=params["seed"],
+            collapse_share=params["collapse_share"],
+        )
+        original = json.loads(item.as_written.read_text())
+        replaced = {k: original.get(k) for k, v in fresh.items() if original.get(k) != v}
+        content = {**original, **fresh}
+        if replaced:
+            content["rescored"] = {
+                "git_revision": revision,
+                "from": str(item.predictions),
+                "from_md5": file_digest(root / item.predictions, "md5"),
+                "run": run,
+                "replaced": replaced,
+            }
+        results.append((item.published, original, content))
+    return results
+
+
+def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
+    """Rewrite the published metrics files whose figures changed; returns those written.
+
+    A published file must be the run's own (as written, or rescored from it before): another
+    run's figures are never overwritten with this one's.
+    """
+    root = root or config.workspace_root()
+    run = _run_lock(snapshot if snapshot.is_absolute() else root / snapshot, root)
+    written = []
+    for published, original, content in _rescored(snapshot, root):
+        target = root / published
+        current = json.loads(target.read_text()) if target.exists() else None
+        if _figures(current) == _figures(content):
+            continue
+        rescored_from = ((current or {}).get("rescored") or {}).get("run")
+        if current is not None and current != original and rescored_from != run:
+            raise RescoreError(
+                f"{published} holds another run's figures than {snapshot}: publish this run "
+                "first (copy its snapshot's metrics there), then rescore it"
+            )
+        atomic_write_json(target, content)
+        written.append(published)
+        changed = (content.get("rescored") or {}).get("replaced", {})
+        log.info("%s: rescored (%s)", published, ", ".join(sorted(changed)) or "as written")
+    return written
+
+
+def _run_lock(snapshot: Path, root: Path) -> str:
+    """The run's lock as a `rescored` record names it (relative to the workspace root)."""
+    return str(snapshot.relative_to(root) / "dvc.lock")
+
+
+def _figures(content: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A metrics file without the revision that rescored it (which says nothing of figures)."""
+    if content is None or "rescored" not in content:
+        return content
+    record = {k: v for k, v in content["rescored"].items() if k != "git_revision"}
+    return {**content, "rescored": record}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("snapshot", type=Path, help="reports/experiments/<name>")
+    args = parser.parse_args(argv)
+    try:
+        written = rescore(args.snapshot)
+    except (FileNotFoundError, RescoreError) as exc:
+        print(f"rescore: {exc}", file=sys.stderr)
+        return 2
+    listing = "".join(f"\n  {path}" for path in written)
+    print(f"rescore: {len(written)} metrics file(s) rewritten{listing}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""`rescore`: a published run's test metrics recomputed from its committed predictions, only
+from predictions the run's lock proves, never over another run's figures; and the committed
+published metrics are what today's metrics code gives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.evaluate.metrics import compute_metrics
+from pipeline.stages import rescore
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = {
+    "dataset": {"name": "ds"},
+    "seed": 3,
+    "evaluate": {"bootstrap_samples": 200, "confidence": 0.95, "collapse_share": 0.05},
+}
+
+
+def make_run(root: Path) -> Path:
+    """A snapshot of one model whose test set has no false positive (a stuck specificity),
+    its metrics file as an older interval rule wrote it (F1's low bound too high)."""
+    labels = ["all"] * 12 + ["hem"] * 12
+    p_all = np.r_[np.full(10, 0.9), [0.2, 0.3], np.full(12, 0.1)]
+    predictions = root / "reports" / "plots" / "ds" / "m" / "predictions.csv"
+    predictions.parent.mkdir(parents=True)
+    frame = pd.DataFrame({"id": range(24), "label": labels, "group": range(24), "p_all": p_all})
+    frame.to_csv(predictions, index=False)
+    old = compute_metrics([1] * 12 + [0] * 12, p_all, groups=np.arange(24).astype(str), n_boot=200)
+    old.update(f1_ci_low=0.95, model_digest="abc")
+    snapshot = root / "reports" / "experiments" / "run"
+    (snapshot / "metrics").mkdir(parents=True)
+    (snapshot / "metrics" / "m.json").write_text(json.dumps(old))
+    (snapshot / "metrics" / "split.json").write_text(json.dumps({"train": 1}))
+    (snapshot / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    md5 = hashlib.md5(predictions.read_bytes()).hexdigest()
+    stage = {"outs": [{"path": "reports/plots/ds/m/predictions.csv", "md5": md5}]}
+    (snapshot / "dvc.lock").write_text(yaml.safe_dump({"stages": {"evaluate@m": stage}}))
+    published = root / "reports" / "metrics" / "ds" / "m.json"
+    published.parent.mkdir(parents=True)
+    published.write_text(json.dumps(old))
+    return snapshot
+
+
+def test_rescore_rewrites_the_published_file_and_keeps_the_run_as_written(tmp_path):
+    snapshot = make_run(tmp_path)
+    as_written = (snapshot / "metrics" / "m.json").read_text()
+    assert rescore.rescore(snapshot, tmp_path) == [Path("reports/metrics/ds/m.json")]
+    published = json.loads((tmp_path / "reports/metrics/ds/m.json").read_text())
+    frame = pd.read_csv(tmp_path / "reports/plots/ds/m/predictions.csv")
+    expected = compute_metrics(
+        (frame["label"] == "all").astype(int), frame["p_all"], frame["group"].astype(str),
+        n_boot=200, seed=3,
+    )  # fmt: skip
+    assert {k: published[k] for k in expected} == expected
+    assert published["model_digest"] == "abc"  # what the run recorded besides its figures
+    record = published["rescored"]
+    assert record["run"] == "reports/experiments/run/dvc.lock"
+    assert record["from"] == "reports/plots/ds/m/predictions.csv"
+    assert record["replaced"]["f1_ci_low"] == 0.95
+    assert published["f1_ci_low"] < 0.95
+    assert (snapshot / "metrics" / "m.json").read_text() == as_written
+    assert rescore.rescore(snapshot, tmp_path) == []  # idempotent
+
+
+def test_predictions_the_lock_does_not_prove_are_refused(tmp_path):
+    snapshot = make_run(tmp_path)
+    predictions = tmp_path / "reports/plots/ds/m/predictions.csv"
+    predictions.write_text(predictions.read_text().replace("0.9", "0.8"))
+    with pytest.raises(rescore.RescoreError, match="predictions.csv: md5 .* not the"):
+        rescore.rescore(snapshot, tmp_path)
+    assert "rescored" not in json.loads((tmp_path / "reports/metrics/ds/m.json").read_text())
+
+
+def test_another_runs_published_figures_are_not_overwritten(tmp_path):
+    snapshot = make_run(tmp_path)
+    published = tmp_path / "reports/metrics/ds/m.json"
+    published.write_text(json.dumps({"accuracy": 0.5, "note": "another run"}))
+    with pytest.raises(rescore.RescoreError, match="another run's figures"):
+        rescore.rescore(snapshot, tmp_path)
+    assert json.loads(published.read_text())["note"] == "another run"
+
+
+def test_a_missing_param_is_named(tmp_path):
+    snapshot = make_run(tmp_path)
+    params = {**PARAMS, "evaluate": {"confidence": 0.95, "collapse_share": 0.05}}
+    (snapshot / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(rescore.RescoreError, match="no key evaluate.bootstrap_samples"):
+        rescore.rescore(snapshot, tmp_path)
+
+
+def committed_runs() -> list[Path]:
+    """Published snapshots whose test metrics are the workspace's (rescored or as written)."""
+    return sorted(
+        p.parent for p in (REPO / "reports" / "experiments").glob("*/params.yaml")
+        if rescore.scored_files(p.parent, REPO)
+    )  # fmt: skip
+
+
+def test_the_committed_test_metrics_are_todays_rule():
+    """Every published single-split and cross-dataset metrics file of a committed run is what
+    today's metrics code gives from the run's committed predictions: change the interval rule
+    and this fails until `python -m pipeline.stages.rescore` has been run."""
+    runs = committed_runs()
+    assert {run.name for run in runs} >= {"all_idb2_nested", "cnmc_scratch"}
+    for run in runs:
+        for published, content in rescore.rescored_metrics(run, REPO).items():
+            current = json.loads((REPO / published).read_text())
+            assert rescore._figures(current) == rescore._figures(content), published
