@@ -152,3 +152,17 @@ def test_the_schema_states_no_default_value():
                 assert is_dataclass(f.default_factory), f"{cls.__name__}.{f.name}"
             elif f.name != "style":  # the one optional key (synthetic datasets only)
                 assert f.default == MISSING, f"{cls.__name__}.{f.name} = {f.default!r}"
+
+
+def test_an_experiments_grids_replace_the_default_ones_whole():
+    """conf/tune/grids is a config group: an experiment's grid is searched as written, with no
+    default candidate merged in (a merged key would silently multiply the nested CV's cost)."""
+    from omegaconf import OmegaConf
+
+    default = OmegaConf.to_container(compose([]).tune.grids)
+    nested = OmegaConf.to_container(compose(["experiment=cnmc_nested"]).tune.grids)
+    assert set(default["svm_hog"]) - set(nested["svm_hog"])  # default keys it leaves out
+    assert nested == OmegaConf.to_container(
+        OmegaConf.load(conf_dir() / "tune" / "grids" / "cnmc_input_side.yaml")
+    )
+    assert compose(["tune/grids=cnmc_input_side"]).tune.grids == nested  # `-S tune/grids=...`
