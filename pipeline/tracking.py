@@ -430,6 +430,9 @@ def log_dataset(frame: pd.DataFrame, name: str, source: str, digest: str, contex
     mlflow.log_input(dataset, context=context)
 
 
+TIMED_STAGES = ("train", "evaluate")  # stages that share a run and log `<stage>_seconds`
+
+
 def log_durations(seconds: Mapping[str, float]) -> None:
     """Stage durations as `<stage>_seconds` metrics: a resumed run's wall time spans several
     stages (train, then evaluate minutes later), so the UI's Duration says little."""
@@ -456,18 +459,33 @@ def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_diges
 
 
 def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> dict[str, float]:
-    """Wall time (end - start, minutes) of the newest finished top-level run of each DVC stage
-    that has one, e.g. `cv@yolov8`: what a published run took, read from where it was logged."""
+    """Wall time in minutes of each DVC stage that logged a run (e.g. `cv@yolov8`): what a
+    published run took, read from where it was logged.
+
+    `train@<model>` and `evaluate@<model>` share one run (evaluate resumes the training's,
+    which then carries evaluate's tag and spans both stages and whatever ran between them),
+    so they are read from the `<kind>_seconds` metric each logged (`log_durations`); any
+    other stage is the newest finished top-level run tagged with it, end minus start.
+    """
     minutes = {}
     for stage in stages:
+        kind, _, model = stage.partition("@")
+        if model and kind in TIMED_STAGES:
+            query = f"tags.model = '{model}' and metrics.{kind}_seconds >= 0"
+        else:
+            query = f"tags.dvc_stage = '{stage}'"
         runs = _search_runs(
             cfg,
             dataset,
-            f"tags.dvc_stage = '{stage}' and attributes.status = 'FINISHED'",
+            f"{query} and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
         )
         top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        if top:
+        if not top:
+            continue
+        if model and kind in TIMED_STAGES:
+            minutes[stage] = round(top[0].data.metrics[f"{kind}_seconds"] / 60, 2)
+        else:
             run = top[0].info
             minutes[stage] = round((run.end_time - run.start_time) / 60_000, 2)
     return minutes

@@ -332,3 +332,21 @@ def test_code_and_machine_outside_a_repository_says_unknown(tmp_path, monkeypatc
     found = tracking.code_and_machine()
     assert found["git_revision"] == "unknown"
     assert found["git_dirty"] is False
+
+
+def test_stage_wall_minutes_reads_each_stage_of_a_shared_run_from_its_own_duration(cfg):
+    """evaluate resumes the training's run (its tag, its end time): the run's span would give
+    evaluate the training's minutes and train none; the logged durations give each its own."""
+    with tracking.start_run(cfg, dataset=DATASET, model=MODEL, stage=f"train@{MODEL}") as run:
+        tracking.log_durations({"train": 150.0})
+    time.sleep(0.05)
+    with tracking.start_run(
+        cfg, dataset=DATASET, model=MODEL, stage=f"evaluate@{MODEL}", run_id=run.info.run_id
+    ):
+        tracking.log_durations({"evaluate": 30.0})
+    with tracking.start_run(cfg, dataset=DATASET, model=MODEL, stage=f"cv@{MODEL}"):
+        pass
+    stages = [f"train@{MODEL}", f"evaluate@{MODEL}", f"cv@{MODEL}", "probe"]
+    minutes = tracking.stage_wall_minutes(cfg, DATASET, stages)
+    assert minutes[f"train@{MODEL}"] == 2.5 and minutes[f"evaluate@{MODEL}"] == 0.5
+    assert 0 <= minutes[f"cv@{MODEL}"] < 1 and "probe" not in minutes  # span; no run: left out
