@@ -164,7 +164,7 @@ def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
     for published, original, content in _rescored(snapshot, root):
         target = root / published
         current = json.loads(target.read_text()) if target.exists() else None
-        if _figures(current) == _figures(content):
+        if figures(current) == figures(content):
             continue
         rescored_from = ((current or {}).get("rescored") or {}).get("run")
         if current is not None and current != original and rescored_from != run:
@@ -184,7 +184,7 @@ def _run_lock(snapshot: Path, root: Path) -> str:
     return str(snapshot.relative_to(root) / "dvc.lock")
 
 
-def _figures(content: dict[str, Any] | None) -> dict[str, Any] | None:
+def figures(content: dict[str, Any] | None) -> dict[str, Any] | None:
     """A metrics file without the revision that rescored it (which says nothing of figures)."""
     if content is None or "rescored" not in content:
         return content

@@ -119,4 +119,4 @@ def test_the_committed_test_metrics_are_todays_rule():
     for run in runs:
         for published, content in rescore.rescored_metrics(run, REPO).items():
             current = json.loads((REPO / published).read_text())
-            assert rescore._figures(current) == rescore._figures(content), published
+            assert rescore.figures(current) == rescore.figures(content), published
