@@ -45,6 +45,7 @@ class Scored:
     """One metrics file of the run: where its scores come from and where it is published."""
 
     predictions: Path  # relative to the workspace root
+    predictions_md5: str
     column: str  # the P(ALL) column of `predictions`
     as_written: Path  # the run's own metrics file, in the snapshot
     published: Path  # the workspace's copy, relative to the root
@@ -99,31 +100,36 @@ def scored_files(snapshot: Path, root: Path) -> list[Scored]:
                 f"{predictions}: md5 {md5} is not the {locked[str(predictions)]} that "
                 f"{snapshot / 'dvc.lock'} records: these are not the run's test predictions"
             )
-        found.append(Scored(predictions, "p_all", as_written, paths.metrics(dataset, model)))
+        published = paths.metrics(dataset, model)
+        found.append(Scored(predictions, md5, "p_all", as_written, published))
     for table in sorted((snapshot / "metrics" / "cross").glob("*/predictions.csv")):
-        target = table.parent.name
+        target, md5 = table.parent.name, file_digest(table, "md5")
         for as_written in sorted(table.parent.glob("*.json")):
             published = paths.cross_dir(dataset) / target / as_written.name
-            found.append(Scored(table.relative_to(root), as_written.stem, as_written, published))
+            scored = Scored(table.relative_to(root), md5, as_written.stem, as_written, published)
+            found.append(scored)
     return found
 
 
 def rescored_metrics(snapshot: Path, root: Path | None = None) -> dict[Path, dict[str, Any]]:
     """Each published metrics file's content under today's metrics code (keyed by its path
     relative to `root`); a `rescored` record says what changed from the run's own file."""
-    return {published: content for published, _, content in _rescored(snapshot, root)}
+    _, results = _rescored(snapshot, root or config.workspace_root())
+    return {published: content for published, _, content in results}
 
 
-def _rescored(snapshot: Path, root: Path | None) -> list[tuple[Path, dict, dict]]:
-    """(published path, the run's own content, today's content) of every scored file."""
-    root = root or config.workspace_root()
+def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, dict]]]:
+    """The run's lock as a `rescored` record names it (relative to `root`), and (published
+    path, the run's own content, today's content) of every scored file."""
     snapshot = snapshot if snapshot.is_absolute() else root / snapshot
-    run = _run_lock(snapshot, root)
+    run = str(snapshot.relative_to(root) / "dvc.lock")
     params = run_params(snapshot)
     revision = tracking.code_and_machine()["git_revision"]
-    results = []
+    results, tables = [], {}  # a cross-dataset table holds every model's column: read it once
     for item in scored_files(snapshot, root):
-        frame = pd.read_csv(root / item.predictions)
+        if item.predictions not in tables:
+            tables[item.predictions] = pd.read_csv(root / item.predictions)
+        frame = tables[item.predictions]
         if item.column not in frame:
             raise RescoreError(
                 f"{item.predictions}: no column {item.column!r} for {item.published}"
@@ -144,12 +150,12 @@ def _rescored(snapshot: Path, root: Path | None) -> list[tuple[Path, dict, dict]
             content["rescored"] = {
                 "git_revision": revision,
                 "from": str(item.predictions),
-                "from_md5": file_digest(root / item.predictions, "md5"),
+                "from_md5": item.predictions_md5,
                 "run": run,
                 "replaced": replaced,
             }
         results.append((item.published, original, content))
-    return results
+    return run, results
 
 
 def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
@@ -159,9 +165,9 @@ def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
     run's figures are never overwritten with this one's.
     """
     root = root or config.workspace_root()
-    run = _run_lock(snapshot if snapshot.is_absolute() else root / snapshot, root)
+    run, results = _rescored(snapshot, root)
     written = []
-    for published, original, content in _rescored(snapshot, root):
+    for published, original, content in results:
         target = root / published
         current = json.loads(target.read_text()) if target.exists() else None
         if figures(current) == figures(content):
@@ -177,11 +183,6 @@ def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
         changed = (content.get("rescored") or {}).get("replaced", {})
         log.info("%s: rescored (%s)", published, ", ".join(sorted(changed)) or "as written")
     return written
-
-
-def _run_lock(snapshot: Path, root: Path) -> str:
-    """The run's lock as a `rescored` record names it (relative to the workspace root)."""
-    return str(snapshot.relative_to(root) / "dvc.lock")
 
 
 def figures(content: dict[str, Any] | None) -> dict[str, Any] | None:
