@@ -470,7 +470,8 @@ def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> 
     minutes = {}
     for stage in stages:
         kind, _, model = stage.partition("@")
-        if model and kind in TIMED_STAGES:
+        timed = bool(model) and kind in TIMED_STAGES
+        if timed:
             query = f"tags.model = '{model}' and metrics.{kind}_seconds >= 0"
         else:
             query = f"tags.dvc_stage = '{stage}'"
@@ -483,7 +484,7 @@ def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> 
         top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         if not top:
             continue
-        if model and kind in TIMED_STAGES:
+        if timed:
             minutes[stage] = round(top[0].data.metrics[f"{kind}_seconds"] / 60, 2)
         else:
             run = top[0].info

@@ -99,7 +99,7 @@ def compute_metrics(
             b_low, b_high = _percentile(boot[name], alpha)
             low, high = min(low, b_low), max(high, b_high)
         result[f"{name}_ci_low"], result[f"{name}_ci_high"] = low, high
-    corners = _boundary_corners(tp, fp, tn, fn, result)
+    corners = _boundary_corners(tp + fn, tn + fp, result)
     for name in (m for m in METRICS if m not in PROPORTIONS):
         value = result[name]
         if value is None:
@@ -142,27 +142,27 @@ def exact_interval(successes: int, trials: int, confidence: float) -> tuple[floa
 
 
 def _boundary_corners(
-    tp: int, fp: int, tn: int, fn: int, intervals: Mapping[str, Number | bool]
+    n_pos: int, n_neg: int, result: Mapping[str, Number | bool]
 ) -> dict[str, np.ndarray]:
     """F1, weighted F1 and balanced accuracy at the corners of the box that moves each
-    per-class rate stuck at 0 or 1 to its exact bound (`intervals` holds recall's and
-    specificity's); empty when no rate is stuck.
+    per-class rate stuck at 0 or 1 to its exact bound (`result` holds recall and specificity
+    with their intervals); empty when no rate is stuck.
 
     The metrics rise with both rates, so the corners are their extremes over the box.
     """
     axes, stuck = [], False
-    for rate, hits, misses in (("recall", tp, fn), ("specificity", tn, fp)):
-        value = hits / (hits + misses) if hits + misses else 0.0
+    for rate, n_class in (("recall", n_pos), ("specificity", n_neg)):
+        value = float(result[rate]) if n_class else 0.0
         axis = [value]
-        if hits + misses and value in (0.0, 1.0):
-            axis.append(float(intervals[f"{rate}_ci_{'low' if value == 1.0 else 'high'}"]))
+        if n_class and value in (0.0, 1.0):
+            axis.append(float(result[f"{rate}_ci_{'low' if value == 1.0 else 'high'}"]))
             stuck = True
         axes.append(axis)
     if not stuck:
         return {}
     recall, specificity = (grid.ravel() for grid in np.meshgrid(*axes))
-    n_pos, n_neg = np.full(len(recall), tp + fn), np.full(len(recall), tn + fp)
-    corner = _from_counts(recall * n_pos, (1 - specificity) * n_neg, n_pos, n_neg)
+    positives, negatives = np.full(len(recall), n_pos), np.full(len(recall), n_neg)
+    corner = _from_counts(recall * positives, (1 - specificity) * negatives, positives, negatives)
     return {name: corner[name] for name in ("f1", "f1_weighted", "balanced_accuracy")}
 
 
