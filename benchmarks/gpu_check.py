@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         for stage in DEMO_PREP if args.demo else PREP:
             result["stages"][stage] = _stage(workspace, stage)
+            _write(args.out, result, None)
             if result["stages"][stage]["rc"] != 0:
                 print(result["stages"][stage]["error"], file=sys.stderr)
                 return _write(args.out, result, 1)
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["evaluate"] = _stage(workspace, "evaluate", model, device)
                 row["test"] = _metrics(workspace, dataset, model)
             result["models"][model] = row
+            _write(args.out, result, None)
             print(f"gpu_check {model}: {json.dumps(row)[:300]}", flush=True)
         if gpus > 1:
             ids = ",".join(str(i) for i in range(gpus))
@@ -130,13 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     return _write(args.out, result, int(failed))
 
 
-def _write(out: Path, result: dict[str, Any], rc: int) -> int:
+def _write(out: Path, result: dict[str, Any], rc: int | None) -> int:
+    """Rewrite the whole JSON after every step, `rc` null until the end, so that a run cut
+    off by a machine's time limit still leaves what it measured."""
     from pipeline.io import atomic_write_json
 
     result["rc"] = rc
     atomic_write_json(out, result)
-    print(f"gpu_check: wrote {out} (rc {rc})")
-    return rc
+    if rc is not None:
+        print(f"gpu_check: wrote {out} (rc {rc})")
+    return rc or 0
 
 
 if __name__ == "__main__":

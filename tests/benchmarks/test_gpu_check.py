@@ -34,3 +34,25 @@ def test_dry_run_on_the_cpu_writes_every_model(tmp_path: Path) -> None:
     for row in result["models"].values():
         assert row["train"]["rc"] == 0 and row["train"]["seconds"] > 0
         assert 0 <= row["test"]["accuracy"] <= 1
+
+
+def test_a_run_cut_off_midway_leaves_what_it_measured(tmp_path: Path, monkeypatch) -> None:
+    """A lent machine's time limit can kill the check between models: the JSON on disk must
+    already hold every finished stage and model, with rc null (not finished)."""
+    out = tmp_path / "gpu_check.json"
+    calls: list[tuple[str, ...]] = []
+
+    def fake_stage(workspace: Path, stage: str, *args: str) -> dict:
+        calls.append((stage, *args[:1]))
+        if stage == "train" and args[0] == gpu_check.MODELS[2]:
+            raise KeyboardInterrupt  # the machine's limit, between two models
+        return {"rc": 0, "seconds": 1.0, "peak_gpu_mib": None}
+
+    monkeypatch.setattr(gpu_check, "_stage", fake_stage)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--demo", "--device", "cpu", "--side", "32", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["rc"] is None
+    assert set(result["stages"]) == set(gpu_check.DEMO_PREP)
+    assert set(result["models"]) == set(gpu_check.MODELS[:2])
+    assert all(row["train"]["rc"] == 0 for row in result["models"].values())
