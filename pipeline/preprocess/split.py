@@ -63,10 +63,12 @@ def hold_out(
     fold (the fraction rounded to the nearest 1/k), or the search when that fold misses a
     class or is further than `tolerance` (relative) from a class's share."""
     frame, groups = frame.reset_index(drop=True), groups.reset_index(drop=True)
-    _, held = next(_sgkf(frame, groups, max(2, int(round(1 / fraction))), seed))
-    parts = np.zeros(len(frame), dtype=int)
-    parts[held] = 1
     fractions = [1 - fraction, fraction]
+    k = max(2, int(round(1 / fraction)))
+    parts = np.zeros(len(frame), dtype=int)
+    if k <= frame["label"].value_counts().max():  # else scikit-learn refuses k folds outright
+        _, held = next(_sgkf(frame, groups, k, seed))
+        parts[held] = 1
     if not _acceptable(frame, parts, fractions, tolerance):
         parts = balanced_partition(frame, groups, fractions, seed, what)
     return parts == 1

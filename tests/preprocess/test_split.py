@@ -9,6 +9,7 @@ from pipeline.preprocess.split import (
     balanced_partition,
     check_split,
     grouped_folds,
+    hold_out,
     split_summary,
 )
 from tests.conftest import section
@@ -154,3 +155,16 @@ def test_image_level_protocol_keeps_only_duplicates_together():
     assert (spans > 1).any()  # subjects straddle splits: the leaky protocol, by request
     with pytest.raises(ConfigError, match="split.group_by"):
         assign_splits(data, OmegaConf.merge(SPLIT, {"group_by": "patient"}), seed=0)
+
+
+def test_a_held_out_share_finer_than_the_classes_still_holds_both():
+    """A CV fold's training part of 8 cells per class, with 1/9 held out for validation:
+    scikit-learn refuses 9 folds of 8 cells ("n_splits=9 cannot be greater than the number of
+    members in each class"); the search holds out about one cell of each class instead."""
+    data = pd.DataFrame(
+        {"id": [f"c{i}" for i in range(16)], "label": ["all", "hem"] * 8,
+         "group": [f"cell:{i}" for i in range(16)]}
+    )  # fmt: skip
+    held = hold_out(data, data["group"], 1 / 9, seed=3, tolerance=0.25, what="the validation part")
+    assert set(data.loc[held, "label"]) == {"all", "hem"}
+    assert held.sum() < 8
