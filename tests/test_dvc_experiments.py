@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import yaml
 
 from pipeline import tracking
 from tests.mlflow_server import fresh_postgres_database, mlflow_server
-from tests.workspace import TINY_OVERRIDES
+from tests.workspace import MODELS, TINY_OVERRIDES
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +230,33 @@ def test_a_byte_identical_retraining_gets_the_test_metrics_and_leaves_the_lock_a
     assert newest.data.metrics["test_accuracy"] == evaluated["accuracy"]
     assert newest.data.metrics["test_f1_weighted"] == first.data.metrics["test_f1_weighted"]
     assert "test_metrics_from" in newest.data.tags
+
+
+def test_gpu_cv_script_runs_every_cv_without_git_and_archives_its_snapshot(tmp_path: Path) -> None:
+    """scripts/gpu_cv.sh on a copy of the tree with no git repository (what a lent GPU host
+    gets), here on the CPU with the tiny demo and 2 folds: DVC runs every model's CV and the
+    ensemble without SCM, and one archive holds the snapshot with the note and the lock."""
+    tree = tmp_path / "tree"
+    for part in ("dvc.yaml", "conf", "pipeline", "scripts", ".dvc/config", ".dvcignore"):
+        source, target = REPO / part, tree / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", OUT=str(tmp_path))
+    args = ["train.device=cpu", "cv.folds=2", *TINY_OVERRIDES]
+    sh(tree, "bash", "scripts/gpu_cv.sh", "cv_test", "at abc1234", *args, env=env)
+    with tarfile.open(tmp_path / "cv_test.tar.xz") as archive:
+        names = set(archive.getnames())
+        provenance = json.load(archive.extractfile("cv_test/provenance.json"))
+        lock = yaml.safe_load(archive.extractfile("cv_test/dvc.lock"))
+    for model in (*MODELS, "ensemble"):
+        assert f"cv_test/cv/{model}/predictions.csv" in names
+        assert f"cv_test/metrics/cv/{model}.json" in names
+    assert {"ingest", "crop", "ensemble_cv"} <= set(lock["stages"])
+    assert provenance["note"].startswith(
+        'at abc1234; STAGES="cv ensemble_cv" bash scripts/gpu_cv.sh'
+    )
+    assert provenance["train_device"] == "cpu"
