@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dataset = "synthetic" if args.demo else "cnmc"
     base = [] if args.demo else ["experiment=cnmc_scratch", f"dataset.root={args.root.resolve()}"]
-    base += [f"crop.size={args.side}", "train.threads=null", *args.overrides]
+    base += [f"crop.size={args.side}", "train.threads=null"]
+    if args.device.startswith("cuda"):  # decoding in the main process starves a GPU
+        base.append(f"train.num_workers={min(8, os.cpu_count() or 1)}")
+    base += args.overrides
     epochs = [f"models.{m}.epochs={args.epochs}" for m in MODELS[1:4]]
     epochs.append(f"models.yolov8.epochs={3 * args.epochs}")
     gpus = torch.cuda.device_count() if args.device.startswith("cuda") else 0

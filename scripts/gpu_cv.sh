@@ -5,7 +5,7 @@
 # of reports/experiments/<name> goes to $OUT (default: the current folder).
 #   [STAGES="cv@resnet50 cv@densenet121"] bash scripts/gpu_cv.sh <name> "<note>" key=value ...
 #   bash .devcarry/part3/run.sh bash scripts/gpu_cv.sh cnmc_nested_gpu "main at <sha>, H200" \
-#        experiment=cnmc_nested dataset.root=/tmp/C-NMC
+#        experiment=cnmc_nested dataset.root=/tmp/C-NMC train.num_workers=8
 # STAGES (default: every model's CV and the ensemble) are DVC targets; the note should name the
 # commit and the machine, which the host cannot read. train.device defaults to cuda, so a host
 # without a GPU stops instead of training on its CPU.
