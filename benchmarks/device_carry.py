@@ -222,14 +222,17 @@ def split_file(path: Path, out: Path, part_bytes: int) -> int:
 
 
 def pack(root: Path, out: Path, part_mib: float) -> int:
+    """Encode, fetch, archive and cut; returns the number of parts (calls)."""
     with tempfile.TemporaryDirectory(prefix="devcarry-") as scratch:
         staging = Path(scratch) / "staging"
         count = encode_images(root, staging / "data")
         print(f"encoded {count} images from {root}", file=sys.stderr)
         fetch_packages(MISSING_THERE, staging / "site")
-        archive = Path(scratch) / "carry.tar.xz"
-        with tarfile.open(archive, "w:xz", preset=9) as tar:
+        archive = Path(scratch) / "carry.tar"
+        with tarfile.open(archive, "w") as tar:
             tar.add(staging, arcname=".")
+        subprocess.run(["xz", "-9", "-T0", str(archive)], check=True)  # on every core
+        archive = archive.with_suffix(".tar.xz")
         if out.exists():
             shutil.rmtree(out)
         parts = split_file(archive, out, int(part_mib * 2**20))

@@ -4,6 +4,7 @@ is named, and the archive's parts join back into the same bytes."""
 from __future__ import annotations
 
 import subprocess
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -63,3 +64,25 @@ def test_the_last_calls_script_is_valid_bash_and_counts_its_parts(tmp_path: Path
     script.write_text(device_carry.RUN_SH.format(parts=3))
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert '[ "$n" = 3 ]' in script.read_text()
+
+
+def test_pack_cuts_one_archive_of_images_and_packages_into_parts(
+    tmp_path: Path, monkeypatch
+) -> None:
+    images = _cells(tmp_path / "src")
+
+    def fake_fetch(dists, dest: Path) -> None:  # the package index is not part of the test
+        (dest / "polars").mkdir(parents=True)
+        (dest / "polars" / "__init__.py").write_bytes(np.random.default_rng(2).bytes(30_000))
+
+    monkeypatch.setattr(device_carry, "fetch_packages", fake_fetch)
+    parts = device_carry.pack(tmp_path / "src", tmp_path / "carry", part_mib=16 / 1024)
+    assert parts >= 2 and (tmp_path / "carry" / f"part{parts}" / "run.sh").exists()
+    joined = tmp_path / "joined.tar.xz"
+    joined.write_bytes(
+        b"".join(p.read_bytes() for p in sorted((tmp_path / "carry").glob("part*/carry.tar.xz.*")))
+    )
+    with tarfile.open(joined) as archive:
+        names = set(archive.getnames())
+    assert "./site/polars/__init__.py" in names and "./data/md5.txt" in names
+    assert {f"./data/{rel}.webp" for rel in images} <= names
