@@ -86,3 +86,15 @@ def test_pack_cuts_one_archive_of_images_and_packages_into_parts(
         names = set(archive.getnames())
     assert "./site/polars/__init__.py" in names and "./data/md5.txt" in names
     assert {f"./data/{rel}.webp" for rel in images} <= names
+
+
+@pytest.mark.parametrize("xz_program", [True, False])
+def test_the_archive_is_written_with_or_without_the_xz_program(
+    tmp_path: Path, monkeypatch, xz_program: bool
+) -> None:
+    _cells(tmp_path / "folder")
+    if not xz_program:
+        monkeypatch.setattr(device_carry.shutil, "which", lambda name: None)
+    archive = device_carry._xz_tar(tmp_path / "folder", tmp_path / "carry.tar.xz")
+    with tarfile.open(archive) as tar:
+        assert "./fold_0/all/UID_1_1_1_all.png" in tar.getnames()
