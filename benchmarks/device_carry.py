@@ -121,6 +121,9 @@ cat /tmp/devcarry/carry.tar.xz.* | tar -xJ -C /tmp/devcarry_x || exit 4
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 echo /tmp/devcarry_x/site > "$SP/zz_devcarry.pth"
 command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python
+python3 -c "import torch, mlflow, hydra, ultralytics, dvc, polars, pytorch_grad_cam, sqlalchemy
+print('torch', torch.__version__, 'cuda:', torch.cuda.is_available())" \\
+  || {{ echo "a carried package does not import: extend MISSING_THERE"; exit 6; }}
 python3 -m benchmarks.device_carry --decode /tmp/devcarry_x/data /tmp/C-NMC 2>&1 \\
   | tee "$OUT/decode.txt"
 [ "${{PIPESTATUS[0]}}" = 0 ] || exit 5
