@@ -14,6 +14,10 @@ proves it is the same run: the lock records exactly the params this comparison u
 metrics file is the one on disk, its selection was fixed and its out-of-fold predictions cover
 this workspace's images. Then only the image-level CV trains (half the cost; a C-NMC CNN is
 about an hour on 2 cores); otherwise both sides train here.
+
+`ensemble` (named after its members, or once they have run) trains nothing: on each side it
+averages the out-of-fold P(ALL) its members' comparisons kept, as `ensemble_cv` does with the
+members' `cv` outputs (`ensemble.members`, `weights`, `top_k`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pipeline.report.table import format_ci
 from pipeline.stages.common import log, model_config, stage
 from pipeline.tracking import code_and_machine
 
+ENSEMBLE = "ensemble"
 # split.group_by value -> the protocol's name in the table.
 PROTOCOLS = {"subject": "subject-grouped", "none": "image-level (paper)"}
 # What each protocol keeps of the CV summary (the rest stays in reports/cv of a cv run).
@@ -182,6 +187,51 @@ def _kept(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {key: summary.get(key) for key in keys}
 
 
+def ensemble_sides(
+    cfg: DictConfig, models: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """{group_by: CV summary} of the ensemble from its members' kept predictions (`models`:
+    the comparisons recorded so far); a member without them is named with the command to run."""
+    from pipeline.evaluate import crossval
+
+    members = list(cfg.ensemble.members)
+    weights = None if cfg.ensemble.weights is None else list(cfg.ensemble.weights)
+    for member in members:
+        settings = models.get(member, {}).get("settings", {})
+        for key, value in (("cv.folds", cfg.cv.folds), ("cv.repeats", cfg.cv.repeats),
+                           ("seed", cfg.seed)):  # fmt: skip
+            if key in settings and settings[key] != value:
+                raise ConfigError(
+                    f"protocol ensemble: member {member!r} was compared with {key}="
+                    f"{settings[key]}, this run has {value}: re-run its comparison"
+                )
+    results = {}
+    for group_by, label in PROTOCOLS.items():
+        tables = {}
+        for member in members:
+            kept = models.get(member, {}).get(group_by, {}).get("predictions")
+            if not kept or not Path(kept).exists():
+                raise ConfigError(
+                    f"protocol ensemble: member {member!r} has no kept {label} predictions "
+                    f"(no comparison yet, or one from before they were kept): run "
+                    f"`python -m pipeline.stages.protocol {member}` first"
+                )
+            tables[member] = pd.read_csv(kept, dtype={"id": str, "group": str})
+        side_cfg = OmegaConf.merge(cfg, {"split": {"group_by": group_by}})
+        summary, predictions, _ = crossval.ensemble_cv(
+            tables, weights, cfg.ensemble.top_k, side_cfg
+        )
+        saved = predictions_path(cfg.dataset.name, ENSEMBLE, group_by)
+        atomic_write_text(saved, predictions.to_csv(index=False))
+        results[group_by] = {
+            **summary,
+            "source": "members: " + ", ".join(members),
+            "predictions": saved.as_posix(),
+        }
+        log.info("ensemble, %s: weighted F1 %.3f", label, summary["f1_weighted"])
+    return results
+
+
 @stage
 def run(cfg: DictConfig, *model_names: str) -> None:
     if not model_names:
@@ -189,12 +239,12 @@ def run(cfg: DictConfig, *model_names: str) -> None:
     if cfg.cv.folds < 2:
         raise ConfigError(f"cv.folds: the comparison is k-fold CV, set >= 2 (got {cfg.cv.folds})")
     for name in model_names:
-        model_config(cfg, name)  # a clear error for an unknown model before any training
+        if name != ENSEMBLE:
+            model_config(cfg, name)  # a clear error for an unknown model before any training
     from pipeline.train.device import pin_threads
 
     pin_threads(cfg.train.threads)
     dataset = cfg.dataset.name
-    frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
     out = protocol_path(dataset)
     record = (
         json.loads(out.with_suffix(".json").read_text())
@@ -203,7 +253,13 @@ def run(cfg: DictConfig, *model_names: str) -> None:
     )
     for name in model_names:
         started = time.monotonic()
-        sides = compare(frame, cfg, name)
+        if name == ENSEMBLE:
+            sides = ensemble_sides(cfg, record["models"])
+            section = "ensemble"
+        else:
+            frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
+            sides = compare(frame, cfg, name)
+            section = f"models.{name}"
         record["models"][name] = {
             "settings": {
                 "cv.folds": cfg.cv.folds,
@@ -211,7 +267,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
                 "seed": cfg.seed,
                 "crop.size": cfg.crop.size,
                 "train.threads": cfg.train.threads,
-                f"models.{name}": OmegaConf.to_container(cfg.models[name], resolve=True),
+                section: OmegaConf.to_container(OmegaConf.select(cfg, section), resolve=True),
             },
             **{g: _kept(s) for g, s in sides.items()},
             "provenance": {

@@ -6,12 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from pipeline import paths
+from pipeline import config, paths
 from pipeline.evaluate import crossval
 from pipeline.labels import called_all, y_true
 from pipeline.stages import protocol
@@ -218,3 +219,70 @@ def test_lock_param_reads_a_param_as_dvc_recorded_it_in_the_committed_lock(cfg):
     recorded = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]["cv@svm_hog"]
     for key, value in recorded["params"]["params.yaml"].items():
         assert protocol.lock_param(cfg, key) == value, key
+
+
+@pytest.fixture()
+def members_compared(tmp_path):
+    """A workspace whose protocol record holds both sides of each default ensemble member,
+    with the out-of-fold P(ALL) each side kept (3 folds, validation and test rows)."""
+    root = make_workspace(tmp_path, ["cv.folds=3", "evaluate.bootstrap_samples=50"])
+    cfg = config.load(root / "params.yaml")
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(
+        {
+            "id": [f"cell{i}" for i in range(18)],
+            "label": ["all", "hem"] * 9,
+            "group": [f"subject{i // 2}" for i in range(18)],
+            "repeat": 0,
+            "fold": [i % 3 for i in range(18)],
+            "part": (["test"] * 4 + ["val"] * 2) * 3,
+            "candidate": 0,
+        }
+    )
+    models = {}
+    for member in cfg.ensemble.members:
+        sides = {}
+        for group_by in protocol.PROTOCOLS:
+            kept = protocol.predictions_path("synthetic", member, group_by)
+            (root / kept).parent.mkdir(parents=True, exist_ok=True)
+            rows.assign(p_all=rng.uniform(size=len(rows))).to_csv(root / kept, index=False)
+            sides[group_by] = {"folds": 3, "n": 12, "accuracy_mean": 0.5, "accuracy_std": 0.1}
+            sides[group_by]["predictions"] = kept.as_posix()
+        settings = {"cv.folds": 3, "cv.repeats": 1, "seed": cfg.seed}
+        models[member] = {"settings": settings, **sides}
+    out = root / protocol.protocol_path("synthetic")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"dataset": "synthetic", "models": models}))
+    return root, list(cfg.ensemble.members)
+
+
+def test_the_ensemble_averages_its_members_kept_predictions_on_each_side(members_compared):
+    root, members = members_compared
+    assert run_stage(root, "protocol", "ensemble") == 0
+    out = root / protocol.protocol_path("synthetic")
+    record = json.loads(out.with_suffix(".json").read_text())["models"]["ensemble"]
+    for group_by in protocol.PROTOCOLS:
+        side = record[group_by]
+        assert side["source"] == "members: " + ", ".join(members)
+        mine = pd.read_csv(root / side["predictions"]).sort_values(["id", "part"])
+        theirs = [
+            pd.read_csv(root / protocol.predictions_path("synthetic", m, group_by))
+            .sort_values(["id", "part"])["p_all"]
+            .to_numpy()
+            for m in members
+        ]
+        assert mine["p_all"].to_numpy() == pytest.approx(np.mean(theirs, axis=0))
+        tested = mine[mine["part"] == "test"]
+        accuracy = (called_all(tested["p_all"]) == y_true(tested["label"])).mean()
+        assert side["accuracy"] == pytest.approx(accuracy)
+    assert "ensemble" in set(pd.read_csv(out.with_suffix(".csv"))["model"])
+
+
+def test_the_ensemble_names_a_member_without_kept_predictions(members_compared, capsys):
+    root, members = members_compared
+    (root / protocol.predictions_path("synthetic", members[1], "none")).unlink()
+    before = (root / protocol.protocol_path("synthetic")).with_suffix(".json").read_text()
+    assert run_stage(root, "protocol", "ensemble") == 1
+    err = capsys.readouterr().err
+    assert repr(members[1]) in err and f"pipeline.stages.protocol {members[1]}" in err
+    assert (root / protocol.protocol_path("synthetic")).with_suffix(".json").read_text() == before
