@@ -200,8 +200,8 @@ def test_a_committed_reused_grouped_side_is_the_committed_cv_it_names(record_pat
     """A comparison whose grouped side came from cv@<model> goes stale when that CV is re-run:
     its lock entry must still name the committed metrics file, and the figures must be its."""
     record = json.loads(record_path.read_text())
-    reused = {m: v["subject"] for m, v in record["models"].items() if v["subject"].get("source")}
-    reused = {m: s for m, s in reused.items() if s["source"] != "trained"}
+    sides = {m: v["subject"] for m, v in record["models"].items()}
+    reused = {m: s for m, s in sides.items() if (s.get("source") or "").startswith("cv@")}
     for model, grouped in reused.items():
         metrics = REPO / paths.cv_metrics(record["dataset"], model)
         if "source_lock_entry" in grouped:  # recorded since 019a06d
@@ -286,3 +286,23 @@ def test_the_ensemble_names_a_member_without_kept_predictions(members_compared, 
     err = capsys.readouterr().err
     assert repr(members[1]) in err and f"pipeline.stages.protocol {members[1]}" in err
     assert (root / protocol.protocol_path("synthetic")).with_suffix(".json").read_text() == before
+
+
+@pytest.mark.parametrize("record_path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_a_committed_ensemble_row_is_the_mean_of_its_members_kept_predictions(record_path):
+    record = json.loads(record_path.read_text())
+    ensemble = record["models"].get("ensemble")
+    if ensemble is None:
+        pytest.skip(f"{record_path.name} has no ensemble row")
+    settings = ensemble["settings"]["ensemble"]
+    assert settings["weights"] is None and settings["top_k"] is None  # plain mean below
+    keys = ["id", "repeat", "fold", "part"]
+    for group_by in protocol.PROTOCOLS:
+        mine = pd.read_csv(REPO / ensemble[group_by]["predictions"]).sort_values(keys)
+        theirs = [
+            pd.read_csv(REPO / record["models"][m][group_by]["predictions"]).sort_values(keys)
+            for m in settings["members"]
+        ]
+        assert all(t[keys].to_numpy().tolist() == mine[keys].to_numpy().tolist() for t in theirs)
+        mean = np.mean([t["p_all"].to_numpy() for t in theirs], axis=0)
+        assert mine["p_all"].to_numpy() == pytest.approx(mean)
