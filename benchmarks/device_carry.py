@@ -196,11 +196,11 @@ def fetch_packages(dists: Iterable[str], dest: Path, python: str = "3.12") -> No
     wheels = dest.parent / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    binary = [*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels)]
+    target = ["--python-version", python, "--implementation", "cp", *platforms]
     for dist in dists:
         spec = f"{dist}=={importlib.metadata.version(dist)}"
-        platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-        binary = [*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels)]
-        target = ["--python-version", python, "--implementation", "cp", *platforms]
         if subprocess.run([*binary, *target, spec], capture_output=True).returncode:
             # No wheel (e.g. antlr4-python3-runtime, grad-cam: pure-Python sdists): build one.
             subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), spec], check=True)

@@ -245,6 +245,8 @@ def run(cfg: DictConfig, *model_names: str) -> None:
 
     pin_threads(cfg.train.threads)
     dataset = cfg.dataset.name
+    trains = any(name != ENSEMBLE for name in model_names)  # the ensemble reads no images
+    frame = manifest.read(paths.cropped(dataset) / "manifest.csv") if trains else None
     out = protocol_path(dataset)
     record = (
         json.loads(out.with_suffix(".json").read_text())
@@ -257,7 +259,6 @@ def run(cfg: DictConfig, *model_names: str) -> None:
             sides = ensemble_sides(cfg, record["models"])
             section = "ensemble"
         else:
-            frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
             sides = compare(frame, cfg, name)
             section = f"models.{name}"
         record["models"][name] = {
