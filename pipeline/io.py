@@ -92,6 +92,18 @@ def folder_digest(folder: Path | str) -> str:
     return digest.hexdigest()
 
 
+def dvc_dir_md5(folder: Path | str) -> str:
+    """The md5 `dvc.lock` records for a directory output (DVC 3: md5 of the JSON list of its
+    files' md5 and relative path, sorted by path, plus `.dir`), to prove a copy of one."""
+    folder = Path(folder)
+    entries = [
+        {"md5": file_digest(path, "md5"), "relpath": path.relative_to(folder).as_posix()}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+    ]
+    listing = json.dumps(sorted(entries, key=lambda e: e["relpath"]), sort_keys=True)
+    return hashlib.md5(listing.encode()).hexdigest() + ".dir"
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temp path beside `target`; move it onto `target` only if the block succeeds.

@@ -410,15 +410,25 @@ def write_cv_outputs(
     """`reports/cv/<dataset>/<model>/` (predictions.csv, subjects.csv, selection.json) and the
     summary `reports/metrics/<dataset>/cv/<model>.json`, each written atomically. Missing
     tables are written empty (CV off)."""
+    write_cv_folder(paths.cv_dir(dataset, model_name), predictions, subjects, selection)
+    atomic_write_json(paths.cv_metrics(dataset, model_name), dict(summary))
+
+
+def write_cv_folder(
+    folder: Path,
+    predictions: pd.DataFrame | None = None,
+    subjects: pd.DataFrame | None = None,
+    selection: Mapping[str, Any] | None = None,
+) -> None:
+    """`folder/` with predictions.csv, subjects.csv and selection.json, replaced atomically."""
     predictions = predictions if predictions is not None else pd.DataFrame()
-    with atomic_path(paths.cv_dir(dataset, model_name)) as staged:
+    with atomic_path(folder) as staged:
         staged.mkdir()
         predictions.reindex(columns=WRITTEN_COLUMNS).to_csv(staged / "predictions.csv", index=False)
         (subjects if subjects is not None else pd.DataFrame()).to_csv(
             staged / "subjects.csv", index=False
         )
         atomic_write_json(staged / "selection.json", dict(selection or {"enabled": False}))
-    atomic_write_json(paths.cv_metrics(dataset, model_name), dict(summary))
 
 
 POOLED_CI_COVERS = (

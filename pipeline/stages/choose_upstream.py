@@ -1,0 +1,298 @@
+"""`python -m pipeline.stages.choose_upstream <name> <label>:<snapshot>[,<snapshot>] ...`: choose
+an upstream setting (crop rule, segmentation) inside each CV fold, with no training.
+
+The `cv` stage's nested CV can only vary what acts inside a fold (`tune.grids`); the crop and
+the segmentation are upstream stages, fixed for a whole run. So run the same CV once per
+setting (`dvc exp run -S cv.folds=5 -S crop.rule=fraction cv@<model>`, then `snapshot`), and
+this command makes the nested choice from the published runs: in every fold it keeps the
+setting whose predictions score best on that fold's validation part (the in-stage nested CV's
+rule, `crossval.rank_by_validation`), and only the kept setting's predictions score the test
+fold. The choice is `ensemble_cv` with one member kept per fold (`top_k` = 1), so its folds
+must be identical across settings (checked).
+
+Each snapshot must prove what it holds: its `dvc.lock` records the `cv@<model>` outputs the
+snapshot copied (md5 of the predictions folder and of the metrics file). The settings must
+share every param of the `cv` stage and may differ only in the upstream stages' params
+(`ingest`, `segment`, `crop`), which name each setting in the outputs. `ensemble` among the
+models averages its members' chosen predictions as `ensemble_cv` does (`ensemble.*` of the
+first setting's params). Writes `reports/upstream/<dataset>/<name>.{json,md}` and, per model,
+`reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not a DVC stage: it
+combines published runs, like `protocol`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import paths
+from pipeline.config import ConfigError
+from pipeline.evaluate import crossval
+from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5, file_digest
+from pipeline.report.table import format_ci
+from pipeline.tracking import code_and_machine
+
+EXPERIMENTS = paths.REPORTS / "experiments"
+UPSTREAM_STAGES = ("ingest", "segment", "crop")
+ENSEMBLE = "ensemble"
+NESTED = "nested choice"
+POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
+KEPT = ("folds", "repeats", "n", "accuracy_mean", "accuracy_std", "val_accuracy_mean")
+
+
+@dataclass(frozen=True)
+class SettingRun:
+    """One setting's CV of one model, as a snapshot published it."""
+
+    label: str
+    snapshot: Path
+    params: DictConfig
+    cv_params: dict[str, Any]
+    upstream: dict[str, Any]
+    predictions: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def parse_setting(text: str) -> tuple[str, list[Path]]:
+    """'bbox:cnmc_grouped_cv,cnmc_grouped_cv_cnns' -> ('bbox', [snapshot folders])."""
+    label, sep, folders = text.partition(":")
+    if not sep or not label or not folders:
+        raise ConfigError(f"setting {text!r}: expected <label>:<snapshot>[,<snapshot>...]")
+    snapshots = []
+    for folder in folders.split(","):
+        path = Path(folder) if Path(folder).is_dir() else EXPERIMENTS / folder
+        if not path.is_dir():
+            raise FileNotFoundError(f"setting {label!r}: no snapshot folder {folder!r} ({path})")
+        snapshots.append(path)
+    return label, snapshots
+
+
+def _flat(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_setting_run(label: str, snapshots: Sequence[Path], model: str) -> SettingRun:
+    """The first of `snapshots` whose lock has `cv@<model>`, checked against that lock."""
+    stage = f"cv@{model}"
+    for snapshot in snapshots:
+        lock = yaml.safe_load((snapshot / "dvc.lock").read_text()) or {}
+        stages = lock.get("stages") or {}
+        if stage in stages:
+            break
+    else:
+        names = ", ".join(s.name for s in snapshots)
+        raise FileNotFoundError(f"setting {label!r}: no {stage} in the lock of {names}")
+    params = OmegaConf.create(yaml.safe_load((snapshot / "params.yaml").read_text()))
+    dataset = params.dataset.name
+    outs = {out["path"]: out.get("md5") for out in stages[stage].get("outs", [])}
+    folder, metrics = snapshot / "cv" / model, snapshot / "metrics" / "cv" / f"{model}.json"
+    proofs = (
+        (folder, paths.cv_dir(dataset, model), dvc_dir_md5),
+        (metrics, paths.cv_metrics(dataset, model), lambda f: file_digest(f, "md5")),
+    )
+    for copy, published, digest in proofs:
+        recorded = outs.get(published.as_posix())
+        if not copy.exists() or recorded is None or digest(copy) != recorded:
+            raise ValueError(
+                f"setting {label!r}: {copy} is not the {published} that {snapshot}/dvc.lock "
+                f"records for {stage} (md5 {recorded})"
+            )
+    upstream = {
+        name: _flat(stages[name].get("params", {}).get("params.yaml", {}))
+        for name in UPSTREAM_STAGES
+        if name in stages
+    }
+    return SettingRun(
+        label=label,
+        snapshot=snapshot,
+        params=params,
+        cv_params=stages[stage].get("params", {}).get("params.yaml", {}),
+        upstream={key: value for values in upstream.values() for key, value in values.items()},
+        predictions=pd.read_csv(folder / "predictions.csv", dtype={"id": str, "group": str}),
+        summary=json.loads(metrics.read_text()),
+    )
+
+
+def differing_upstream(runs: Sequence[SettingRun]) -> dict[str, dict[str, Any]]:
+    """{label: {upstream key: value}} of the keys whose values differ between the settings;
+    an error if a `cv` stage param differs or no upstream param does."""
+    first = runs[0]
+    for run in runs[1:]:
+        for key in sorted(set(first.cv_params) | set(run.cv_params)):
+            if first.cv_params.get(key) != run.cv_params.get(key):
+                raise ConfigError(
+                    f"choose_upstream: settings {first.label!r} and {run.label!r} ran "
+                    f"{first.snapshot.name}'s and {run.snapshot.name}'s cv stage with different "
+                    f"{key!r}; only upstream stages ({', '.join(UPSTREAM_STAGES)}) may differ"
+                )
+    keys = sorted({k for run in runs for k in run.upstream})
+    varied = [k for k in keys if len({json.dumps(r.upstream.get(k)) for r in runs}) > 1]
+    if not varied:
+        labels = ", ".join(r.label for r in runs)
+        raise ConfigError(f"choose_upstream: {labels} share every upstream param: no choice")
+    return {run.label: {k: run.upstream.get(k) for k in varied} for run in runs}
+
+
+def choose(
+    runs: Sequence[SettingRun],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Nested choice among `runs` (one model's CV under each setting): summary, the kept
+    predictions of every fold, and the record of which setting each fold kept."""
+    labels = [run.label for run in runs]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"choose_upstream: setting labels repeat: {labels}")
+    settings = differing_upstream(runs)
+    members = {run.label: run.predictions for run in runs}
+    summary, predictions, record = crossval.ensemble_cv(members, None, 1, runs[0].params)
+    record = {
+        "selection": "nested",
+        "rule": "per fold, the best validation accuracy, then the lower validation loss",
+        "settings": {
+            run.label: {"snapshot": run.snapshot.as_posix(), **settings[run.label]} for run in runs
+        },
+        "chosen": [
+            {"repeat": row["repeat"], "fold": row["fold"], "setting": row["members"][0]}
+            for row in record["chosen"]
+        ],
+    }
+    return summary, predictions, record
+
+
+def _kept(summary: Mapping[str, Any]) -> dict[str, Any]:
+    keys = [*KEPT, *(f"{m}{s}" for m in POOLED for s in ("", "_ci_low", "_ci_high"))]
+    return {key: summary.get(key) for key in keys}
+
+
+def table(models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Per model, a row per setting (its own CV) and the row of the nested choice."""
+    rows = []
+    for model, result in models.items():
+        chosen = pd.Series([c["setting"] for c in result.get("chosen", [])]).value_counts()
+        nested_kept = ", ".join(f"{setting} {n}" for setting, n in chosen.items()) or (
+            "each member's own"  # the ensemble averages its members' chosen predictions
+        )
+        for label, summary in [*result["settings"].items(), (NESTED, result["nested"])]:
+            rows.append(
+                {
+                    "model": model,
+                    "setting": label,
+                    "folds kept": nested_kept if label == NESTED else str(chosen.get(label, 0)),
+                    "Ac mean ± std": f"{summary['accuracy_mean'] * 100:.1f} ± "
+                    f"{(summary['accuracy_std'] or 0.0) * 100:.1f}",
+                    "Ac pooled": format_ci(summary, "accuracy"),
+                    "F1w pooled": format_ci(summary, "f1_weighted"),
+                    "Bal. acc. pooled": format_ci(summary, "balanced_accuracy"),
+                    "ROC-AUC pooled": format_ci(summary, "roc_auc", 1),
+                    "validation parts (Ac)": (
+                        f"{summary['val_accuracy_mean']:.3f}"
+                        if summary.get("val_accuracy_mean") is not None
+                        else "—"
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def ensemble_result(
+    runs_by_model: Mapping[str, Sequence[SettingRun]], chosen: Mapping[str, pd.DataFrame]
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """The ensemble (the first setting's `ensemble.*`) under each setting alone and over its
+    members' chosen predictions: (result as in the JSON, chosen predictions, record)."""
+    first = next(iter(runs_by_model.values()))[0].params
+    members = list(first.ensemble.members)
+    missing = [m for m in members if m not in chosen]
+    if missing:
+        raise ConfigError(
+            f"choose_upstream: the ensemble's members {missing} are not among the models chosen "
+            f"here; name them too (ensemble.members: {members})"
+        )
+    weights = None if first.ensemble.weights is None else list(first.ensemble.weights)
+    vote = {"weights": weights, "top_k": first.ensemble.top_k, "cfg": first}
+    per_setting = {}
+    for index, run in enumerate(runs_by_model[members[0]]):
+        tables = {m: runs_by_model[m][index].predictions for m in members}
+        per_setting[run.label] = _kept(crossval.ensemble_cv(tables, **vote)[0])
+    summary, predictions, record = crossval.ensemble_cv({m: chosen[m] for m in members}, **vote)
+    result = {"settings": per_setting, "nested": _kept(summary), "members": members}
+    return result, predictions, {**record, "members_chosen_by": "choose_upstream"}
+
+
+def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
+    """Choose among `settings` ('<label>:<snapshot>,...') for each of `models`; returns the
+    JSON written. Every model is checked before anything is written."""
+    parsed = [parse_setting(text) for text in settings]
+    if len(parsed) < 2:
+        raise ConfigError("choose_upstream: name at least two settings to choose from")
+    trained = [m for m in models if m != ENSEMBLE]
+    if not trained:
+        raise ConfigError("choose_upstream: name at least one model besides the ensemble")
+    runs_by_model = {
+        model: [load_setting_run(label, snapshots, model) for label, snapshots in parsed]
+        for model in trained
+    }
+    results: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {}
+    for model, runs in runs_by_model.items():
+        summary, predictions, record = choose(runs)
+        results[model] = {
+            "settings": {run.label: _kept(run.summary) for run in runs},
+            "nested": _kept(summary),
+            "chosen": record["chosen"],
+        }
+        outputs[model] = (predictions, record)
+    if ENSEMBLE in models:
+        chosen = {m: outputs[m][0] for m in trained}
+        results[ENSEMBLE], *outputs[ENSEMBLE] = ensemble_result(runs_by_model, chosen)
+    first = runs_by_model[trained[0]]
+    out = paths.REPORTS / "upstream" / first[0].params.dataset.name / name
+    for model, (predictions, record) in outputs.items():
+        crossval.write_cv_folder(
+            out / model, predictions, crossval.subject_table(predictions), record
+        )
+    payload = {
+        "dataset": first[0].params.dataset.name,
+        "name": name,
+        "settings": outputs[trained[0]][1]["settings"],
+        "models": results,
+        "provenance": code_and_machine(),
+    }
+    atomic_write_json(out.with_suffix(".json"), payload)
+    atomic_write_text(out.with_suffix(".md"), table(results).to_markdown(index=False) + "\n")
+    return out.with_suffix(".json")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="output name under reports/upstream/<dataset>/")
+    parser.add_argument(
+        "settings", nargs="+", metavar="LABEL:SNAPSHOT[,SNAPSHOT]",
+        help="a setting's label and its snapshot folders (under reports/experiments/ or a path)",
+    )  # fmt: skip
+    parser.add_argument("--models", nargs="+", required=True, help="models (and `ensemble`)")
+    args = parser.parse_args(argv)
+    try:
+        written = run(args.name, args.settings, args.models)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"choose_upstream: {exc}", file=sys.stderr)
+        return 2
+    print(f"choose_upstream: wrote {written} and {written.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""choose_upstream: the nested choice of an upstream setting from published CV runs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import config, paths
+from pipeline.evaluate import crossval
+from pipeline.io import dvc_dir_md5, file_digest
+from pipeline.labels import called_all, y_true
+from pipeline.stages import choose_upstream
+
+REPO = Path(__file__).parents[2]
+FOLDS = 3
+
+
+def _rows() -> pd.DataFrame:
+    """3 folds of 4 test and 4 validation cells each, 2 subjects per part, both classes."""
+    rows = []
+    for fold in range(FOLDS):
+        for part in ("test", "val"):
+            for i in range(4):
+                cell = f"f{fold}{part}{i}"
+                label = "all" if i % 2 == 0 else "hem"
+                group = f"subject:{fold}{part}{i // 2}"
+                rows.append((cell, label, group, 0, fold, part, 0))
+    return pd.DataFrame(rows, columns=crossval.WRITTEN_COLUMNS[:-1])
+
+
+def _right(rows: pd.DataFrame) -> np.ndarray:
+    return np.where(rows["label"] == "all", 0.9, 0.1)
+
+
+def write_snapshot(
+    folder: Path, model: str, crop_rule: str, p_all: np.ndarray, seed: int = 42, rows=None
+) -> Path:
+    """A snapshot as `pipeline.stages.snapshot` writes one: params, a lock whose cv@<model>
+    records the md5 of the copied outputs, and those outputs."""
+    rows = _rows() if rows is None else rows
+    cfg = config.compose(["cv.folds=3", f"seed={seed}", "evaluate.bootstrap_samples=50"])
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(config.to_yaml(cfg))
+    cv_dir = folder / "cv" / model
+    cv_dir.mkdir(parents=True)
+    rows.assign(p_all=p_all).to_csv(cv_dir / "predictions.csv", index=False)
+    (cv_dir / "subjects.csv").write_text("group\n")
+    (cv_dir / "selection.json").write_text("{}")
+    test = rows.assign(p_all=p_all)[rows["part"] == "test"]
+    accuracy = float((called_all(test["p_all"]) == y_true(test["label"])).mean())
+    summary = {"accuracy": accuracy, "accuracy_mean": accuracy, "accuracy_std": 0.0}
+    metrics = folder / "metrics" / "cv" / f"{model}.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps(summary))
+    dataset = cfg.dataset.name
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "crop": {"params": {"params.yaml": {"crop": {"rule": crop_rule, "size": 64}}}},
+            f"cv@{model}": {
+                "params": {"params.yaml": {"seed": seed, "cv": {"folds": FOLDS}}},
+                "outs": [
+                    {"path": paths.cv_dir(dataset, model).as_posix(), "md5": dvc_dir_md5(cv_dir)},
+                    {
+                        "path": paths.cv_metrics(dataset, model).as_posix(),
+                        "md5": file_digest(metrics, "md5"),
+                    },
+                ],
+            },
+        },
+    }
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    return folder
+
+
+@pytest.fixture()
+def two_settings(tmp_path, monkeypatch):
+    """bbox is right on the validation parts of folds 0 and 2, fraction on fold 1's; on the
+    test folds it is the other way round, which must not matter."""
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    right, wrong = _right(rows), 1 - _right(rows)
+    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
+    bbox = np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong))
+    fraction = np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right))
+    write_snapshot(tmp_path / "runs" / "bbox", "svm_hog", "bbox", bbox)
+    write_snapshot(tmp_path / "runs" / "frac", "svm_hog", "fraction", fraction)
+    return tmp_path, rows, {"bbox": bbox, "fraction": fraction}
+
+
+def test_each_fold_keeps_the_setting_best_on_its_validation_part(two_settings):
+    root, rows, p_all = two_settings
+    assert choose_upstream.main(
+        ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog"]
+    ) == 0  # fmt: skip
+    record = json.loads((root / "reports/upstream/synthetic/crop.json").read_text())
+    chosen = [c["setting"] for c in record["models"]["svm_hog"]["chosen"]]
+    assert chosen == ["bbox", "fraction", "bbox"]  # by validation, against the test folds
+    assert record["settings"]["bbox"]["crop.rule"] == "bbox"
+    assert record["settings"]["fraction"]["crop.rule"] == "fraction"
+    kept = pd.read_csv(root / "reports/upstream/synthetic/crop/svm_hog/predictions.csv")
+    expected = np.where(rows["fold"] == 1, p_all["fraction"], p_all["bbox"])
+    merged = rows.assign(expected=expected).merge(kept, on=["id", "part"])
+    assert merged["p_all"].to_numpy() == pytest.approx(merged["expected"].to_numpy())
+    assert record["models"]["svm_hog"]["nested"]["accuracy"] == 0.0  # each test fold wrong
+    assert "nested choice" in (root / "reports/upstream/synthetic/crop.md").read_text()
+
+
+def test_a_snapshot_whose_files_the_lock_does_not_prove_is_refused(two_settings, capsys):
+    root, _, _ = two_settings
+    predictions = root / "runs/frac/cv/svm_hog/predictions.csv"
+    predictions.write_text(predictions.read_text().replace("0.9", "0.8"))
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog"]
+    assert choose_upstream.main(args) == 2
+    assert "runs/frac/cv/svm_hog" in capsys.readouterr().err
+    assert not (root / "reports/upstream").exists()  # nothing half-written
+
+
+def test_settings_may_differ_only_upstream(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    write_snapshot(tmp_path / "a", "svm_hog", "bbox", _right(rows))
+    write_snapshot(tmp_path / "b", "svm_hog", "fraction", _right(rows), seed=7)
+    assert choose_upstream.main(["x", "a:a", "b:b", "--models", "svm_hog"]) == 2
+    assert "'seed'" in capsys.readouterr().err
+
+
+def test_settings_that_share_every_upstream_param_leave_nothing_to_choose(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    write_snapshot(tmp_path / "a", "svm_hog", "bbox", _right(rows))
+    write_snapshot(tmp_path / "b", "svm_hog", "bbox", 1 - _right(rows))
+    assert choose_upstream.main(["x", "a:a", "b:b", "--models", "svm_hog"]) == 2
+    assert "no choice" in capsys.readouterr().err
+
+
+def test_settings_on_other_folds_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    moved = rows.assign(fold=(rows["fold"] + 1) % FOLDS)
+    write_snapshot(tmp_path / "a", "svm_hog", "bbox", _right(rows))
+    write_snapshot(tmp_path / "b", "svm_hog", "fraction", _right(rows), rows=moved)
+    assert choose_upstream.main(["x", "a:a", "b:b", "--models", "svm_hog"]) == 2
+    assert "same folds" in capsys.readouterr().err
+
+
+def test_the_ensemble_averages_its_members_chosen_predictions(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    members = list(config.compose().ensemble.members)
+    rng = np.random.default_rng(0)
+    for member in members:
+        for label in ("bbox", "fraction"):
+            write_snapshot(
+                tmp_path / label / member, member, label, rng.uniform(size=len(rows))
+            )  # fmt: skip
+    settings = [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+    assert choose_upstream.main(["crop", *settings, "--models", *members, "ensemble"]) == 0
+    out = tmp_path / "reports/upstream/synthetic/crop"
+    keys = ["id", "part"]
+    chosen = [pd.read_csv(out / m / "predictions.csv").sort_values(keys) for m in members]
+    ensemble = pd.read_csv(out / "ensemble" / "predictions.csv").sort_values(keys)
+    mean = np.mean([c["p_all"].to_numpy() for c in chosen], axis=0)
+    assert ensemble["p_all"].to_numpy() == pytest.approx(mean)
+    record = json.loads(out.with_suffix(".json").read_text())["models"]["ensemble"]
+    assert set(record["settings"]) == {"bbox", "fraction"} and record["members"] == members
+
+
+def test_an_ensemble_without_its_members_is_refused(two_settings, capsys):
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog", "ensemble"]
+    assert choose_upstream.main(args) == 2
+    assert "ensemble's members" in capsys.readouterr().err
+
+
+def test_dvc_dir_md5_is_the_hash_dvc_recorded_for_a_committed_folder():
+    snapshot = REPO / "reports/experiments/cnmc_grouped_cv_cnns"
+    lock = yaml.safe_load((snapshot / "dvc.lock").read_text())
+    outs = {o["path"]: o["md5"] for o in lock["stages"]["cv@yolov8"]["outs"]}
+    assert dvc_dir_md5(snapshot / "cv" / "yolov8") == outs["reports/cv/cnmc/yolov8"]
