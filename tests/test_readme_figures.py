@@ -1,4 +1,5 @@
-"""Every row of the README's results tables is backed by one committed file under `reports/`
+"""Every row of the results tables (the README's `## Results`, all of docs/results.md) is backed
+by one committed file under `reports/`
 (or `benchmarks/results/`) that code wrote: each of the row's decimal figures occurs in that
 same file. A bag of all numbers would back almost any figure (thousands of per-image
 probabilities); one file per row ties a row to the run it reports. Per-image files
@@ -23,12 +24,15 @@ DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.])")
 PER_IMAGE = ("predictions", "roc.csv", "history.csv")
 
 
-def results_table_rows(readme: str) -> list[tuple[int, list[str]]]:
-    """(line number, decimal figures) of every table row with figures under `## Results`."""
-    rows, inside = [], False
-    for number, line in enumerate(readme.splitlines(), start=1):
-        if line.startswith("## "):
-            inside = line.strip() == "## Results"
+def results_table_rows(
+    text: str, section: str | None = "## Results"
+) -> list[tuple[int, list[str]]]:
+    """(line number, decimal figures) of every table row with figures under `section` (the
+    whole text when None)."""
+    rows, inside = [], section is None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("## ") and section is not None:
+            inside = line.strip() == section
         elif inside and line.startswith("|") and (figures := DECIMAL.findall(line)):
             rows.append((number, figures))
     return rows
@@ -95,25 +99,33 @@ def backed(figure: str, numbers: set[float], literals: set[str]) -> bool:
     )
 
 
-def unbacked(readme: str, roots: Iterable[Path]) -> list[str]:
+def unbacked(
+    text: str,
+    roots: Iterable[Path],
+    name: str = "README.md",
+    section: str | None = "## Results",
+) -> list[str]:
     """The rows no single source file backs, with the figures the closest file lacks."""
     sources = report_values(roots)
     failures = []
-    for line, figures in results_table_rows(readme):
+    for line, figures in results_table_rows(text, section):
         lacking = min(
             ([f for f in figures if not backed(f, *source)] for source in sources),
             key=len,
             default=figures,
         )
         if lacking:
-            failures.append(f"README.md:{line}: no one file holds {', '.join(lacking)}")
+            failures.append(f"{name}:{line}: no one file holds {', '.join(lacking)}")
     return failures
 
 
-def test_every_results_figure_comes_from_a_committed_report() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert results_table_rows(readme), "no results tables found under '## Results'"
-    missing = unbacked(readme, [REPO / source for source in SOURCES])
+@pytest.mark.parametrize(
+    ("name", "section"), [("README.md", "## Results"), ("docs/results.md", None)]
+)
+def test_every_results_figure_comes_from_a_committed_report(name: str, section: str | None) -> None:
+    text = (REPO / name).read_text()
+    assert results_table_rows(text, section), f"no results tables found in {name}"
+    missing = unbacked(text, [REPO / source for source in SOURCES], name, section)
     assert not missing, "rows with no file behind them:\n" + "\n".join(missing)
 
 

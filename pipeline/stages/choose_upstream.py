@@ -10,8 +10,9 @@ rule, `crossval.rank_by_validation`), and only the kept setting's predictions sc
 fold. The choice is `ensemble_cv` with one member kept per fold (`top_k` = 1), so its folds
 must be identical across settings (checked).
 
-Each snapshot must prove what it holds: its `dvc.lock` records the `cv@<model>` outputs the
-snapshot copied (md5 of the predictions folder and of the metrics file). The settings must
+Each snapshot must prove what it holds: its `dvc.lock` records the md5 of the `cv@<model>`
+predictions folder the snapshot copied. Every figure is computed from those predictions with
+today's metrics code, the settings' own rows as the choice's. The settings must
 share every param of the `cv` stage and may differ only in the upstream stages' params
 (`ingest`, `segment`, `crop`), which name each setting in the outputs. `ensemble` among the
 models averages its members' chosen predictions as `ensemble_cv` does (`ensemble.*` of the
@@ -37,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import paths
 from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
-from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5, file_digest
+from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5
 from pipeline.report.table import format_ci
 from pipeline.tracking import code_and_machine
 
@@ -59,7 +60,6 @@ class SettingRun:
     cv_params: dict[str, Any]
     upstream: dict[str, Any]
     predictions: pd.DataFrame
-    summary: dict[str, Any]
 
 
 def parse_setting(text: str) -> tuple[str, list[Path]]:
@@ -98,20 +98,14 @@ def load_setting_run(label: str, snapshots: Sequence[Path], model: str) -> Setti
         names = ", ".join(s.name for s in snapshots)
         raise FileNotFoundError(f"setting {label!r}: no {stage} in the lock of {names}")
     params = OmegaConf.create(yaml.safe_load((snapshot / "params.yaml").read_text()))
-    dataset = params.dataset.name
-    outs = {out["path"]: out.get("md5") for out in stages[stage].get("outs", [])}
-    folder, metrics = snapshot / "cv" / model, snapshot / "metrics" / "cv" / f"{model}.json"
-    proofs = (
-        (folder, paths.cv_dir(dataset, model), dvc_dir_md5),
-        (metrics, paths.cv_metrics(dataset, model), lambda f: file_digest(f, "md5")),
-    )
-    for copy, published, digest in proofs:
-        recorded = outs.get(published.as_posix())
-        if not copy.exists() or recorded is None or digest(copy) != recorded:
-            raise ValueError(
-                f"setting {label!r}: {copy} is not the {published} that {snapshot}/dvc.lock "
-                f"records for {stage} (md5 {recorded})"
-            )
+    folder = snapshot / "cv" / model
+    published = paths.cv_dir(params.dataset.name, model).as_posix()
+    recorded = {out["path"]: out.get("md5") for out in stages[stage].get("outs", [])}
+    if not folder.is_dir() or dvc_dir_md5(folder) != recorded.get(published):
+        raise ValueError(
+            f"setting {label!r}: {folder} is not the {published} that {snapshot}/dvc.lock "
+            f"records for {stage} (md5 {recorded.get(published)})"
+        )
     upstream = {
         name: _flat(stages[name].get("params", {}).get("params.yaml", {}))
         for name in UPSTREAM_STAGES
@@ -124,7 +118,6 @@ def load_setting_run(label: str, snapshots: Sequence[Path], model: str) -> Setti
         cv_params=stages[stage].get("params", {}).get("params.yaml", {}),
         upstream={key: value for values in upstream.values() for key, value in values.items()},
         predictions=pd.read_csv(folder / "predictions.csv", dtype={"id": str, "group": str}),
-        summary=json.loads(metrics.read_text()),
     )
 
 
@@ -146,6 +139,12 @@ def differing_upstream(runs: Sequence[SettingRun]) -> dict[str, dict[str, Any]]:
         labels = ", ".join(r.label for r in runs)
         raise ConfigError(f"choose_upstream: {labels} share every upstream param: no choice")
     return {run.label: {k: run.upstream.get(k) for k in varied} for run in runs}
+
+
+def plain_cv(run: SettingRun) -> dict[str, Any]:
+    """The setting's own CV summary, recomputed from its predictions as the choice's is (the
+    test figures equal the cv stage's; its validation figures came from training history)."""
+    return crossval.ensemble_cv({run.label: run.predictions}, None, None, run.params)[0]
 
 
 def choose(
@@ -250,7 +249,7 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
     for model, runs in runs_by_model.items():
         summary, predictions, record = choose(runs)
         results[model] = {
-            "settings": {run.label: _kept(run.summary) for run in runs},
+            "settings": {run.label: _kept(plain_cv(run)) for run in runs},
             "nested": _kept(summary),
             "chosen": record["chosen"],
         }

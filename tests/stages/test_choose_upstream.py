@@ -10,8 +10,7 @@ import yaml
 
 from pipeline import config, paths
 from pipeline.evaluate import crossval
-from pipeline.io import dvc_dir_md5, file_digest
-from pipeline.labels import called_all, y_true
+from pipeline.io import dvc_dir_md5
 from pipeline.stages import choose_upstream
 
 REPO = Path(__file__).parents[2]
@@ -39,7 +38,7 @@ def write_snapshot(
     folder: Path, model: str, crop_rule: str, p_all: np.ndarray, seed: int = 42, rows=None
 ) -> Path:
     """A snapshot as `pipeline.stages.snapshot` writes one: params, a lock whose cv@<model>
-    records the md5 of the copied outputs, and those outputs."""
+    records the md5 of the copied predictions folder, and that folder."""
     rows = _rows() if rows is None else rows
     cfg = config.compose(["cv.folds=3", f"seed={seed}", "evaluate.bootstrap_samples=50"])
     folder.mkdir(parents=True)
@@ -49,12 +48,6 @@ def write_snapshot(
     rows.assign(p_all=p_all).to_csv(cv_dir / "predictions.csv", index=False)
     (cv_dir / "subjects.csv").write_text("group\n")
     (cv_dir / "selection.json").write_text("{}")
-    test = rows.assign(p_all=p_all)[rows["part"] == "test"]
-    accuracy = float((called_all(test["p_all"]) == y_true(test["label"])).mean())
-    summary = {"accuracy": accuracy, "accuracy_mean": accuracy, "accuracy_std": 0.0}
-    metrics = folder / "metrics" / "cv" / f"{model}.json"
-    metrics.parent.mkdir(parents=True)
-    metrics.write_text(json.dumps(summary))
     dataset = cfg.dataset.name
     lock = {
         "schema": "2.0",
@@ -63,11 +56,7 @@ def write_snapshot(
             f"cv@{model}": {
                 "params": {"params.yaml": {"seed": seed, "cv": {"folds": FOLDS}}},
                 "outs": [
-                    {"path": paths.cv_dir(dataset, model).as_posix(), "md5": dvc_dir_md5(cv_dir)},
-                    {
-                        "path": paths.cv_metrics(dataset, model).as_posix(),
-                        "md5": file_digest(metrics, "md5"),
-                    },
+                    {"path": paths.cv_dir(dataset, model).as_posix(), "md5": dvc_dir_md5(cv_dir)}
                 ],
             },
         },
@@ -106,6 +95,9 @@ def test_each_fold_keeps_the_setting_best_on_its_validation_part(two_settings):
     merged = rows.assign(expected=expected).merge(kept, on=["id", "part"])
     assert merged["p_all"].to_numpy() == pytest.approx(merged["expected"].to_numpy())
     assert record["models"]["svm_hog"]["nested"]["accuracy"] == 0.0  # each test fold wrong
+    own = record["models"]["svm_hog"]["settings"]  # each setting's CV, from its predictions
+    assert own["bbox"]["accuracy"] == pytest.approx(1 / 3)
+    assert own["fraction"]["accuracy"] == pytest.approx(2 / 3)
     assert "nested choice" in (root / "reports/upstream/synthetic/crop.md").read_text()
 
 
