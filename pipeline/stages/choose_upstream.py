@@ -14,11 +14,13 @@ Each snapshot must prove what it holds: its `dvc.lock` records the md5 of the `c
 predictions folder the snapshot copied. Every figure is computed from those predictions with
 today's metrics code, the settings' own rows as the choice's. The settings must
 share every param of the `cv` stage and may differ only in the upstream stages' params
-(`ingest`, `segment`, `crop`), which name each setting in the outputs. `ensemble` among the
-models averages its members' chosen predictions as `ensemble_cv` does (`ensemble.*` of the
-first setting's params). Writes `reports/upstream/<dataset>/<name>.{json,md}` and, per model,
-`reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not a DVC stage: it
-combines published runs, like `protocol`.
+(`ingest`, `segment`, `crop`), which name each setting in the outputs. They are read from the
+crop run whose output the CV's lock names as its input (by md5), in any of the setting's
+snapshots: a snapshot of `cv@<model>` alone needs the one of its crop run beside it.
+`ensemble` among the models averages its members' chosen predictions as `ensemble_cv` does
+(`ensemble.*` of the first setting's params). Writes `reports/upstream/<dataset>/<name>.{json,md}`
+and, per model, `reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not
+a DVC stage: it combines published runs, like `protocol`.
 """
 
 from __future__ import annotations
@@ -86,37 +88,63 @@ def _flat(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_setting_run(label: str, snapshots: Sequence[Path], model: str) -> SettingRun:
-    """The first of `snapshots` whose lock has `cv@<model>`, checked against that lock."""
-    stage = f"cv@{model}"
+def _stages(snapshot: Path) -> dict[str, Any]:
+    return (yaml.safe_load((snapshot / "dvc.lock").read_text()) or {}).get("stages") or {}
+
+
+def _outs(entry: Mapping[str, Any]) -> dict[str, str | None]:
+    return {out["path"]: out.get("md5") for out in entry.get("outs", [])}
+
+
+def upstream_params(label: str, snapshots: Sequence[Path], cropped: str, md5: str) -> dict:
+    """The ingest, segment and crop params of the run that wrote `cropped` with this `md5`,
+    from whichever of the setting's snapshots recorded it (a snapshot of `cv@*` alone has
+    none)."""
     for snapshot in snapshots:
-        lock = yaml.safe_load((snapshot / "dvc.lock").read_text()) or {}
-        stages = lock.get("stages") or {}
-        if stage in stages:
-            break
-    else:
+        stages = _stages(snapshot)
+        if _outs(stages.get("crop", {})).get(cropped) == md5:
+            return {
+                key: value
+                for name in UPSTREAM_STAGES
+                for key, value in _flat(
+                    stages.get(name, {}).get("params", {}).get("params.yaml", {})
+                ).items()
+            }
+    names = ", ".join(s.name for s in snapshots)
+    raise FileNotFoundError(
+        f"setting {label!r}: none of {names} records the crop stage that wrote its CV's input "
+        f"{cropped} (md5 {md5}); add the snapshot of that run to the setting"
+    )
+
+
+def load_setting_run(label: str, snapshots: Sequence[Path], model: str) -> SettingRun:
+    """The first of `snapshots` whose lock has `cv@<model>`, checked against that lock; its
+    upstream params are those of the crop run its lock names as the CV's input."""
+    stage = f"cv@{model}"
+    snapshot = next((s for s in snapshots if stage in _stages(s)), None)
+    if snapshot is None:
         names = ", ".join(s.name for s in snapshots)
         raise FileNotFoundError(f"setting {label!r}: no {stage} in the lock of {names}")
+    entry = _stages(snapshot)[stage]
     params = OmegaConf.create(yaml.safe_load((snapshot / "params.yaml").read_text()))
     folder = snapshot / "cv" / model
     published = paths.cv_dir(params.dataset.name, model).as_posix()
-    recorded = {out["path"]: out.get("md5") for out in stages[stage].get("outs", [])}
-    if not folder.is_dir() or dvc_dir_md5(folder) != recorded.get(published):
+    recorded = _outs(entry).get(published)
+    if not folder.is_dir() or dvc_dir_md5(folder) != recorded:
         raise ValueError(
             f"setting {label!r}: {folder} is not the {published} that {snapshot}/dvc.lock "
-            f"records for {stage} (md5 {recorded.get(published)})"
+            f"records for {stage} (md5 {recorded})"
         )
-    upstream = {
-        name: _flat(stages[name].get("params", {}).get("params.yaml", {}))
-        for name in UPSTREAM_STAGES
-        if name in stages
-    }
+    cropped = paths.cropped(params.dataset.name).as_posix()
+    inputs = {dep["path"]: dep.get("md5") for dep in entry.get("deps", [])}
+    if cropped not in inputs:
+        raise ValueError(f"setting {label!r}: {snapshot}/dvc.lock: {stage} names no {cropped}")
     return SettingRun(
         label=label,
         snapshot=snapshot,
         params=params,
-        cv_params=stages[stage].get("params", {}).get("params.yaml", {}),
-        upstream={key: value for values in upstream.values() for key, value in values.items()},
+        cv_params=entry.get("params", {}).get("params.yaml", {}),
+        upstream=upstream_params(label, snapshots, cropped, inputs[cropped]),
         predictions=pd.read_csv(folder / "predictions.csv", dtype={"id": str, "group": str}),
     )
 
@@ -266,7 +294,13 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
     payload = {
         "dataset": first[0].params.dataset.name,
         "name": name,
-        "settings": outputs[trained[0]][1]["settings"],
+        "settings": {  # what tells the settings apart; each model's snapshot: selection.json
+            label: {
+                "snapshots": [snapshot.as_posix() for snapshot in snapshots],
+                **differing_upstream(first)[label],
+            }
+            for label, snapshots in parsed
+        },
         "models": results,
         "provenance": code_and_machine(),
     }

@@ -49,11 +49,16 @@ def write_snapshot(
     (cv_dir / "subjects.csv").write_text("group\n")
     (cv_dir / "selection.json").write_text("{}")
     dataset = cfg.dataset.name
+    cropped = {"path": paths.cropped(dataset).as_posix(), "md5": f"{crop_rule}-crops.dir"}
     lock = {
         "schema": "2.0",
         "stages": {
-            "crop": {"params": {"params.yaml": {"crop": {"rule": crop_rule, "size": 64}}}},
+            "crop": {
+                "params": {"params.yaml": {"crop": {"rule": crop_rule, "size": 64}}},
+                "outs": [dict(cropped)],
+            },
             f"cv@{model}": {
+                "deps": [dict(cropped)],  # two dicts: no YAML alias ties them
                 "params": {"params.yaml": {"seed": seed, "cv": {"folds": FOLDS}}},
                 "outs": [
                     {"path": paths.cv_dir(dataset, model).as_posix(), "md5": dvc_dir_md5(cv_dir)}
@@ -174,3 +179,36 @@ def test_dvc_dir_md5_is_the_hash_dvc_recorded_for_a_committed_folder():
     lock = yaml.safe_load((snapshot / "dvc.lock").read_text())
     outs = {o["path"]: o["md5"] for o in lock["stages"]["cv@yolov8"]["outs"]}
     assert dvc_dir_md5(snapshot / "cv" / "yolov8") == outs["reports/cv/cnmc/yolov8"]
+
+
+def test_a_setting_may_hold_its_cv_and_its_crop_run_in_two_snapshots(two_settings):
+    """Like cnmc_grouped_cv_cnns: a snapshot of cv@<model> alone, its crop run in another."""
+    root, _, _ = two_settings
+    lock_path = root / "runs/bbox/dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text())
+    crop_only = {"schema": "2.0", "stages": {"crop": lock["stages"].pop("crop")}}
+    lock_path.write_text(yaml.safe_dump(lock))
+    (root / "runs/bbox_crop").mkdir()
+    (root / "runs/bbox_crop/dvc.lock").write_text(yaml.safe_dump(crop_only))
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog"]
+    assert choose_upstream.main(args) == 2  # its crop settings are nowhere
+    args[1] = "bbox:runs/bbox,runs/bbox_crop"
+    assert choose_upstream.main(args) == 0
+    record = json.loads((root / "reports/upstream/synthetic/crop.json").read_text())
+    assert record["settings"]["bbox"] == {
+        "snapshots": ["runs/bbox", "runs/bbox_crop"],
+        "crop.rule": "bbox",
+    }
+    selection = root / "reports/upstream/synthetic/crop/svm_hog/selection.json"
+    assert json.loads(selection.read_text())["settings"]["bbox"]["snapshot"] == "runs/bbox"
+
+
+def test_a_crop_run_that_did_not_make_the_cvs_input_is_not_its_setting(two_settings, capsys):
+    root, _, _ = two_settings
+    lock_path = root / "runs/frac/dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text())
+    lock["stages"]["crop"]["outs"][0]["md5"] = "other-crops.dir"
+    lock_path.write_text(yaml.safe_dump(lock))
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog"]
+    assert choose_upstream.main(args) == 2
+    assert "fraction-crops.dir" in capsys.readouterr().err
