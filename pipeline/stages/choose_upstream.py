@@ -284,7 +284,8 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
         outputs[model] = (predictions, record)
     if ENSEMBLE in models:
         chosen = {m: outputs[m][0] for m in trained}
-        results[ENSEMBLE], *outputs[ENSEMBLE] = ensemble_result(runs_by_model, chosen)
+        result, predictions, record = ensemble_result(runs_by_model, chosen)
+        results[ENSEMBLE], outputs[ENSEMBLE] = result, (predictions, record)
     first = runs_by_model[trained[0]]
     out = paths.REPORTS / "upstream" / first[0].params.dataset.name / name
     for model, (predictions, record) in outputs.items():
