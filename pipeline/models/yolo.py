@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -138,10 +139,25 @@ def _portable_checkpoint(source: Path, target: Path) -> None:
     network = checkpoint.get("ema") or checkpoint["model"]
     for attribute in ("pt_path", "yaml_file"):
         if isinstance(getattr(network, attribute, None), str):
-            setattr(network, attribute, Path(getattr(network, attribute)).name)
-    network.args = _portable_args(getattr(network, "args", {}) or {})
-    kept = {"model": network, "train_args": _portable_args(checkpoint.get("train_args") or {})}
-    torch.save(kept, target)
+            setattr(network, attribute, sys.intern(Path(getattr(network, attribute)).name))
+    network.args = _interned(_portable_args(getattr(network, "args", {}) or {}))
+    if isinstance(getattr(network, "yaml", None), dict):
+        network.yaml = _interned(network.yaml)
+    train_args = _interned(_portable_args(checkpoint.get("train_args") or {}))
+    torch.save({"model": network, "train_args": train_args}, target)
+
+
+def _interned(value: Any) -> Any:
+    """`value` with every string interned: pickle writes a string once per object and refers
+    back to it after, so equal strings that are one object in one training and two in another
+    (Ultralytics shares them by chance) would give two checkpoints different bytes."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {_interned(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_interned(v) for v in value)
+    return value
 
 
 def _portable_args(args: Any) -> dict[str, Any]:
