@@ -64,8 +64,16 @@ class SettingRun:
     predictions: pd.DataFrame
 
 
-def parse_setting(text: str) -> tuple[str, list[Path]]:
-    """'bbox:cnmc_grouped_cv,cnmc_grouped_cv_cnns' -> ('bbox', [snapshot folders])."""
+@dataclass(frozen=True)
+class Snapshot:
+    """A published run's folder and the stages its `dvc.lock` records (read once)."""
+
+    path: Path
+    stages: dict[str, Any]
+
+
+def parse_setting(text: str) -> tuple[str, list[Snapshot]]:
+    """'bbox:cnmc_grouped_cv,cnmc_grouped_cv_cnns' -> ('bbox', [snapshots])."""
     label, sep, folders = text.partition(":")
     if not sep or not label or not folders:
         raise ConfigError(f"setting {text!r}: expected <label>:<snapshot>[,<snapshot>...]")
@@ -74,7 +82,8 @@ def parse_setting(text: str) -> tuple[str, list[Path]]:
         path = Path(folder) if Path(folder).is_dir() else EXPERIMENTS / folder
         if not path.is_dir():
             raise FileNotFoundError(f"setting {label!r}: no snapshot folder {folder!r} ({path})")
-        snapshots.append(path)
+        lock = yaml.safe_load((path / "dvc.lock").read_text()) or {}
+        snapshots.append(Snapshot(path, lock.get("stages") or {}))
     return label, snapshots
 
 
@@ -88,20 +97,16 @@ def _flat(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _stages(snapshot: Path) -> dict[str, Any]:
-    return (yaml.safe_load((snapshot / "dvc.lock").read_text()) or {}).get("stages") or {}
-
-
 def _outs(entry: Mapping[str, Any]) -> dict[str, str | None]:
     return {out["path"]: out.get("md5") for out in entry.get("outs", [])}
 
 
-def upstream_params(label: str, snapshots: Sequence[Path], cropped: str, md5: str) -> dict:
+def upstream_params(label: str, snapshots: Sequence[Snapshot], cropped: str, md5: str) -> dict:
     """The ingest, segment and crop params of the run that wrote `cropped` with this `md5`,
     from whichever of the setting's snapshots recorded it (a snapshot of `cv@*` alone has
     none)."""
     for snapshot in snapshots:
-        stages = _stages(snapshot)
+        stages = snapshot.stages
         if _outs(stages.get("crop", {})).get(cropped) == md5:
             return {
                 key: value
@@ -110,22 +115,22 @@ def upstream_params(label: str, snapshots: Sequence[Path], cropped: str, md5: st
                     stages.get(name, {}).get("params", {}).get("params.yaml", {})
                 ).items()
             }
-    names = ", ".join(s.name for s in snapshots)
+    names = ", ".join(s.path.name for s in snapshots)
     raise FileNotFoundError(
         f"setting {label!r}: none of {names} records the crop stage that wrote its CV's input "
         f"{cropped} (md5 {md5}); add the snapshot of that run to the setting"
     )
 
 
-def load_setting_run(label: str, snapshots: Sequence[Path], model: str) -> SettingRun:
+def load_setting_run(label: str, snapshots: Sequence[Snapshot], model: str) -> SettingRun:
     """The first of `snapshots` whose lock has `cv@<model>`, checked against that lock; its
     upstream params are those of the crop run its lock names as the CV's input."""
     stage = f"cv@{model}"
-    snapshot = next((s for s in snapshots if stage in _stages(s)), None)
-    if snapshot is None:
-        names = ", ".join(s.name for s in snapshots)
+    found = next((s for s in snapshots if stage in s.stages), None)
+    if found is None:
+        names = ", ".join(s.path.name for s in snapshots)
         raise FileNotFoundError(f"setting {label!r}: no {stage} in the lock of {names}")
-    entry = _stages(snapshot)[stage]
+    snapshot, entry = found.path, found.stages[stage]
     params = OmegaConf.create(yaml.safe_load((snapshot / "params.yaml").read_text()))
     folder = snapshot / "cv" / model
     published = paths.cv_dir(params.dataset.name, model).as_posix()
@@ -297,7 +302,7 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
         "name": name,
         "settings": {  # what tells the settings apart; each model's snapshot: selection.json
             label: {
-                "snapshots": [snapshot.as_posix() for snapshot in snapshots],
+                "snapshots": [snapshot.path.as_posix() for snapshot in snapshots],
                 **differing_upstream(first)[label],
             }
             for label, snapshots in parsed
