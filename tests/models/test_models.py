@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -21,6 +22,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 TINY = {"pretrained": "none", "epochs": 2, "batch_size": 8}
 OVERRIDES: dict[str, dict[str, Any]] = {
     "svm_hog": {"hog": {"image_side": 32, "pixels_per_cell": 8}},
+    "cell_features_rf": {"n_estimators": 50},
     "resnet50": TINY,
     "resnet50_svm": {**TINY, "epochs": 1, "trainable": "head"},
     "densenet121": {**TINY, "epochs": 1, "trainable": "all", "lr": 0.01, "scheduler": "cosine"},
@@ -78,6 +80,7 @@ def test_fit_predict_save_load(
 
 LEARN = {
     "svm_hog": {},
+    "cell_features_rf": {},
     "resnet50": {"epochs": 10, "optimizer": "adam", "lr": 0.001},
     "resnet50_svm": {"epochs": 6, "trainable": "all", "optimizer": "adam", "lr": 0.001},
     "densenet121": {"epochs": 6, "optimizer": "adam", "lr": 0.001},
@@ -203,6 +206,9 @@ def test_cached_weights_need_no_network(
         ("resnet50_svm", "svm_kernel", "poly"),
         ("svm_hog", "hog", {"color": "hsv"}),
         ("svm_hog", "hog", {"color_hist_bins": -1}),
+        ("cell_features_rf", "max_features", "all"),
+        ("cell_features_rf", "n_estimators", 0),
+        ("cell_features_rf", "min_samples_leaf", None),
         ("yolov8", "pretrained", "yes"),
         ("resnet50", "input_size", 8),
         ("yolov8", "input_size", "big"),
@@ -304,3 +310,35 @@ def test_yolo_resumes_an_interrupted_run(
     assert [row["epoch"] for row in history] == [1, 2, 3]
     # Epochs 1-2 were not retrained: their rows are the crashed run's, byte for byte.
     assert (work / "yolo" / "results.csv").read_text().splitlines()[:3] == crashed
+
+
+def test_cell_features_measure_the_cell_and_its_dark_nucleus() -> None:
+    """A 40x40 light cell with a 16x20 dark nucleus on black: the areas, their ratio and the
+    colours are those drawn, whatever the crop's pixel size."""
+    from pipeline.models.cell_features import FEATURE_NAMES, cell_and_nucleus, cell_features
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[10:50, 12:52] = (200, 160, 210)
+    image[20:36, 20:40] = (60, 20, 110)
+    cell, nucleus = cell_and_nucleus(image)
+    assert cell.sum() == 40 * 40 and nucleus.sum() == 16 * 20
+    named = dict(zip(FEATURE_NAMES, cell_features(image), strict=True))
+    assert named["cell_area"] == pytest.approx(1600 / 64**2)
+    assert named["nucleus_to_cell_area"] == pytest.approx(320 / 1600)
+    assert named["nucleus_rgb_0_mean"] == pytest.approx(60 / 255)
+    assert named["nucleus_rgb_0_std"] == pytest.approx(0.0)
+    twice = cv2.resize(image, (128, 128), interpolation=cv2.INTER_NEAREST)
+    again = dict(zip(FEATURE_NAMES, cell_features(twice), strict=True))
+    for key in ("cell_area", "nucleus_area", "nucleus_to_cell_area", "cell_solidity"):
+        assert again[key] == pytest.approx(named[key], rel=0.02), key
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 128, np.uint8)],
+    ids=["all black", "flat grey"],
+)
+def test_cell_features_are_finite_where_segmentation_left_nothing(image: np.ndarray) -> None:
+    from pipeline.models.cell_features import cell_features
+
+    assert np.isfinite(cell_features(image)).all()

@@ -1,0 +1,153 @@
+"""Colour, shape and texture of the cell and its nucleus + a random forest (beyond the paper).
+
+What a haematologist reads off a lymphoblast: a large cell, a large nucleus with little
+cytoplasm (high nucleus/cell ratio), fine chromatin, the stain's hue. Every measure is
+relative to the crop (areas as shares of it, lengths over its side), so it does not depend on
+the crop's pixel size; under `crop.rule: fraction` (one scale for every cell) the areas keep
+the cell's real size, under `bbox` (every cell scaled to fill the crop) they do not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+from skimage.feature import graycomatrix, graycoprops
+from skimage.filters import threshold_otsu
+from skimage.measure import label, regionprops
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from pipeline.config import ConfigError
+from pipeline.models import params
+from pipeline.models.base import TrainContext
+from pipeline.models.feature_model import BACKGROUND_LEVEL, FeatureClassifier
+
+SHAPE = ("area", "perimeter", "eccentricity", "solidity", "extent", "circularity", "axis_ratio")
+COLOUR = tuple(
+    f"{space}_{channel}_{stat}" for space in ("rgb", "hsv") for channel in "012"
+    for stat in ("mean", "std")
+)  # fmt: skip
+TEXTURE = ("contrast", "homogeneity", "energy", "correlation")
+GRAY_LEVELS = 32  # grey levels of the co-occurrence matrix (fewer = less sparse on small crops)
+FEATURE_NAMES = (
+    *(f"cell_{n}" for n in SHAPE + COLOUR),
+    *(f"nucleus_{n}" for n in SHAPE + COLOUR + TEXTURE),
+    "nucleus_to_cell_area",
+)
+
+
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    labelled = label(mask)
+    if labelled.max() <= 1:
+        return labelled > 0
+    sizes = np.bincount(labelled.ravel())[1:]
+    return labelled == 1 + int(sizes.argmax())
+
+
+def cell_and_nucleus(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cell: the largest non-black region (the whole crop when segmentation left none).
+    The nucleus: the largest region of the cell darker than Otsu's threshold of its grey
+    levels (stained chromatin is the darkest part of a white cell)."""
+    cell = _largest_region(image.max(axis=2) > BACKGROUND_LEVEL)
+    if cell.sum() < 2:
+        cell = np.ones(image.shape[:2], bool)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    levels = gray[cell]
+    dark = gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max())
+    nucleus = _largest_region(dark & cell)
+    return cell, nucleus if nucleus.any() else cell
+
+
+def _shape(mask: np.ndarray) -> list[float]:
+    side = float(max(mask.shape))
+    region = regionprops(mask.astype(np.uint8))[0]
+    perimeter = float(region.perimeter) or 1.0
+    return [
+        region.area / mask.size,
+        perimeter / side,
+        float(region.eccentricity),
+        float(region.solidity),
+        float(region.extent),
+        float(min(1.0, 4 * np.pi * region.area / perimeter**2)),
+        float(region.axis_minor_length / region.axis_major_length)
+        if region.axis_major_length
+        else 1.0,
+    ]
+
+
+def _colour(rgb: np.ndarray, hsv: np.ndarray, mask: np.ndarray) -> list[float]:
+    values = []
+    for image in (rgb, hsv):
+        pixels = image[mask].astype(np.float64) / 255.0
+        for channel in range(3):
+            values += [float(pixels[:, channel].mean()), float(pixels[:, channel].std())]
+    return values
+
+
+def _texture(gray: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Grey-level co-occurrence of the region's bounding box (1 px, four directions), the
+    region's own grey range stretched over GRAY_LEVELS levels."""
+    rows, cols = np.nonzero(mask)
+    box = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float64)
+    low, high = box.min(), box.max()
+    quantised = ((box - low) / (high - low + 1e-9) * (GRAY_LEVELS - 1)).round().astype(np.uint8)
+    matrix = graycomatrix(
+        quantised, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], GRAY_LEVELS, symmetric=True,
+        normed=True,
+    )  # fmt: skip
+    return [float(np.nan_to_num(graycoprops(matrix, prop).mean(), nan=1.0)) for prop in TEXTURE]
+
+
+def cell_features(image: np.ndarray) -> np.ndarray:
+    """FEATURE_NAMES, in that order, of one RGB uint8 crop."""
+    cell, nucleus = cell_and_nucleus(image)
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)  # hue over 0-255, like the other channels
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    values = [
+        *_shape(cell),
+        *_colour(image, hsv, cell),
+        *_shape(nucleus),
+        *_colour(image, hsv, nucleus),
+        *_texture(gray, nucleus),
+        nucleus.sum() / cell.sum(),
+    ]
+    return np.asarray(values, dtype=np.float32)
+
+
+class CellFeaturesForestClassifier(FeatureClassifier):
+    """A random forest (scikit-learn) on `cell_features`: no scaling needed, no iterations;
+    probabilities are the trees' vote shares."""
+
+    kind: ClassVar[str] = "cell_features_rf"
+    model_file: ClassVar[str] = "forest.joblib"
+    feature_name: ClassVar[str] = "cell features"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        params.require(self.config, ("n_estimators", "min_samples_leaf", "max_features"))
+        for key in ("n_estimators", "min_samples_leaf"):
+            if params.optional_int(self.config, key, 1) is None:
+                raise ConfigError(
+                    f"{params.section_key(self.config)}.{key}: an integer >= 1, not null"
+                )
+        share = self.config["max_features"]
+        if share not in ("sqrt", "log2") and not (isinstance(share, float) and 0 < share <= 1):
+            raise ConfigError(
+                f"{params.section_key(self.config)}.max_features: {share!r} is not sqrt, log2 "
+                "or a fraction in (0, 1]"
+            )
+
+    def features(self, image: np.ndarray) -> np.ndarray:
+        return cell_features(image)
+
+    def make_pipeline(self, ctx: TrainContext) -> Pipeline:
+        forest = RandomForestClassifier(
+            n_estimators=int(self.config["n_estimators"]),
+            min_samples_leaf=int(self.config["min_samples_leaf"]),
+            max_features=self.config["max_features"],
+            n_jobs=ctx.threads,  # null: one core, as torch's models are told by train.threads
+            random_state=ctx.seed,
+        )
+        return make_pipeline(forest)
