@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -333,3 +334,14 @@ def summarise_folds(folds: Sequence[Mapping[str, Number]]) -> dict[str, Number]:
         summary[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
     summary["n"] = int(sum(int(f.get("n") or 0) for f in folds))
     return summary
+
+
+# What a comparison of CV runs quotes of each (`protocol`, `choose_upstream`): the challenge
+# metric and the imbalance-proof ones beside accuracy.
+HEADLINE = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
+
+
+def headline(summary: Mapping[str, Any], keys: Sequence[str] = ()) -> dict[str, Any]:
+    """`keys` of a CV summary and its pooled HEADLINE metrics with their CI bounds."""
+    names = [*keys, *(f"{m}{s}" for m in HEADLINE for s in ("", "_ci_low", "_ci_high"))]
+    return {name: summary.get(name) for name in names}

@@ -18,9 +18,12 @@ share every param of the `cv` stage and may differ only in the upstream stages' 
 crop run whose output the CV's lock names as its input (by md5), in any of the setting's
 snapshots: a snapshot of `cv@<model>` alone needs the one of its crop run beside it.
 `ensemble` among the models averages its members' chosen predictions as `ensemble_cv` does
-(`ensemble.*` of the first setting's params). Writes `reports/upstream/<dataset>/<name>.{json,md}`
-and, per model, `reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not
-a DVC stage: it combines published runs, like `protocol`.
+(`ensemble.*` of the first setting's params). `best` is the model chosen per fold: in every
+fold, of the other models named (each with its own chosen setting), the one whose predictions
+score best on the fold's validation part scores the test fold (`ensemble_cv`, `top_k` = 1).
+Writes `reports/upstream/<dataset>/<name>.{json,md}` and, per model,
+`reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not a DVC stage: it
+combines published runs, like `protocol`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import paths
 from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
+from pipeline.evaluate.metrics import headline
 from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5
 from pipeline.report.table import format_ci
 from pipeline.tracking import code_and_machine
@@ -47,8 +51,8 @@ from pipeline.tracking import code_and_machine
 EXPERIMENTS = paths.REPORTS / "experiments"
 UPSTREAM_STAGES = ("ingest", "segment", "crop")
 ENSEMBLE = "ensemble"
+BEST = "best"
 NESTED = "nested choice"
-POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
 KEPT = ("folds", "repeats", "n", "accuracy_mean", "accuracy_std", "val_accuracy_mean")
 
 
@@ -205,18 +209,16 @@ def choose(
     return summary, predictions, record
 
 
-def _kept(summary: Mapping[str, Any]) -> dict[str, Any]:
-    keys = [*KEPT, *(f"{m}{s}" for m in POOLED for s in ("", "_ci_low", "_ci_high"))]
-    return {key: summary.get(key) for key in keys}
-
-
 def table(models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Per model, a row per setting (its own CV) and the row of the nested choice."""
     rows = []
     for model, result in models.items():
         chosen = pd.Series([c["setting"] for c in result.get("chosen", [])]).value_counts()
-        nested_kept = ", ".join(f"{setting} {n}" for setting, n in chosen.items()) or (
-            "each member's own"  # the ensemble averages its members' chosen predictions
+        picked = pd.Series([c["model"] for c in result.get("models_chosen", [])]).value_counts()
+        nested_kept = (
+            ", ".join(f"{setting} {n}" for setting, n in chosen.items())
+            or ", ".join(f"{model} {n}" for model, n in picked.items())
+            or "each member's own"  # the ensemble averages its members' chosen predictions
         )
         for label, summary in [*result["settings"].items(), (NESTED, result["nested"])]:
             rows.append(
@@ -258,10 +260,27 @@ def ensemble_result(
     per_setting = {}
     for index, run in enumerate(runs_by_model[members[0]]):
         tables = {m: runs_by_model[m][index].predictions for m in members}
-        per_setting[run.label] = _kept(crossval.ensemble_cv(tables, **vote)[0])
+        per_setting[run.label] = headline(crossval.ensemble_cv(tables, **vote)[0], KEPT)
     summary, predictions, record = crossval.ensemble_cv({m: chosen[m] for m in members}, **vote)
-    result = {"settings": per_setting, "nested": _kept(summary), "members": members}
+    result = {"settings": per_setting, "nested": headline(summary, KEPT), "members": members}
     return result, predictions, {**record, "members_chosen_by": "choose_upstream"}
+
+
+def best_result(
+    chosen: Mapping[str, pd.DataFrame], cfg: DictConfig
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """The model chosen per fold among `chosen` (each model's chosen predictions) by the
+    fold's validation part: (result as in the JSON, its predictions, record)."""
+    if len(chosen) < 2:
+        raise ConfigError("choose_upstream: `best` needs at least two models to choose from")
+    summary, predictions, record = crossval.ensemble_cv(dict(chosen), None, 1, cfg)
+    models_chosen = [
+        {"repeat": row["repeat"], "fold": row["fold"], "model": row["members"][0]}
+        for row in record["chosen"]
+    ]
+    result = {"settings": {}, "nested": headline(summary, KEPT), "models_chosen": models_chosen}
+    rule = "per fold, the model (with its own chosen setting) with the best validation accuracy"
+    return result, predictions, {**record, "rule": f"{rule}, then the lower validation loss"}
 
 
 def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
@@ -270,7 +289,7 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
     parsed = [parse_setting(text) for text in settings]
     if len(parsed) < 2:
         raise ConfigError("choose_upstream: name at least two settings to choose from")
-    trained = [m for m in models if m != ENSEMBLE]
+    trained = [m for m in models if m not in (ENSEMBLE, BEST)]
     if not trained:
         raise ConfigError("choose_upstream: name at least one model besides the ensemble")
     runs_by_model = {
@@ -282,8 +301,8 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
     for model, runs in runs_by_model.items():
         summary, predictions, record = choose(runs)
         results[model] = {
-            "settings": {run.label: _kept(plain_cv(run)) for run in runs},
-            "nested": _kept(summary),
+            "settings": {run.label: headline(plain_cv(run), KEPT) for run in runs},
+            "nested": headline(summary, KEPT),
             "chosen": record["chosen"],
         }
         outputs[model] = (predictions, record)
@@ -291,6 +310,10 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
         chosen = {m: outputs[m][0] for m in trained}
         result, predictions, record = ensemble_result(runs_by_model, chosen)
         results[ENSEMBLE], outputs[ENSEMBLE] = result, (predictions, record)
+    if BEST in models:
+        chosen = {m: outputs[m][0] for m in trained}
+        result, predictions, record = best_result(chosen, runs_by_model[trained[0]][0].params)
+        results[BEST], outputs[BEST] = result, (predictions, record)
     first = runs_by_model[trained[0]]
     out = paths.REPORTS / "upstream" / first[0].params.dataset.name / name
     for model, (predictions, record) in outputs.items():
@@ -322,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings", nargs="+", metavar="LABEL:SNAPSHOT[,SNAPSHOT]",
         help="a setting's label and its snapshot folders (under reports/experiments/ or a path)",
     )  # fmt: skip
-    parser.add_argument("--models", nargs="+", required=True, help="models (and `ensemble`)")
+    parser.add_argument(
+        "--models", nargs="+", required=True, help="models (and `ensemble`, `best`)"
+    )
     args = parser.parse_args(argv)
     try:
         written = run(args.name, args.settings, args.models)

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
+from pipeline.evaluate.metrics import headline
 from pipeline.io import atomic_write_json, atomic_write_text, file_digest
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
 from pipeline.report.table import format_ci
@@ -57,7 +58,6 @@ KEPT = (
     "source_lock_entry",
     "predictions",
 )
-POOLED = ("accuracy", "f1_weighted", "balanced_accuracy", "roc_auc")
 
 
 def protocol_path(dataset: str) -> Any:
@@ -182,11 +182,6 @@ def protocol_markdown(table: pd.DataFrame) -> str:
     )
 
 
-def _kept(summary: Mapping[str, Any]) -> dict[str, Any]:
-    keys = [*KEPT, *(f"{m}{s}" for m in POOLED for s in ("", "_ci_low", "_ci_high"))]
-    return {key: summary.get(key) for key in keys}
-
-
 def ensemble_sides(
     cfg: DictConfig, models: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
@@ -270,7 +265,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
                 "train.threads": cfg.train.threads,
                 section: OmegaConf.to_container(OmegaConf.select(cfg, section), resolve=True),
             },
-            **{g: _kept(s) for g, s in sides.items()},
+            **{g: headline(s, KEPT) for g, s in sides.items()},
             "provenance": {
                 **code_and_machine(),
                 "wall_minutes": round((time.monotonic() - started) / 60, 2),  # trained sides

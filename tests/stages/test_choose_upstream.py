@@ -212,3 +212,37 @@ def test_a_crop_run_that_did_not_make_the_cvs_input_is_not_its_setting(two_setti
     args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog"]
     assert choose_upstream.main(args) == 2
     assert "fraction-crops.dir" in capsys.readouterr().err
+
+
+def test_best_takes_per_fold_the_model_best_on_its_validation_part(tmp_path, monkeypatch):
+    """svm_hog is right on the validation parts of folds 0 and 2, yolov8 on fold 1's (their
+    test folds the other way round): `best` must follow the validation parts."""
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    right, wrong = _right(rows), 1 - _right(rows)
+    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
+    p_all = {
+        "svm_hog": np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
+        "yolov8": np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
+    }
+    for model, values in p_all.items():
+        for label in ("bbox", "fraction"):  # the same predictions: the setting choice is moot
+            write_snapshot(tmp_path / label / model, model, label, values)
+    settings = [f"{s}:{s}/svm_hog,{s}/yolov8" for s in ("bbox", "fraction")]
+    assert choose_upstream.main(["crop", *settings, "--models", *p_all, "best"]) == 0
+    out = tmp_path / "reports/upstream/synthetic/crop"
+    record = json.loads(out.with_suffix(".json").read_text())["models"]["best"]
+    picked = {row["fold"]: row["model"] for row in record["models_chosen"]}
+    assert picked == {0: "svm_hog", 1: "yolov8", 2: "svm_hog"}
+    assert record["nested"]["accuracy"] == 0.0  # every chosen model is wrong on its test fold
+    best = pd.read_csv(out / "best" / "predictions.csv")
+    expected = np.where(fold1, p_all["yolov8"], p_all["svm_hog"])
+    keyed = rows.assign(expected=expected).merge(best, on=["id", "repeat", "fold", "part"])
+    assert keyed["p_all"].to_numpy() == pytest.approx(keyed["expected"].to_numpy())
+    assert "best" in (out.with_suffix(".md")).read_text()
+
+
+def test_best_needs_two_models(two_settings, capsys):
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog", "best"]
+    assert choose_upstream.main(args) == 2
+    assert "at least two models" in capsys.readouterr().err
