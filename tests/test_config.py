@@ -111,6 +111,20 @@ def test_every_experiment_builds_its_models(experiment):
         assert build_model(OmegaConf.to_container(section, resolve=True)).config["name"] == name
 
 
+@pytest.mark.parametrize("option", sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml")))
+def test_every_model_option_can_be_added_to_a_run(option):
+    """`-S '+model@models.<name>=<name>'` (how an opt-in model such as cell_features_rf runs)
+    adds a model that validates and builds beside the default five."""
+    from omegaconf import OmegaConf
+
+    from pipeline.models import build_model
+
+    cfg = compose([f"+model@models.extra_{option}={option}", "experiment=cnmc_scratch"])
+    section = OmegaConf.to_container(cfg.models[f"extra_{option}"], resolve=True)
+    assert build_model(section).kind == section["kind"]
+    assert len(cfg.models) == 6
+
+
 @pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
 def test_every_tuning_grid_names_real_keys_and_valid_values(experiment):
     from omegaconf import OmegaConf
