@@ -46,14 +46,13 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     return labelled == 1 + int(sizes.argmax())
 
 
-def cell_and_nucleus(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cell: the largest non-black region (the whole crop when segmentation left none).
-    The nucleus: the largest region of the cell darker than Otsu's threshold of its grey
-    levels (stained chromatin is the darkest part of a white cell)."""
+def cell_and_nucleus(image: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cell: the largest non-black region of `image` (the whole crop when segmentation
+    left none). The nucleus: the largest region of the cell darker than Otsu's threshold of
+    its `gray` levels (stained chromatin is the darkest part of a white cell)."""
     cell = _largest_region(image.max(axis=2) > BACKGROUND_LEVEL)
     if cell.sum() < 2:
         cell = np.ones(image.shape[:2], bool)
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     levels = gray[cell]
     dark = gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max())
     nucleus = _largest_region(dark & cell)
@@ -102,9 +101,9 @@ def _texture(gray: np.ndarray, mask: np.ndarray) -> list[float]:
 
 def cell_features(image: np.ndarray) -> np.ndarray:
     """FEATURE_NAMES, in that order, of one RGB uint8 crop."""
-    cell, nucleus = cell_and_nucleus(image)
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)  # hue over 0-255, like the other channels
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    cell, nucleus = cell_and_nucleus(image, gray)
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)  # hue over 0-255, like the other channels
     values = [
         *_shape(cell),
         *_colour(image, hsv, cell),
@@ -147,7 +146,7 @@ class CellFeaturesForestClassifier(FeatureClassifier):
             n_estimators=int(self.config["n_estimators"]),
             min_samples_leaf=int(self.config["min_samples_leaf"]),
             max_features=self.config["max_features"],
-            n_jobs=ctx.threads,  # null: one core, as torch's models are told by train.threads
+            n_jobs=ctx.threads,  # train.threads; null: scikit-learn's default, one core
             random_state=ctx.seed,
         )
         return make_pipeline(forest)

@@ -306,12 +306,11 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
             "chosen": record["chosen"],
         }
         outputs[model] = (predictions, record)
+    chosen = {m: outputs[m][0] for m in trained}  # each model's kept predictions
     if ENSEMBLE in models:
-        chosen = {m: outputs[m][0] for m in trained}
         result, predictions, record = ensemble_result(runs_by_model, chosen)
         results[ENSEMBLE], outputs[ENSEMBLE] = result, (predictions, record)
     if BEST in models:
-        chosen = {m: outputs[m][0] for m in trained}
         result, predictions, record = best_result(chosen, runs_by_model[trained[0]][0].params)
         results[BEST], outputs[BEST] = result, (predictions, record)
     first = runs_by_model[trained[0]]
