@@ -105,12 +105,17 @@ def load(params: Path | str | None = None, overrides: Sequence[str] = ()) -> Dic
     if not path.exists():
         raise ConfigError(f"{path} not found: run `python -m pipeline.config write` first")
     cfg = OmegaConf.create(yaml.safe_load(path.read_text()) or {})
+    validate(apply_overrides(cfg, overrides))
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Set each `key=value` (the value read as YAML) in `cfg`, in place; returns `cfg`."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
         OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False, force_add=True)
-    validate(cfg)
     return cfg
 
 

@@ -18,9 +18,11 @@ share every param of the `cv` stage and may differ only in the upstream stages' 
 crop run whose output the CV's lock names as its input (by md5), in any of the setting's
 snapshots: a snapshot of `cv@<model>` alone needs the one of its crop run beside it.
 `ensemble` among the models averages its members' chosen predictions as `ensemble_cv` does
-(`ensemble.*` of the first setting's params). `best` is the model chosen per fold: in every
-fold, of the other models named (each with its own chosen setting), the one whose predictions
-score best on the fold's validation part scores the test fold (`ensemble_cv`, `top_k` = 1).
+(`ensemble.*` of the first setting's params; `--ensemble key=value ...` replaces `members`,
+`weights` or `top_k`, e.g. `top_k=3`: in every fold the 3 members best on its validation
+part). `best` is the model chosen per fold: in every fold, of the other models named (each
+with its own chosen setting), the one whose predictions score best on the fold's validation
+part scores the test fold (`ensemble_cv`, `top_k` = 1).
 Writes `reports/upstream/<dataset>/<name>.{json,md}` and, per model,
 `reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not a DVC stage: it
 combines published runs, like `protocol`.
@@ -40,7 +42,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import paths
+from pipeline import config, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
 from pipeline.evaluate.metrics import headline
@@ -52,6 +54,7 @@ EXPERIMENTS = paths.REPORTS / "experiments"
 UPSTREAM_STAGES = ("ingest", "segment", "crop")
 ENSEMBLE = "ensemble"
 BEST = "best"
+ENSEMBLE_KEYS = ("members", "weights", "top_k")  # what --ensemble may set
 NESTED = "nested choice"
 KEPT = ("folds", "repeats", "n", "accuracy_mean", "accuracy_std", "val_accuracy_mean")
 
@@ -214,10 +217,13 @@ def table(models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for model, result in models.items():
         chosen = pd.Series([c["setting"] for c in result.get("chosen", [])]).value_counts()
-        picked = pd.Series([c["model"] for c in result.get("models_chosen", [])]).value_counts()
+        picked = pd.Series(  # `best`'s model per fold, or a top_k ensemble's members
+            [c["model"] for c in result.get("models_chosen", [])]
+            + [m for c in result.get("members_chosen", []) for m in c["members"]]
+        ).value_counts()
         nested_kept = (
             ", ".join(f"{setting} {n}" for setting, n in chosen.items())
-            or ", ".join(f"{model} {n}" for model, n in picked.items())
+            or ", ".join(f"{name} {n}" for name, n in picked.items())
             or "each member's own"  # the ensemble averages its members' chosen predictions
         )
         for label, summary in [*result["settings"].items(), (NESTED, result["nested"])]:
@@ -242,12 +248,27 @@ def table(models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ensemble_config(params: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The first setting's params with `ensemble.<key>=<value>` overrides, validated."""
+    unknown = [o for o in overrides if o.split("=", 1)[0] not in ENSEMBLE_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"choose_upstream: --ensemble {unknown}: only {list(ENSEMBLE_KEYS)} can be set"
+        )
+    cfg = config.apply_overrides(params.copy(), [f"ensemble.{o}" for o in overrides])
+    config.validate(cfg)
+    return cfg
+
+
 def ensemble_result(
-    runs_by_model: Mapping[str, Sequence[SettingRun]], chosen: Mapping[str, pd.DataFrame]
+    runs_by_model: Mapping[str, Sequence[SettingRun]],
+    chosen: Mapping[str, pd.DataFrame],
+    overrides: Sequence[str] = (),
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """The ensemble (the first setting's `ensemble.*`) under each setting alone and over its
-    members' chosen predictions: (result as in the JSON, chosen predictions, record)."""
-    first = next(iter(runs_by_model.values()))[0].params
+    """The ensemble (the first setting's `ensemble.*`, with `overrides`) under each setting
+    alone and over its members' chosen predictions: (result as in the JSON, chosen
+    predictions, record)."""
+    first = ensemble_config(next(iter(runs_by_model.values()))[0].params, overrides)
     members = list(first.ensemble.members)
     missing = [m for m in members if m not in chosen]
     if missing:
@@ -262,7 +283,15 @@ def ensemble_result(
         tables = {m: runs_by_model[m][index].predictions for m in members}
         per_setting[run.label] = headline(crossval.ensemble_cv(tables, **vote)[0], KEPT)
     summary, predictions, record = crossval.ensemble_cv({m: chosen[m] for m in members}, **vote)
-    result = {"settings": per_setting, "nested": headline(summary, KEPT), "members": members}
+    result = {
+        "settings": per_setting,
+        "nested": headline(summary, KEPT),
+        "members": members,
+        "weights": weights,
+        "top_k": vote["top_k"],
+    }
+    if vote["top_k"] is not None:
+        result["members_chosen"] = record["chosen"]
     return result, predictions, {**record, "members_chosen_by": "choose_upstream"}
 
 
@@ -283,9 +312,12 @@ def best_result(
     return result, predictions, {**record, "rule": f"{rule}, then the lower validation loss"}
 
 
-def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
-    """Choose among `settings` ('<label>:<snapshot>,...') for each of `models`; returns the
-    JSON written. Every model is checked before anything is written."""
+def run(
+    name: str, settings: Sequence[str], models: Sequence[str], ensemble: Sequence[str] = ()
+) -> Path:
+    """Choose among `settings` ('<label>:<snapshot>,...') for each of `models` (`ensemble`:
+    `ensemble.*` overrides); returns the JSON written. Every model is checked before anything
+    is written."""
     parsed = [parse_setting(text) for text in settings]
     if len(parsed) < 2:
         raise ConfigError("choose_upstream: name at least two settings to choose from")
@@ -308,7 +340,7 @@ def run(name: str, settings: Sequence[str], models: Sequence[str]) -> Path:
         outputs[model] = (predictions, record)
     chosen = {m: outputs[m][0] for m in trained}  # each model's kept predictions
     if ENSEMBLE in models:
-        result, predictions, record = ensemble_result(runs_by_model, chosen)
+        result, predictions, record = ensemble_result(runs_by_model, chosen, ensemble)
         results[ENSEMBLE], outputs[ENSEMBLE] = result, (predictions, record)
     if BEST in models:
         result, predictions, record = best_result(chosen, runs_by_model[trained[0]][0].params)
@@ -347,9 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--models", nargs="+", required=True, help="models (and `ensemble`, `best`)"
     )
+    parser.add_argument(
+        "--ensemble", nargs="+", default=[], metavar="KEY=VALUE",
+        help=f"the ensemble's {', '.join(ENSEMBLE_KEYS)} instead of the first setting's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        written = run(args.name, args.settings, args.models)
+        written = run(args.name, args.settings, args.models, args.ensemble)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"choose_upstream: {exc}", file=sys.stderr)
         return 2

@@ -168,6 +168,52 @@ def test_the_ensemble_averages_its_members_chosen_predictions(tmp_path, monkeypa
     assert set(record["settings"]) == {"bbox", "fraction"} and record["members"] == members
 
 
+def test_a_top_k_ensemble_keeps_per_fold_the_members_best_on_its_validation_part(
+    tmp_path, monkeypatch
+):
+    """Member i is wrong on fold i's validation part and right on its test fold, the others
+    the other way round: with top_k=2 each fold must average the two others."""
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    members = list(config.compose().ensemble.members)[:FOLDS]
+    right, wrong = _right(rows), 1 - _right(rows)
+    val = (rows["part"] == "val").to_numpy()
+    p_all = {}
+    for index, member in enumerate(members):
+        own = (rows["fold"] == index).to_numpy()
+        p_all[member] = np.where(own, np.where(val, wrong, right), np.where(val, right, wrong))
+        for label in ("bbox", "fraction"):
+            write_snapshot(tmp_path / label / member, member, label, p_all[member])
+    settings = [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+    overrides = ["--ensemble", f"members=[{','.join(members)}]", "top_k=2"]
+    args = ["crop", *settings, "--models", *members, "ensemble", *overrides]
+    assert choose_upstream.main(args) == 0
+    out = tmp_path / "reports/upstream/synthetic/crop"
+    record = json.loads(out.with_suffix(".json").read_text())["models"]["ensemble"]
+    assert record["top_k"] == 2 and record["members"] == members
+    kept = {row["fold"]: set(row["members"]) for row in record["members_chosen"]}
+    assert kept == {f: set(members) - {members[f]} for f in range(FOLDS)}
+    assert record["nested"]["accuracy"] == 0.0  # every kept pair is wrong on its test fold
+    ensemble = pd.read_csv(out / "ensemble" / "predictions.csv")
+    expected = np.nanmean(
+        [np.where(rows["fold"] == i, np.nan, p_all[m]) for i, m in enumerate(members)], axis=0
+    )
+    keyed = rows.assign(expected=expected).merge(ensemble, on=["id", "repeat", "fold", "part"])
+    assert keyed["p_all"].to_numpy() == pytest.approx(keyed["expected"].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("depth=2", "only ['members', 'weights', 'top_k']"), ("top_k=9", "ensemble.top_k")],
+)
+def test_a_bad_ensemble_override_is_refused_by_name(two_settings, capsys, override, message):
+    root, _, _ = two_settings
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog", "ensemble"]
+    assert choose_upstream.main([*args, "--ensemble", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (root / "reports").exists()  # nothing written
+
+
 def test_an_ensemble_without_its_members_is_refused(two_settings, capsys):
     args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog", "ensemble"]
     assert choose_upstream.main(args) == 2
