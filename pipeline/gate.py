@@ -17,7 +17,10 @@ estimates). A drop the test set cannot resolve is not called a regression; a col
 label inversion or a broken stage still is. `ci_scale: 0` gates on the tolerances alone.
 Files matching `flags_only` (default: cross-dataset results) are gated on their flags alone and
 their metrics are listed as "reported": how a model transfers to another dataset swings with
-its random initialisation far beyond the test set's sampling noise (docs/evaluation.md).
+its random initialisation far beyond the test set's sampling noise (docs/evaluation.md). A
+baseline flagged `collapsed` sets no standard either: a model that called every cell ALL has a
+recall of ~1 and an accuracy of the class share, so a model that learns to tell the classes
+apart would "regress" on them; its metrics are reported, and `collapsed` is still gated.
 
 Baseline (default: `--baseline-ref HEAD`, like `dvc metrics diff`): the same files committed at a
 git ref (`origin/main` in a pull request), or `--baseline-dir`, a folder laid out like
@@ -53,10 +56,13 @@ MAX_TOLERANCE = 0.5  # a tolerance this wide would let any rate through: the gat
 MAX_CI_SCALE = 3.0  # beyond ~3 half-widths the allowance no longer means "sampling noise"
 
 Metrics = dict[str, dict[str, object]]
-Status = Literal["ok", "regressed", "missing", "new", "n/a", "below floor", "flipped", "reported"]
+Status = Literal[
+    "ok", "regressed", "missing", "new", "n/a", "below floor", "flipped", "reported", "unheld"
+]
 VERDICTS: dict[str, str] = {
     "ok": "✅",
     "reported": "➖ reported (flags only)",
+    "unheld": "➖ reported (baseline collapsed)",
     "new": "✅ new",
     "n/a": "✅ n/a",
     "regressed": "❌ regressed",
@@ -287,13 +293,15 @@ def compare(
     Present in the baseline but absent or null now -> "missing" (a model or metric vanished);
     absent from the baseline -> "new", or "below floor" when it misses its floor; a flag that
     is true now but was not -> "flipped". Files matching a `flags_only` glob (relative path)
-    have their metrics listed as "reported" and only their flags gated.
+    have their metrics listed as "reported" and only their flags gated; so do files whose
+    baseline is flagged `collapsed` ("unheld": a collapse's recall is not a standard).
     """
     rules = {m: r if isinstance(r, Rule) else Rule(tolerance=float(r)) for m, r in rules.items()}
     rows = []
     for file in sorted(baseline.keys() | current.keys()):
         old, new = baseline.get(file, {}), current.get(file, {})
         gated = not any(fnmatch.fnmatch(file, pattern) for pattern in flags_only)
+        held = not (gated and "collapsed" in flags and bool(old.get("collapsed")))
         for metric, rule in rules.items():
             if metric not in old and metric not in new:
                 continue
@@ -303,9 +311,12 @@ def compare(
             low = _number(old.get(f"{metric}_ci_low"), f"baseline {where}_ci_low")
             high = _number(old.get(f"{metric}_ci_high"), f"baseline {where}_ci_high")
             allowed = rule.allowance(b, low, high)
-            status = (
-                _status(b if metric in old else None, c, rule, allowed) if gated else "reported"
-            )
+            if not gated:
+                status: Status = "reported"
+            elif not held:
+                status = "unheld"
+            else:
+                status = _status(b if metric in old else None, c, rule, allowed)
             rows.append(Row(file, metric, b, c, allowed, status))
         for flag in flags:
             if flag not in old and flag not in new:

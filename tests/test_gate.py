@@ -208,6 +208,23 @@ def test_flags_only_files_report_metrics_and_still_gate_flags():
     assert "reported" in render_markdown(rows)
 
 
+def test_a_collapsed_baseline_sets_no_standard_but_a_new_collapse_still_fails():
+    """A baseline that called every cell ALL had recall 1.0: a model that learns to tell the
+    classes apart must not fail on it; collapsing again must."""
+    rules = resolve_rules({"metrics": {"recall": "higher"}, "tolerances": {"default": 0.02}})
+    base = {"s/m.json": {"recall": 0.98, "collapsed": True}, "s/k.json": {"recall": 0.98}}
+    learned = {"s/m.json": {"recall": 0.90, "collapsed": False}, "s/k.json": {"recall": 0.90}}
+    rows = compare(base, learned, rules, ["collapsed"])
+    assert {(r.file, r.metric): r.status for r in rows} == {
+        ("s/m.json", "recall"): "unheld",
+        ("s/m.json", "collapsed"): "ok",
+        ("s/k.json", "recall"): "regressed",  # no collapse behind it: the usual rule
+    }
+    assert "baseline collapsed" in render_markdown(rows)
+    rows = compare(learned, base, rules, ["collapsed"])
+    assert {(r.file, r.metric): r.status for r in rows}[("s/m.json", "collapsed")] == "flipped"
+
+
 def test_bad_rules_are_refused():
     for scale in (-1, 3.5, True, "wide"):
         with pytest.raises(GateError, match="gate.ci_scale"):
