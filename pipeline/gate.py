@@ -301,7 +301,7 @@ def compare(
     for file in sorted(baseline.keys() | current.keys()):
         old, new = baseline.get(file, {}), current.get(file, {})
         gated = not any(fnmatch.fnmatch(file, pattern) for pattern in flags_only)
-        held = not (gated and "collapsed" in flags and bool(old.get("collapsed")))
+        baseline_collapsed = "collapsed" in flags and bool(old.get("collapsed"))
         for metric, rule in rules.items():
             if metric not in old and metric not in new:
                 continue
@@ -313,7 +313,7 @@ def compare(
             allowed = rule.allowance(b, low, high)
             if not gated:
                 status: Status = "reported"
-            elif not held:
+            elif baseline_collapsed:
                 status = "unheld"
             else:
                 status = _status(b if metric in old else None, c, rule, allowed)

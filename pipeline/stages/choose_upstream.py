@@ -250,7 +250,7 @@ def table(models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 def ensemble_config(params: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The first setting's params with `ensemble.<key>=<value>` overrides, validated."""
-    unknown = [o for o in overrides if o.split("=", 1)[0] not in ENSEMBLE_KEYS]
+    unknown = [o for o in overrides if "=" in o and o.split("=", 1)[0] not in ENSEMBLE_KEYS]
     if unknown:
         raise ConfigError(
             f"choose_upstream: --ensemble {unknown}: only {list(ENSEMBLE_KEYS)} can be set"

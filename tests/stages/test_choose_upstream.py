@@ -204,7 +204,11 @@ def test_a_top_k_ensemble_keeps_per_fold_the_members_best_on_its_validation_part
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("depth=2", "only ['members', 'weights', 'top_k']"), ("top_k=9", "ensemble.top_k")],
+    [
+        ("depth=2", "only ['members', 'weights', 'top_k']"),
+        ("top_k=9", "ensemble.top_k"),
+        ("top_k", "is not of the form key=value"),
+    ],
 )
 def test_a_bad_ensemble_override_is_refused_by_name(two_settings, capsys, override, message):
     root, _, _ = two_settings
