@@ -62,7 +62,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from pipeline import manifest, paths
+from pipeline import manifest, paths, tracking
 from pipeline.config import compose, write_params
 from pipeline.io import IMAGE_SUFFIXES, atomic_write_json, atomic_write_text, read_image
 from pipeline.models.base import build_model
@@ -258,6 +258,7 @@ def machine() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "cpu_count": os.cpu_count(),
+        "cpu_model": tracking.cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -237,12 +237,31 @@ def git_commit() -> str:
     return _git("rev-parse", "HEAD") or "unknown"
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_model() -> str:
+    """The processor's name: CPU training from one seed can differ between processor models
+    (their vector kernels round differently), so a rerun's provenance must say which ran it."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def code_and_machine() -> dict[str, object]:
     """Which code ran, where: the fields every published result (snapshot, protocol) records."""
     return {
         "git_revision": git_commit(),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "platform": platform.platform(),
+        },
     }
 
 

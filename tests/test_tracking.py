@@ -326,6 +326,18 @@ def test_code_and_machine_names_the_commit_and_whether_tracked_files_changed(tmp
     assert tracking.code_and_machine()["git_dirty"] is True
 
 
+def test_cpu_model_reads_the_processor_name_or_falls_back(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Example CPU 9000 @ 3.0GHz\n")
+    monkeypatch.setattr(tracking, "CPUINFO", cpuinfo)
+    assert tracking.cpu_model() == "Example CPU 9000 @ 3.0GHz"
+    assert tracking.code_and_machine()["machine"]["cpu_model"] == "Example CPU 9000 @ 3.0GHz"
+
+    monkeypatch.setattr(tracking, "CPUINFO", tmp_path / "absent")  # macOS, Windows
+    monkeypatch.setattr(tracking.platform, "processor", lambda: "arm")
+    assert tracking.cpu_model() == "arm"
+
+
 def test_code_and_machine_outside_a_repository_says_unknown(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
