@@ -72,6 +72,12 @@ def cv_predictions(dataset: str, model: str) -> Path:
     return cv_dir(dataset, model) / "predictions.csv"
 
 
+def cv_fold_store(dataset: str, model: str) -> Path:
+    """The finished folds of a model's running CV (`evaluate.fold_store`), deleted when it
+    completes."""
+    return dataset_dir(dataset) / "cv_resume" / model
+
+
 def cross_dir(dataset: str) -> Path:
     """Metrics of the models trained on `dataset`, tested on other datasets: <target>/<model>."""
     return METRICS / dataset / "cross"

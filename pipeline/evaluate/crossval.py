@@ -24,6 +24,7 @@ from sklearn.metrics import log_loss
 
 from pipeline import paths
 from pipeline.config import ConfigError
+from pipeline.evaluate.fold_store import FoldStore
 from pipeline.evaluate.metrics import Number, compute_metrics, summarise_folds
 from pipeline.io import atomic_path, atomic_write_json, read_image
 from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, called_all, y_true
@@ -163,6 +164,38 @@ def fit_predict_fold(
     return fold_predictions(frame, fold, p_all), history
 
 
+def train_or_resume(
+    store: FoldStore,
+    key: str,
+    frame: pd.DataFrame,
+    fold: Fold,
+    model_name: str,
+    cfg: DictConfig,
+    work_dir: Path,
+) -> tuple[pd.DataFrame, list[dict[str, float]]]:
+    """`fit_predict_fold` inside an active MLflow run, or the result an earlier, killed run of
+    the same fold and settings left in `store` (its epochs are logged again, tag `resumed`)."""
+    from pipeline import tracking
+
+    stored = store.load(key)
+    if stored is not None:
+        log.info("cv %s %s: resumed from %s", model_name, fold.name, store.root)
+        tracking.set_tags({"resumed": "true"})
+        for row in stored[1]:
+            tracking.log_epoch(row, step=int(row.get("epoch", 1)))
+        return stored
+    predictions, history = fit_predict_fold(
+        frame,
+        fold,
+        OmegaConf.to_container(cfg.models[model_name], resolve=True),
+        cfg,
+        work_dir,
+        on_epoch=lambda epoch, row: tracking.log_epoch(row, step=epoch),
+    )
+    store.save(key, predictions, history)
+    return predictions, history
+
+
 def fold_predictions(frame: pd.DataFrame, fold: Fold, p_all: np.ndarray) -> pd.DataFrame:
     """One row per validation and test image of the fold, in frame order, with its P(ALL)."""
     scored = fold.split != "train"
@@ -257,12 +290,15 @@ def cross_validate(
     the summary and the predictions (validation and test rows of every fold, kept candidate).
     """
     from pipeline import tracking  # MLflow only where CV runs
-    from pipeline.evaluate.tuning import apply_candidate
+    from pipeline.evaluate.tuning import apply_candidate, data_digest, fingerprint
 
     dataset = cfg.dataset.name
     configs = [apply_candidate(cfg, candidate) for candidate in candidates]
     nested = len(configs) > 1
     folds = folds_for(frame, cfg)
+    store = FoldStore(paths.cv_fold_store(dataset, model_name))
+    digest = data_digest(frame)
+    fingerprints = [fingerprint(c, model_name, digest) for c in configs]
     bootstrap = bootstrap_args(cfg)
     parts, per_fold, selected = [], [], []
     run_args = {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
@@ -285,13 +321,14 @@ def cross_validate(
                     ) as child,
                     tempfile.TemporaryDirectory(prefix=f"cv-{model_name}-") as work,
                 ):
-                    predictions, history = fit_predict_fold(
+                    predictions, history = train_or_resume(
+                        store,
+                        store.key(fingerprints[number], fold.name),
                         frame,
                         fold,
-                        OmegaConf.to_container(candidate_cfg.models[model_name], resolve=True),
+                        model_name,
                         candidate_cfg,
                         Path(work),
-                        on_epoch=lambda epoch, metrics: tracking.log_epoch(metrics, step=epoch),
                     )
                     kept = selected_epoch(history, candidate_cfg.train.monitor)
                     tracking.log_selected_epoch(kept)
@@ -321,6 +358,7 @@ def cross_validate(
             table = Path(scratch) / f"{model_name}.csv"
             predictions.to_csv(table, index=False)
             tracking.log_artifacts([table], artifact_path="cv")
+    store.clear()
     return summary, predictions
 
 

@@ -1,0 +1,157 @@
+"""A killed CV resumes at its first unfinished fold, and never reuses a stale one."""
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import paths
+from pipeline.evaluate import crossval
+from pipeline.evaluate.fold_store import FoldStore
+from pipeline.io import write_image
+from tests.evaluate.test_crossval import frame as subject_frame
+
+FOLDS = 3
+
+
+class Killed(RuntimeError):
+    pass
+
+
+class FakeTraining:
+    """Stands in for `fit_predict_fold`: seeded P(ALL) per (fold, C), counts its calls, and
+    dies like a killed process on call number `die_at`."""
+
+    def __init__(self, die_at: int | None = None) -> None:
+        self.calls = 0
+        self.die_at = die_at
+
+    def __call__(self, frame, fold, model_config, cfg, work_dir, on_epoch=None):
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise Killed(f"killed in {fold.name}")
+        seed = [fold.repeat, fold.fold, int(1000 * model_config["C"])]
+        p_all = np.random.default_rng(seed).random(int((fold.split != "train").sum()))
+        history = [{"epoch": 1, "val_accuracy": float(p_all.mean()), "val_loss": 0.5}]
+        if on_epoch is not None:
+            on_epoch(1, history[0])
+        return crossval.fold_predictions(frame, fold, p_all), history
+
+
+@pytest.fixture
+def images(tmp_path, monkeypatch):
+    """A grouped frame with real image files (their bytes are part of a fold's key)."""
+    monkeypatch.chdir(tmp_path)
+    data = subject_frame(n_subjects=24)
+    rng = np.random.default_rng(0)
+    data["path"] = [str(tmp_path / "src" / f"{image_id}.png") for image_id in data["id"]]
+    for path in data["path"]:
+        write_image(path, rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    return data
+
+
+@pytest.fixture
+def cv_cfg(cfg):
+    cfg.cv.folds = FOLDS
+    cfg.evaluate.bootstrap_samples = 50
+    return cfg
+
+
+def run_cv(data, cfg, training, monkeypatch, candidates=({},)):
+    monkeypatch.setattr(crossval, "fit_predict_fold", training)
+    return crossval.cross_validate(data, cfg, "svm_hog", "cv svm_hog", candidates=candidates)
+
+
+def store_dir(cfg):
+    return paths.cv_fold_store(cfg.dataset.name, "svm_hog")
+
+
+@pytest.mark.parametrize("candidates", [({},), ({"models.svm_hog.C": 0.1}, {})])
+def test_a_killed_cv_resumes_to_the_uninterrupted_result(images, cv_cfg, monkeypatch, candidates):
+    trainings = FOLDS * len(candidates)
+    reference = FakeTraining()
+    summary, predictions = run_cv(images, cv_cfg, reference, monkeypatch, candidates)
+    assert reference.calls == trainings and not store_dir(cv_cfg).exists()
+
+    with pytest.raises(Killed):
+        run_cv(images, cv_cfg, FakeTraining(die_at=trainings), monkeypatch, candidates)
+    assert len(list(store_dir(cv_cfg).glob("*.json"))) == trainings - 1
+
+    resumed = FakeTraining()
+    summary_resumed, predictions_resumed = run_cv(images, cv_cfg, resumed, monkeypatch, candidates)
+    assert resumed.calls == 1  # only the (fold, candidate) the kill interrupted
+    pd.testing.assert_frame_equal(predictions_resumed, predictions)  # bit for bit
+    assert summary_resumed == summary
+    assert not store_dir(cv_cfg).exists()  # a completed CV leaves nothing to reuse
+
+
+def test_resumed_folds_are_tagged_and_keep_their_curves(images, cv_cfg, monkeypatch):
+    import mlflow
+
+    with pytest.raises(Killed):
+        run_cv(images, cv_cfg, FakeTraining(die_at=FOLDS), monkeypatch)
+    run_cv(images, cv_cfg, FakeTraining(), monkeypatch)
+    runs = mlflow.search_runs(search_all_experiments=True)
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    newest_parent = runs[runs["tags.mlflow.parentRunId"].isna()].sort_values("start_time")
+    latest = children[children["tags.mlflow.parentRunId"] == newest_parent.iloc[-1]["run_id"]]
+    assert (latest["tags.resumed"] == "true").sum() == FOLDS - 1
+    assert latest["metrics.val_accuracy"].notna().all()
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["models.svm_hog.C", "seed", "image bytes"],
+)
+def test_nothing_stale_is_reused(images, cv_cfg, monkeypatch, change):
+    with pytest.raises(Killed):
+        run_cv(images, cv_cfg, FakeTraining(die_at=FOLDS), monkeypatch)
+    stored = sorted(store_dir(cv_cfg).glob("*.json"))
+    assert len(stored) == FOLDS - 1
+    if change == "models.svm_hog.C":
+        cv_cfg.models.svm_hog.C = 0.5
+    elif change == "seed":
+        cv_cfg.seed = cv_cfg.seed + 1
+    else:
+        write_image(images["path"].iloc[0], np.zeros((8, 8, 3), np.uint8))
+    training = FakeTraining()
+    run_cv(images, cv_cfg, training, monkeypatch)
+    assert training.calls == FOLDS  # every fold trained again
+    assert sorted(store_dir(cv_cfg).glob("*.json")) == stored  # other settings' entries kept
+
+
+def test_an_unreadable_entry_is_trained_again_not_trusted(images, cv_cfg, monkeypatch, caplog):
+    with pytest.raises(Killed):
+        run_cv(images, cv_cfg, FakeTraining(die_at=FOLDS), monkeypatch)
+    broken = sorted(store_dir(cv_cfg).glob("*.json"))[0]
+    broken.write_text('{"predictions": {"id": [')  # e.g. a disk that filled up mid-write
+    training = FakeTraining()
+    with caplog.at_level(logging.WARNING):
+        run_cv(images, cv_cfg, training, monkeypatch)
+    assert training.calls == 2
+    assert str(broken) in caplog.text
+
+
+def test_entries_round_trip_exactly_and_clear_removes_only_its_own(tmp_path):
+    store = FoldStore(tmp_path / "store")
+    predictions = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "label": ["all", "hem"],
+            "group": ["subject:1", "subject:2"],
+            "repeat": [0, 0],
+            "fold": [1, 1],
+            "part": ["val", "test"],
+            "p_all": [1 / 3, np.nextafter(0.5, 1.0)],
+        }
+    )
+    history = [{"epoch": 1, "val_accuracy": 0.5, "val_loss": float("nan")}]
+    store.save("mine", predictions, history)
+    (tmp_path / "store" / "other.json").write_text(json.dumps({"predictions": {}}))
+    loaded, loaded_history = FoldStore(tmp_path / "store").load("mine")
+    pd.testing.assert_frame_equal(loaded, predictions)
+    assert loaded_history[0]["epoch"] == 1 and np.isnan(loaded_history[0]["val_loss"])
+    store.clear()
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["other.json"]
