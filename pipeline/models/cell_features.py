@@ -4,7 +4,9 @@ What a haematologist reads off a lymphoblast: a large cell, a large nucleus with
 cytoplasm (high nucleus/cell ratio), fine chromatin, the stain's hue. Every measure is
 relative to the crop (areas as shares of it, lengths over its side), so it does not depend on
 the crop's pixel size; under `crop.rule: fraction` (one scale for every cell) the areas keep
-the cell's real size, under `bbox` (every cell scaled to fill the crop) they do not.
+the cell's real size, under `bbox` (every cell scaled to fill the crop) they do not. The
+texture (grey-level co-occurrence at 1 px) does depend on the pixel size: `image_side`
+measures every crop at one side (null: the crop's own), which a nested CV can choose.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class CellFeaturesForestClassifier(FeatureClassifier):
                 raise ConfigError(
                     f"{params.section_key(self.config)}.{key}: an integer >= 1, not null"
                 )
+        params.optional_int(self.config, "image_side", 16)
         share = self.config["max_features"]
         if share not in ("sqrt", "log2") and not (isinstance(share, float) and 0 < share <= 1):
             raise ConfigError(
@@ -139,6 +142,10 @@ class CellFeaturesForestClassifier(FeatureClassifier):
             )
 
     def features(self, image: np.ndarray) -> np.ndarray:
+        side = self.config.get("image_side")
+        if side is not None and image.shape[:2] != (side, side):
+            interpolation = cv2.INTER_AREA if side < max(image.shape[:2]) else cv2.INTER_LINEAR
+            image = cv2.resize(image, (side, side), interpolation=interpolation)
         return cell_features(image)
 
     def make_pipeline(self, ctx: TrainContext) -> Pipeline:

@@ -209,6 +209,7 @@ def test_cached_weights_need_no_network(
         ("cell_features_rf", "max_features", "all"),
         ("cell_features_rf", "n_estimators", 0),
         ("cell_features_rf", "min_samples_leaf", None),
+        ("cell_features_rf", "image_side", 8),
         ("yolov8", "pretrained", "yes"),
         ("resnet50", "input_size", 8),
         ("yolov8", "input_size", "big"),
@@ -331,6 +332,23 @@ def test_cell_features_measure_the_cell_and_its_dark_nucleus() -> None:
     again = dict(zip(FEATURE_NAMES, cell_features(twice), strict=True))
     for key in ("cell_area", "nucleus_area", "nucleus_to_cell_area", "cell_solidity"):
         assert again[key] == pytest.approx(named[key], rel=0.02), key
+
+
+def test_cell_features_image_side_measures_every_crop_at_one_side() -> None:
+    """image_side 64 measures a crop stored at 128 px as the 64 px crop it was made from
+    (the area mean of 2x2 equal pixels is that pixel); null measures it as it is."""
+    from pipeline.models.cell_features import cell_features
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[8:56, 8:56] = rng.integers(120, 230, (48, 48, 3), dtype=np.uint8)
+    image[20:40, 18:44] = rng.integers(20, 90, (20, 26, 3), dtype=np.uint8)
+    twice = cv2.resize(image, (128, 128), interpolation=cv2.INTER_NEAREST)
+    at_64 = build_model(model_config("cell_features_rf", image_side=64))
+    np.testing.assert_array_equal(at_64.features(twice), cell_features(image))
+    as_stored = build_model(model_config("cell_features_rf", image_side=None))
+    np.testing.assert_array_equal(as_stored.features(twice), cell_features(twice))
+    assert not np.array_equal(cell_features(twice), cell_features(image))  # texture differs
 
 
 @pytest.mark.parametrize(
