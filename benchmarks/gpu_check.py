@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -93,9 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     epochs = [f"models.{m}.epochs={args.epochs}" for m in MODELS[1:4]]
     epochs.append(f"models.yolov8.epochs={3 * args.epochs}")
     gpus = torch.cuda.device_count() if args.device.startswith("cuda") else 0
+    if gpus:
+        device = torch.cuda.get_device_name(0)
+    else:  # the processor's model name (platform.processor() is often just "x86_64"); the
+        # import loads MLflow, which a GPU check need not wait for
+        from pipeline.tracking import cpu_model
+
+        device = cpu_model()
     result: dict[str, Any] = {
         "what": f"{dataset} at {args.side} px, random init, {args.epochs} epoch(s) per CNN",
-        "device": torch.cuda.get_device_name(0) if gpus else platform.processor() or "cpu",
+        "device": device,
         "gpus": gpus,
         "torch": torch.__version__,
         "cpus": os.cpu_count(),

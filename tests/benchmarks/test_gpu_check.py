@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks import gpu_check
+from pipeline import tracking
 from tests.workspace import TINY_OVERRIDES
 
 
@@ -53,6 +54,7 @@ def test_a_run_cut_off_midway_leaves_what_it_measured(tmp_path: Path, monkeypatc
         gpu_check.main(["--demo", "--device", "cpu", "--side", "32", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["rc"] is None
+    assert result["device"] == tracking.cpu_model()  # the processor's name, not "x86_64"
     assert set(result["stages"]) == set(gpu_check.DEMO_PREP)
     assert set(result["models"]) == set(gpu_check.MODELS[:2])
     assert all(row["train"]["rc"] == 0 for row in result["models"].values())
