@@ -248,6 +248,17 @@ def table(models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pooled_params(runs_by_model: Mapping[str, Sequence[SettingRun]]) -> DictConfig:
+    """The first model's params with every model's own `models.<name>` section: a model opted
+    into its own runs only (`+model@models.cell_features_rf=...`) is absent from the others'
+    params, and an ensemble may still name it."""
+    params = next(iter(runs_by_model.values()))[0].params.copy()
+    for model, runs in runs_by_model.items():
+        if model in (runs[0].params.models or {}):
+            params.models[model] = runs[0].params.models[model]
+    return params
+
+
 def ensemble_config(params: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """The first setting's params with `ensemble.<key>=<value>` overrides, validated."""
     unknown = [o for o in overrides if "=" in o and o.split("=", 1)[0] not in ENSEMBLE_KEYS]
@@ -268,7 +279,7 @@ def ensemble_result(
     """The ensemble (the first setting's `ensemble.*`, with `overrides`) under each setting
     alone and over its members' chosen predictions: (result as in the JSON, chosen
     predictions, record)."""
-    first = ensemble_config(next(iter(runs_by_model.values()))[0].params, overrides)
+    first = ensemble_config(pooled_params(runs_by_model), overrides)
     members = list(first.ensemble.members)
     missing = [m for m in members if m not in chosen]
     if missing:

@@ -35,12 +35,19 @@ def _right(rows: pd.DataFrame) -> np.ndarray:
 
 
 def write_snapshot(
-    folder: Path, model: str, crop_rule: str, p_all: np.ndarray, seed: int = 42, rows=None
+    folder: Path,
+    model: str,
+    crop_rule: str,
+    p_all: np.ndarray,
+    seed: int = 42,
+    rows=None,
+    overrides=(),
 ) -> Path:
     """A snapshot as `pipeline.stages.snapshot` writes one: params, a lock whose cv@<model>
     records the md5 of the copied predictions folder, and that folder."""
     rows = _rows() if rows is None else rows
-    cfg = config.compose(["cv.folds=3", f"seed={seed}", "evaluate.bootstrap_samples=50"])
+    base = ["cv.folds=3", f"seed={seed}", "evaluate.bootstrap_samples=50", *overrides]
+    cfg = config.compose(base)
     folder.mkdir(parents=True)
     (folder / "params.yaml").write_text(config.to_yaml(cfg))
     cv_dir = folder / "cv" / model
@@ -166,6 +173,34 @@ def test_the_ensemble_averages_its_members_chosen_predictions(tmp_path, monkeypa
     assert ensemble["p_all"].to_numpy() == pytest.approx(mean)
     record = json.loads(out.with_suffix(".json").read_text())["models"]["ensemble"]
     assert set(record["settings"]) == {"bbox", "fraction"} and record["members"] == members
+
+
+def test_an_ensemble_may_name_a_model_opted_into_its_own_runs_only(tmp_path, monkeypatch):
+    """cell_features_rf is in its own snapshots' params only (`+model@models...`), and the
+    first model named (svm_hog) does not know it: the ensemble still takes it as a member."""
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    rng = np.random.default_rng(1)
+    opt_in = {"cell_features_rf": ["+model@models.cell_features_rf=cell_features_rf"]}
+    members = ["svm_hog", "cell_features_rf"]
+    for member in members:
+        for label in ("bbox", "fraction"):
+            write_snapshot(
+                tmp_path / label / member, member, label, rng.uniform(size=len(rows)),
+                overrides=opt_in.get(member, ()),
+            )  # fmt: skip
+    settings = [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+    overrides = ["--ensemble", f"members=[{','.join(members)}]"]
+    args = ["crop", *settings, "--models", *members, "ensemble", *overrides]
+    assert choose_upstream.main(args) == 0
+    out = tmp_path / "reports/upstream/synthetic/crop"
+    record = json.loads(out.with_suffix(".json").read_text())["models"]["ensemble"]
+    assert record["members"] == members
+    keys = ["id", "part"]
+    chosen = [pd.read_csv(out / m / "predictions.csv").sort_values(keys) for m in members]
+    ensemble = pd.read_csv(out / "ensemble" / "predictions.csv").sort_values(keys)
+    mean = np.mean([c["p_all"].to_numpy() for c in chosen], axis=0)
+    assert ensemble["p_all"].to_numpy() == pytest.approx(mean)
 
 
 def test_a_top_k_ensemble_keeps_per_fold_the_members_best_on_its_validation_part(
