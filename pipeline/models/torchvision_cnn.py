@@ -17,12 +17,14 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from torchvision.datasets import ImageFolder
 
+from pipeline.config import ConfigError
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
 from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import torchvision_weights
 from pipeline.train import distributed, loop
 from pipeline.train.data import (
+    COLOR_JITTER_KEYS,
     eval_transform,
     image_folder,
     make_loader,
@@ -165,8 +167,29 @@ class TorchvisionClassifier(Classifier):
         self.config.setdefault("scheduler", "none")
         params.choice(self.config, "scheduler", ("none", "cosine"))
         params.optional_int(self.config, "input_size", minimum=16)
+        self._check_color_jitter()
         self.network: nn.Module | None = None
         self.device: DeviceSpec | None = None
+
+    def _check_color_jitter(self) -> None:
+        """null, or {brightness, saturation: >= 0; hue: in [0, 0.5]} (any subset)."""
+        jitter = self.config.get("color_jitter")
+        key = f"{params.section_key(self.config)}.color_jitter"
+        if jitter is None:
+            return
+        if not isinstance(jitter, dict):
+            raise ConfigError(f"{key}: {jitter!r} is not null or a mapping")
+        for name, value in jitter.items():
+            if name not in COLOR_JITTER_KEYS:
+                raise ConfigError(
+                    f"{key}.{name}: unknown; one of {list(COLOR_JITTER_KEYS)} (contrast would "
+                    "grey the black background of a segmented cell)"
+                )
+            limit = 0.5 if name == "hue" else float("inf")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{key}.{name}: {value!r} is not a number")
+            if not 0 <= value <= limit:
+                raise ConfigError(f"{key}.{name}: {value!r} is not in [0, {limit}]")
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         pin_threads(ctx.threads)
@@ -200,7 +223,8 @@ class TorchvisionClassifier(Classifier):
         if world > 1:
             ids = list(device.device_ids) if device.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
-        train_set = image_folder(ctx.data_dir, "train", train_transform(self.image_size))
+        jitter = self.config.get("color_jitter")
+        train_set = image_folder(ctx.data_dir, "train", train_transform(self.image_size, jitter))
         val_set = image_folder(ctx.data_dir, "val", eval_transform(self.image_size))
         batch_size = max(1, int(self.config["batch_size"]) // world)
         pin = device.device.type == "cuda"

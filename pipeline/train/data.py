@@ -6,7 +6,7 @@ predict time exactly the tensors it was validated on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +33,27 @@ def eval_transform(image_size: int) -> transforms.Compose:
     )
 
 
-def train_transform(image_size: int) -> transforms.Compose:
-    """Eval transform plus flips: cell images have no canonical orientation.
+COLOR_JITTER_KEYS = ("brightness", "saturation", "hue")
 
-    The flips draw from torch's global RNG, which the loop seeds and checkpoints, so they
-    stay reproducible across a resume.
+
+def train_transform(
+    image_size: int, color_jitter: Mapping[str, float] | None = None
+) -> transforms.Compose:
+    """Eval transform plus flips (cell images have no canonical orientation) and, where asked,
+    a colour jitter: each subject's stain and illumination differ, so a network trained on a
+    few subjects' colours may key on them. Only jitters that keep black black (brightness
+    scales, saturation blends with grey levels, hue rotates): contrast would lift a segmented
+    cell's black background towards the image's mean grey.
+
+    Flips and jitter draw from torch's global RNG, which the loop seeds and checkpoints, so
+    they stay reproducible across a resume.
     """
+    jitter = [transforms.ColorJitter(**dict(color_jitter))] if color_jitter else []
     return transforms.Compose(
         [
             transforms.RandomHorizontalFlip(),
             transforms.RandomVerticalFlip(),
+            *jitter,
             *eval_transform(image_size).transforms,
         ]
     )

@@ -35,7 +35,7 @@ def model_config(name: str, **changes: Any) -> dict[str, Any]:
     """The documented config of `name` with the tiny test overrides merged in."""
     config = yaml.safe_load((CONF / f"{name}.yaml").read_text())
     for key, value in {**OVERRIDES[name], **changes}.items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+        config[key] = {**(config[key] or {}), **value} if isinstance(value, dict) else value
     return config
 
 
@@ -210,6 +210,9 @@ def test_cached_weights_need_no_network(
         ("cell_features_rf", "n_estimators", 0),
         ("cell_features_rf", "min_samples_leaf", None),
         ("cell_features_rf", "image_side", 8),
+        ("densenet121", "color_jitter", {"contrast": 0.2}),
+        ("resnet50", "color_jitter", {"hue": 0.9}),
+        ("resnet50_svm", "color_jitter", "strong"),
         ("yolov8", "pretrained", "yes"),
         ("resnet50", "input_size", 8),
         ("yolov8", "input_size", "big"),
@@ -239,6 +242,22 @@ def test_input_size_upsamples_the_crop_for_training_and_prediction(
         loaded.predict_proba(images[:2])
         handle.remove()
         assert seen[0][-2:] == (side, side)
+
+
+def test_color_jitter_reaches_the_training_transform_only(
+    image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.models import torchvision_cnn
+
+    jitter = {"brightness": 0.2, "hue": 0.05}
+    asked: list[Any] = []
+    real = torchvision_cnn.train_transform
+    monkeypatch.setattr(
+        torchvision_cnn, "train_transform", lambda side, cj=None: asked.append(cj) or real(side, cj)
+    )
+    model = build_model(model_config("resnet50_svm", epochs=1, color_jitter=jitter))
+    model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32))
+    assert asked == [jitter]
 
 
 def test_color_histogram_counts_the_cell_not_the_black_background() -> None:

@@ -42,3 +42,27 @@ def test_workers_keep_the_seeded_order_and_repeat_themselves(tmp_path: Path) -> 
     assert _same(plain, _batches(root, eval_transform(8), workers=2))
     flipped = _batches(root, train_transform(8), workers=2)
     assert _same(flipped, _batches(root, train_transform(8), workers=2))
+
+
+def test_color_jitter_changes_the_cells_colour_and_keeps_the_background_black() -> None:
+    """A stain-like jitter recolours the cell, never the segmented black background (so the
+    network cannot learn the jitter from it), and follows torch's seeded RNG."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:24, 8:24] = (150, 90, 170)  # a purple cell on black
+    jitter = {"brightness": 0.25, "saturation": 0.25, "hue": 0.04}
+    plain = train_transform(32)
+    jittered = train_transform(32, jitter)
+    background = eval_transform(32)(Image.fromarray(np.zeros((32, 32, 3), np.uint8)))[:, 0, 0]
+
+    def draw(transform, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return transform(Image.fromarray(image))
+
+    outputs = [draw(jittered, seed) for seed in range(4)]
+    for out in outputs:
+        assert torch.allclose(out[:, 0, 0], background, atol=1e-6)  # black stays black
+    cell_colours = {tuple(out[:, 16, 16].round(decimals=3).tolist()) for out in outputs}
+    assert len(cell_colours) == 4  # every draw recolours the cell
+    assert torch.equal(draw(jittered, 1), outputs[1])  # seeded: reproducible
+    unjittered = eval_transform(32)(Image.fromarray(image))[:, 16, 16]
+    assert torch.equal(draw(plain, 0)[:, 16, 16], unjittered)  # null: no jitter
