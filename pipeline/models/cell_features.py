@@ -7,6 +7,13 @@ the crop's pixel size; under `crop.rule: fraction` (one scale for every cell) th
 the cell's real size, under `bbox` (every cell scaled to fill the crop) they do not. The
 texture (grey-level co-occurrence at 1 px) does depend on the pixel size: `image_side`
 measures every crop at one side (null: the crop's own), which a nested CV can choose.
+
+`feature_set: extended` adds what the basic 43 leave out of a haematologist's reading: the
+cytoplasm on its own (its colour: a blast's scant cytoplasm is deeply basophilic), every
+region in CIE Lab (a perceptual space, less tied to one scanner's RGB), the chromatin's
+grey-level distribution and its local binary patterns (fine, even chromatin vs the clumped
+chromatin of a mature lymphocyte), co-occurrence at 2 and 4 px too, and the nuclear
+outline's irregularity (clefts, lobes).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any, ClassVar
 
 import cv2
 import numpy as np
-from skimage.feature import graycomatrix, graycoprops
+from scipy.stats import kurtosis, skew
+from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 from sklearn.ensemble import RandomForestClassifier
@@ -38,6 +46,22 @@ FEATURE_NAMES = (
     *(f"nucleus_{n}" for n in SHAPE + COLOUR + TEXTURE),
     "nucleus_to_cell_area",
 )
+
+LAB = tuple(f"lab_{channel}_{stat}" for channel in "Lab" for stat in ("mean", "std"))
+CHROMATIN = ("gray_p10", "gray_p50", "gray_p90", "gray_skew", "gray_kurtosis", "gray_entropy")
+FAR_DISTANCES = (2, 4)  # co-occurrence distances (px) beyond the basic set's 1
+LBP_RINGS = ((8, 1), (16, 2))  # (points, radius): uniform rotation-invariant LBP, P + 2 codes
+OUTLINE = ("lobes", "convex_perimeter_ratio")
+EXTENDED_NAMES = (
+    *FEATURE_NAMES,
+    *(f"cytoplasm_{n}" for n in COLOUR + LAB),
+    *(f"cell_{n}" for n in LAB),
+    *(f"nucleus_{n}" for n in LAB + CHROMATIN),
+    *(f"nucleus_{n}_{d}px" for d in FAR_DISTANCES for n in TEXTURE),
+    *(f"nucleus_lbp{p}r{r}_{code}" for p, r in LBP_RINGS for code in range(p + 2)),
+    *(f"nucleus_{n}" for n in OUTLINE),
+)
+FEATURE_SETS = {"basic": FEATURE_NAMES, "extended": EXTENDED_NAMES}
 
 
 def _largest_region(mask: np.ndarray) -> np.ndarray:
@@ -87,22 +111,74 @@ def _colour(rgb: np.ndarray, hsv: np.ndarray, mask: np.ndarray) -> list[float]:
     return values
 
 
-def _texture(gray: np.ndarray, mask: np.ndarray) -> list[float]:
-    """Grey-level co-occurrence of the region's bounding box (1 px, four directions), the
-    region's own grey range stretched over GRAY_LEVELS levels."""
+def _texture(gray: np.ndarray, mask: np.ndarray, distances: tuple[int, ...] = (1,)) -> list[float]:
+    """Grey-level co-occurrence of the region's bounding box (four directions), the region's
+    own grey range stretched over GRAY_LEVELS levels: TEXTURE per distance, distance slowest."""
     rows, cols = np.nonzero(mask)
     box = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float64)
     low, high = box.min(), box.max()
     quantised = ((box - low) / (high - low + 1e-9) * (GRAY_LEVELS - 1)).round().astype(np.uint8)
     matrix = graycomatrix(
-        quantised, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], GRAY_LEVELS, symmetric=True,
-        normed=True,
+        quantised, list(distances), [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], GRAY_LEVELS,
+        symmetric=True, normed=True,
     )  # fmt: skip
-    return [float(np.nan_to_num(graycoprops(matrix, prop).mean(), nan=1.0)) for prop in TEXTURE]
+    by_prop = {
+        prop: np.nan_to_num(graycoprops(matrix, prop).mean(axis=1), nan=1.0) for prop in TEXTURE
+    }
+    return [float(by_prop[prop][i]) for i in range(len(distances)) for prop in TEXTURE]
 
 
-def cell_features(image: np.ndarray) -> np.ndarray:
-    """FEATURE_NAMES, in that order, of one RGB uint8 crop."""
+def _lab(lab: np.ndarray, mask: np.ndarray) -> list[float]:
+    pixels = lab[mask].astype(np.float64) / 255.0
+    return [float(f(pixels[:, c])) for c in range(3) for f in (np.mean, np.std)]
+
+
+def _chromatin(gray: np.ndarray, mask: np.ndarray) -> list[float]:
+    """The nucleus's grey-level distribution: where it lies, how it leans, how spread it is."""
+    levels = gray[mask].astype(np.float64) / 255.0
+    counts = np.bincount((levels * (GRAY_LEVELS - 1)).round().astype(int), minlength=GRAY_LEVELS)
+    shares = counts[counts > 0] / counts.sum()
+    flat = np.ptp(levels) == 0  # skewness and kurtosis of a constant are undefined
+    return [
+        *(float(v) for v in np.percentile(levels, (10, 50, 90))),
+        0.0 if flat else float(skew(levels)),
+        0.0 if flat else float(kurtosis(levels)),
+        float(-(shares * np.log2(shares)).sum()),
+    ]
+
+
+def _local_binary_patterns(gray: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Shares of the uniform rotation-invariant LBP codes over the region, per LBP_RINGS ring."""
+    pad = max(radius for _, radius in LBP_RINGS)
+    rows, cols = np.nonzero(mask)
+    box = np.s_[
+        max(rows.min() - pad, 0) : rows.max() + pad + 1,
+        max(cols.min() - pad, 0) : cols.max() + pad + 1,
+    ]
+    values: list[float] = []
+    for points, radius in LBP_RINGS:
+        codes = local_binary_pattern(gray[box], points, radius, method="uniform")[mask[box]]
+        codes = codes.astype(int)
+        values += (np.bincount(codes, minlength=points + 2) / codes.size).tolist()
+    return values
+
+
+def _outline(gray: np.ndarray, cell: np.ndarray, nucleus: np.ndarray) -> list[float]:
+    """Dark regions of the cell at least a tenth of the nucleus (lobes), and the nuclear
+    outline's length over its convex hull's (1 for a smooth convex nucleus, more when cleft)."""
+    levels = gray[cell]
+    dark = cell & (gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max()))
+    sizes = np.bincount(label(dark).ravel())[1:]
+    region = regionprops(nucleus.astype(np.uint8))[0]
+    hull = regionprops(region.image_convex.astype(np.uint8))[0]
+    return [
+        float(max(1, (sizes >= 0.1 * nucleus.sum()).sum())),
+        float(region.perimeter / hull.perimeter) if hull.perimeter else 1.0,
+    ]
+
+
+def cell_features(image: np.ndarray, feature_set: str = "basic") -> np.ndarray:
+    """FEATURE_SETS[feature_set], in that order, of one RGB uint8 crop."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     cell, nucleus = cell_and_nucleus(image, gray)
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)  # hue over 0-255, like the other channels
@@ -114,6 +190,21 @@ def cell_features(image: np.ndarray) -> np.ndarray:
         *_texture(gray, nucleus),
         nucleus.sum() / cell.sum(),
     ]
+    if feature_set == "extended":
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        cytoplasm = cell & ~nucleus
+        if not cytoplasm.any():  # the nucleus fills the cell: measure the cell instead
+            cytoplasm = cell
+        values += [
+            *_colour(image, hsv, cytoplasm),
+            *_lab(lab, cytoplasm),
+            *_lab(lab, cell),
+            *_lab(lab, nucleus),
+            *_chromatin(gray, nucleus),
+            *_texture(gray, nucleus, FAR_DISTANCES),
+            *_local_binary_patterns(gray, nucleus),
+            *_outline(gray, cell, nucleus),
+        ]
     return np.asarray(values, dtype=np.float32)
 
 
@@ -134,6 +225,9 @@ class CellFeaturesForestClassifier(FeatureClassifier):
                     f"{params.section_key(self.config)}.{key}: an integer >= 1, not null"
                 )
         params.optional_int(self.config, "image_side", 16)
+        # Absent in models saved before the extended set existed: those measured the basic one.
+        self.config.setdefault("feature_set", "basic")
+        params.choice(self.config, "feature_set", FEATURE_SETS)
         share = self.config["max_features"]
         if share not in ("sqrt", "log2") and not (isinstance(share, float) and 0 < share <= 1):
             raise ConfigError(
@@ -146,7 +240,7 @@ class CellFeaturesForestClassifier(FeatureClassifier):
         if side is not None and image.shape[:2] != (side, side):
             interpolation = cv2.INTER_AREA if side < max(image.shape[:2]) else cv2.INTER_LINEAR
             image = cv2.resize(image, (side, side), interpolation=interpolation)
-        return cell_features(image)
+        return cell_features(image, self.config["feature_set"])
 
     def make_pipeline(self, ctx: TrainContext) -> Pipeline:
         forest = RandomForestClassifier(

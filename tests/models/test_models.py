@@ -210,6 +210,7 @@ def test_cached_weights_need_no_network(
         ("cell_features_rf", "n_estimators", 0),
         ("cell_features_rf", "min_samples_leaf", None),
         ("cell_features_rf", "image_side", 8),
+        ("cell_features_rf", "feature_set", "everything"),
         ("densenet121", "color_jitter", {"contrast": 0.2}),
         ("resnet50", "color_jitter", {"hue": 0.9}),
         ("resnet50_svm", "color_jitter", "strong"),
@@ -370,12 +371,90 @@ def test_cell_features_image_side_measures_every_crop_at_one_side() -> None:
     assert not np.array_equal(cell_features(twice), cell_features(image))  # texture differs
 
 
+@pytest.mark.parametrize("feature_set", ["basic", "extended"])
 @pytest.mark.parametrize(
     "image",
     [np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 128, np.uint8)],
     ids=["all black", "flat grey"],
 )
-def test_cell_features_are_finite_where_segmentation_left_nothing(image: np.ndarray) -> None:
-    from pipeline.models.cell_features import cell_features
+def test_cell_features_are_finite_where_segmentation_left_nothing(
+    image: np.ndarray, feature_set: str
+) -> None:
+    from pipeline.models.cell_features import FEATURE_SETS, cell_features
 
-    assert np.isfinite(cell_features(image)).all()
+    values = cell_features(image, feature_set)
+    assert values.shape == (len(FEATURE_SETS[feature_set]),)
+    assert np.isfinite(values).all()
+
+
+def _drawn_cell(nucleus_rows: slice = slice(20, 36)) -> np.ndarray:
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[10:50, 12:52] = (200, 160, 210)  # cytoplasm
+    image[nucleus_rows, 20:40] = (60, 20, 110)  # nucleus
+    return image
+
+
+def test_extended_cell_features_keep_the_basic_ones_and_measure_what_was_drawn() -> None:
+    """The extended set starts with the basic 43; the cytoplasm (cell minus nucleus) and the
+    Lab means are the drawn colours'; a flat nucleus has one LBP code and no grey spread."""
+    from pipeline.models.cell_features import EXTENDED_NAMES, FEATURE_NAMES, cell_features
+
+    image = _drawn_cell()
+    basic, extended = cell_features(image), cell_features(image, "extended")
+    np.testing.assert_array_equal(extended[: len(FEATURE_NAMES)], basic)
+    named = dict(zip(EXTENDED_NAMES, extended, strict=True))
+    assert named["cytoplasm_rgb_0_mean"] == pytest.approx(200 / 255)
+    assert named["cytoplasm_rgb_2_std"] == pytest.approx(0.0)
+    lab = cv2.cvtColor(np.array([[(200, 160, 210), (60, 20, 110)]], np.uint8), cv2.COLOR_RGB2LAB)
+    assert named["cytoplasm_lab_L_mean"] == pytest.approx(lab[0, 0, 0] / 255)
+    assert named["nucleus_lab_b_mean"] == pytest.approx(lab[0, 1, 2] / 255)
+    assert named["nucleus_gray_p10"] == named["nucleus_gray_p90"]
+    assert named["nucleus_gray_entropy"] == pytest.approx(0.0)
+    for points, radius in ((8, 1), (16, 2)):
+        shares = [named[f"nucleus_lbp{points}r{radius}_{code}"] for code in range(points + 2)]
+        assert sum(shares) == pytest.approx(1.0)
+    assert named["nucleus_lobes"] == 1
+    assert named["nucleus_convex_perimeter_ratio"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_extended_cell_features_see_chromatin_texture_lobes_and_clefts() -> None:
+    """Speckled chromatin spreads the grey levels and the LBP codes that a flat nucleus
+    concentrates; two dark blobs are two lobes; a notch makes the outline longer than its
+    convex hull's."""
+    from pipeline.models.cell_features import EXTENDED_NAMES, cell_features
+
+    def named(image: np.ndarray) -> dict[str, float]:
+        return dict(zip(EXTENDED_NAMES, cell_features(image, "extended"), strict=True))
+
+    flat = named(_drawn_cell())
+    speckled_image = _drawn_cell()
+    speckled_image[20:36:2, 20:40:2] = (90, 50, 140)
+    speckled = named(speckled_image)
+    assert speckled["nucleus_gray_entropy"] > flat["nucleus_gray_entropy"]
+    lbp = [f"nucleus_lbp8r1_{code}" for code in range(10)]
+    assert max(speckled[k] for k in lbp) < max(flat[k] for k in lbp)
+
+    two_lobes = _drawn_cell()
+    two_lobes[27:30, 20:40] = (200, 160, 210)  # cytoplasm splits the nucleus in two
+    assert named(two_lobes)["nucleus_lobes"] == 2
+
+    cleft = _drawn_cell()
+    cleft[20:32, 28:32] = (200, 160, 210)  # a deep notch from the top edge
+    assert named(cleft)["nucleus_convex_perimeter_ratio"] > 1.1
+
+
+def test_cell_features_rf_extended_fits_and_reloads(image_folder_dir: Path, tmp_path: Path) -> None:
+    """The forest sees the extended set's every measure, saves it and predicts the same after a
+    reload; a model saved before feature_set existed measures the basic set."""
+    from pipeline.models.cell_features import EXTENDED_NAMES, cell_features
+
+    model = build_model(model_config("cell_features_rf", feature_set="extended"))
+    model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work"))
+    assert model.pipeline[-1].n_features_in_ == len(EXTENDED_NAMES)
+    images, _ = val_images(image_folder_dir)
+    model.save(tmp_path / "model")
+    np.testing.assert_array_equal(load_model(tmp_path / "model").predict_proba(images),
+                                  model.predict_proba(images))  # fmt: skip
+    legacy = model_config("cell_features_rf")
+    del legacy["feature_set"]
+    np.testing.assert_array_equal(build_model(legacy).features(images[0]), cell_features(images[0]))
