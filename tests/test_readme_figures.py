@@ -22,6 +22,16 @@ DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.])")
 
 
 PER_IMAGE = ("predictions", "roc.csv", "history.csv")
+PER_IMAGE_COLUMN = "p_all"  # a CSV with this column holds per-image predictions, whatever its name
+
+
+def per_image(path: Path) -> bool:
+    if any(marker in path.name for marker in PER_IMAGE):
+        return True
+    if path.suffix != ".csv":
+        return False
+    with path.open(errors="replace") as handle:
+        return PER_IMAGE_COLUMN in handle.readline().strip().split(",")
 
 
 def results_table_rows(
@@ -76,7 +86,7 @@ def report_values(roots: Iterable[Path]) -> list[tuple[set[float], set[str]]]:
     skipped = superseded(roots)
     for root in roots:
         for path in sorted(root.rglob("*")):
-            if any(marker in path.name for marker in PER_IMAGE) or path in skipped:
+            if not path.is_file() or per_image(path) or path in skipped:
                 continue
             if path.suffix == ".json":
                 sources.append((set(_numbers(json.loads(path.read_text()))), set()))
@@ -144,6 +154,7 @@ def test_a_row_mixing_two_runs_is_caught(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text(json.dumps({"accuracy": 0.633, "roc_auc": 0.698}))
     (tmp_path / "new.json").write_text(json.dumps({"accuracy": 0.767, "roc_auc": 0.827}))
     (tmp_path / "predictions.csv").write_text("id,p_all\na,0.912\n")  # per-image: not a source
+    (tmp_path / "none.csv").write_text("id,p_all\nb,0.912\nc,0.827\n")  # per-image by columns
     readme = (
         "## Results\n\n| m | Ac | AUC |\n| --- | --- | --- |\n"
         "| ok | 0.767 | 0.827 |\n| mixed | 0.767 | 0.698 |\n| per-image | 0.912 | 0.827 |\n"
