@@ -1,7 +1,10 @@
 """The classifiers behind `pipeline.models.base.Classifier` (importing fills the registry)."""
 
 from pipeline.models.base import Classifier, TrainContext, build_model, load_model
-from pipeline.models.cell_features import CellFeaturesForestClassifier
+from pipeline.models.cell_features import (
+    CellFeaturesBoostingClassifier,
+    CellFeaturesForestClassifier,
+)
 from pipeline.models.cnn_svm import CnnSvmClassifier
 from pipeline.models.ensemble import EnsembleClassifier
 from pipeline.models.svm_hog import HogSvmClassifier
@@ -10,6 +13,7 @@ from pipeline.models.weights import MissingWeightsError
 from pipeline.models.yolo import YoloClassifier
 
 __all__ = [
+    "CellFeaturesBoostingClassifier",
     "CellFeaturesForestClassifier",
     "Classifier",
     "CnnSvmClassifier",

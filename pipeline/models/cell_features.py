@@ -26,7 +26,7 @@ from scipy.stats import kurtosis, skew
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from pipeline.config import ConfigError
@@ -208,32 +208,26 @@ def cell_features(image: np.ndarray, feature_set: str = "basic") -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-class CellFeaturesForestClassifier(FeatureClassifier):
-    """A random forest (scikit-learn) on `cell_features`: no scaling needed, no iterations;
-    probabilities are the trees' vote shares."""
+class CellFeaturesClassifier(FeatureClassifier):
+    """`cell_features` of each crop (`feature_set`, measured at `image_side`) + a tree model:
+    trees need no scaling, and the measures' units differ."""
 
-    kind: ClassVar[str] = "cell_features_rf"
-    model_file: ClassVar[str] = "forest.joblib"
     feature_name: ClassVar[str] = "cell features"
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        params.require(self.config, ("n_estimators", "min_samples_leaf", "max_features"))
-        for key in ("n_estimators", "min_samples_leaf"):
-            if params.optional_int(self.config, key, 1) is None:
-                raise ConfigError(
-                    f"{params.section_key(self.config)}.{key}: an integer >= 1, not null"
-                )
         params.optional_int(self.config, "image_side", 16)
         # Absent in models saved before the extended set existed: those measured the basic one.
         self.config.setdefault("feature_set", "basic")
         params.choice(self.config, "feature_set", FEATURE_SETS)
-        share = self.config["max_features"]
-        if share not in ("sqrt", "log2") and not (isinstance(share, float) and 0 < share <= 1):
-            raise ConfigError(
-                f"{params.section_key(self.config)}.max_features: {share!r} is not sqrt, log2 "
-                "or a fraction in (0, 1]"
-            )
+
+    def _require_counts(self, keys: tuple[str, ...]) -> None:
+        params.require(self.config, keys)
+        for key in keys:
+            if params.optional_int(self.config, key, 1) is None:
+                raise ConfigError(
+                    f"{params.section_key(self.config)}.{key}: an integer >= 1, not null"
+                )
 
     def features(self, image: np.ndarray) -> np.ndarray:
         side = self.config.get("image_side")
@@ -241,6 +235,25 @@ class CellFeaturesForestClassifier(FeatureClassifier):
             interpolation = cv2.INTER_AREA if side < max(image.shape[:2]) else cv2.INTER_LINEAR
             image = cv2.resize(image, (side, side), interpolation=interpolation)
         return cell_features(image, self.config["feature_set"])
+
+
+class CellFeaturesForestClassifier(CellFeaturesClassifier):
+    """A random forest (scikit-learn) on `cell_features`: no iterations; probabilities are the
+    trees' vote shares."""
+
+    kind: ClassVar[str] = "cell_features_rf"
+    model_file: ClassVar[str] = "forest.joblib"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._require_counts(("n_estimators", "min_samples_leaf"))
+        params.require(self.config, ("max_features",))
+        share = self.config["max_features"]
+        if share not in ("sqrt", "log2") and not (isinstance(share, float) and 0 < share <= 1):
+            raise ConfigError(
+                f"{params.section_key(self.config)}.max_features: {share!r} is not sqrt, log2 "
+                "or a fraction in (0, 1]"
+            )
 
     def make_pipeline(self, ctx: TrainContext) -> Pipeline:
         forest = RandomForestClassifier(
@@ -251,3 +264,45 @@ class CellFeaturesForestClassifier(FeatureClassifier):
             random_state=ctx.seed,
         )
         return make_pipeline(forest)
+
+
+class CellFeaturesBoostingClassifier(CellFeaturesClassifier):
+    """Histogram gradient boosting (scikit-learn) on `cell_features`: trees fitted in sequence,
+    each to the last ones' errors. A fixed number of iterations: scikit-learn's early stopping
+    would hold out a random share of the training cells, subjects mixed across it."""
+
+    kind: ClassVar[str] = "cell_features_gb"
+    model_file: ClassVar[str] = "boosting.joblib"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._require_counts(("max_iter", "max_leaf_nodes", "min_samples_leaf"))
+        params.require(self.config, ("learning_rate", "l2_regularization"))
+        for key, low, high in (("learning_rate", 0.0, 1.0), ("l2_regularization", 0.0, None)):
+            value = self.config[key]
+            inside = isinstance(value, int | float) and not isinstance(value, bool)
+            inside = inside and (value > low if key == "learning_rate" else value >= low)
+            if not inside or (high is not None and value > high):
+                bound = f"in ({low}, {high}]" if high is not None else f">= {low}"
+                raise ConfigError(f"{params.section_key(self.config)}.{key}: {value!r} not {bound}")
+        if self.config["max_leaf_nodes"] < 2:
+            raise ConfigError(f"{params.section_key(self.config)}.max_leaf_nodes: at least 2")
+
+    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        from threadpoolctl import threadpool_limits
+
+        # Boosting's threads are OpenMP's: held to train.threads like every other model's.
+        with threadpool_limits(limits=ctx.threads, user_api="openmp"):
+            return super().fit(ctx)
+
+    def make_pipeline(self, ctx: TrainContext) -> Pipeline:
+        boosting = HistGradientBoostingClassifier(
+            max_iter=int(self.config["max_iter"]),
+            learning_rate=float(self.config["learning_rate"]),
+            max_leaf_nodes=int(self.config["max_leaf_nodes"]),
+            min_samples_leaf=int(self.config["min_samples_leaf"]),
+            l2_regularization=float(self.config["l2_regularization"]),
+            early_stopping=False,
+            random_state=ctx.seed,
+        )
+        return make_pipeline(boosting)

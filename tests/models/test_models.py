@@ -23,6 +23,7 @@ TINY = {"pretrained": "none", "epochs": 2, "batch_size": 8}
 OVERRIDES: dict[str, dict[str, Any]] = {
     "svm_hog": {"hog": {"image_side": 32, "pixels_per_cell": 8}},
     "cell_features_rf": {"n_estimators": 50},
+    "cell_features_gb": {"max_iter": 20},
     "resnet50": TINY,
     "resnet50_svm": {**TINY, "epochs": 1, "trainable": "head"},
     "densenet121": {**TINY, "epochs": 1, "trainable": "all", "lr": 0.01, "scheduler": "cosine"},
@@ -211,6 +212,13 @@ def test_cached_weights_need_no_network(
         ("cell_features_rf", "min_samples_leaf", None),
         ("cell_features_rf", "image_side", 8),
         ("cell_features_rf", "feature_set", "everything"),
+        ("cell_features_gb", "feature_set", "everything"),
+        ("cell_features_gb", "max_iter", 0),
+        ("cell_features_gb", "learning_rate", 0.0),
+        ("cell_features_gb", "learning_rate", "fast"),
+        ("cell_features_gb", "l2_regularization", -1.0),
+        ("cell_features_gb", "max_leaf_nodes", 1),
+        ("cell_features_gb", "image_side", 8),
         ("densenet121", "color_jitter", {"contrast": 0.2}),
         ("resnet50", "color_jitter", {"hue": 0.9}),
         ("resnet50_svm", "color_jitter", "strong"),
@@ -443,18 +451,21 @@ def test_extended_cell_features_see_chromatin_texture_lobes_and_clefts() -> None
     assert named(cleft)["nucleus_convex_perimeter_ratio"] > 1.1
 
 
-def test_cell_features_rf_extended_fits_and_reloads(image_folder_dir: Path, tmp_path: Path) -> None:
-    """The forest sees the extended set's every measure, saves it and predicts the same after a
-    reload; a model saved before feature_set existed measures the basic set."""
+@pytest.mark.parametrize("name", ["cell_features_rf", "cell_features_gb"])
+def test_cell_features_models_fit_the_extended_set_and_reload(
+    name: str, image_folder_dir: Path, tmp_path: Path
+) -> None:
+    """Forest and boosting see the extended set's every measure, save it and predict the same
+    after a reload; a model saved before feature_set existed measures the basic set."""
     from pipeline.models.cell_features import EXTENDED_NAMES, cell_features
 
-    model = build_model(model_config("cell_features_rf", feature_set="extended"))
+    model = build_model(model_config(name, feature_set="extended"))
     model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work"))
     assert model.pipeline[-1].n_features_in_ == len(EXTENDED_NAMES)
     images, _ = val_images(image_folder_dir)
     model.save(tmp_path / "model")
     np.testing.assert_array_equal(load_model(tmp_path / "model").predict_proba(images),
                                   model.predict_proba(images))  # fmt: skip
-    legacy = model_config("cell_features_rf")
+    legacy = model_config(name)
     del legacy["feature_set"]
     np.testing.assert_array_equal(build_model(legacy).features(images[0]), cell_features(images[0]))
