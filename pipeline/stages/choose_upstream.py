@@ -1,5 +1,5 @@
 """`python -m pipeline.stages.choose_upstream <name> <label>:<snapshot>[,<snapshot>] ...`: choose
-an upstream setting (crop rule, segmentation) inside each CV fold, with no training.
+an upstream setting (crop rule, segmentation) or a model inside each CV fold, with no training.
 
 The `cv` stage's nested CV can only vary what acts inside a fold (`tune.grids`); the crop and
 the segmentation are upstream stages, fixed for a whole run. So run the same CV once per
@@ -22,7 +22,8 @@ snapshots: a snapshot of `cv@<model>` alone needs the one of its crop run beside
 `weights` or `top_k`, e.g. `top_k=3`: in every fold the 3 members best on its validation
 part). `best` is the model chosen per fold: in every fold, of the other models named (each
 with its own chosen setting), the one whose predictions score best on the fold's validation
-part scores the test fold (`ensemble_cv`, `top_k` = 1).
+part scores the test fold (`ensemble_cv`, `top_k` = 1). With one setting only `best` and
+`ensemble` choose: among its models (e.g. two estimators' CVs on the same folds).
 Writes `reports/upstream/<dataset>/<name>.{json,md}` and, per model,
 `reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not a DVC stage: it
 combines published runs, like `protocol`.
@@ -163,8 +164,11 @@ def load_setting_run(label: str, snapshots: Sequence[Snapshot], model: str) -> S
 
 def differing_upstream(runs: Sequence[SettingRun]) -> dict[str, dict[str, Any]]:
     """{label: {upstream key: value}} of the keys whose values differ between the settings;
-    an error if a `cv` stage param differs or no upstream param does."""
+    an error if a `cv` stage param differs or no upstream param does. One setting alone has
+    nothing upstream to choose (`best` and `ensemble` choose among its models)."""
     first = runs[0]
+    if len(runs) == 1:
+        return {first.label: {}}
     for run in runs[1:]:
         for key in sorted(set(first.cv_params) | set(run.cv_params)):
             if first.cv_params.get(key) != run.cv_params.get(key):
@@ -330,8 +334,11 @@ def run(
     `ensemble.*` overrides); returns the JSON written. Every model is checked before anything
     is written."""
     parsed = [parse_setting(text) for text in settings]
-    if len(parsed) < 2:
-        raise ConfigError("choose_upstream: name at least two settings to choose from")
+    if len(parsed) < 2 and not {ENSEMBLE, BEST} & set(models):
+        raise ConfigError(
+            "choose_upstream: name at least two settings to choose from, or `best` / "
+            "`ensemble` to choose among the models of one"
+        )
     trained = [m for m in models if m not in (ENSEMBLE, BEST)]
     if not trained:
         raise ConfigError("choose_upstream: name at least one model besides the ensemble")

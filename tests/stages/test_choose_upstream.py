@@ -331,3 +331,33 @@ def test_best_needs_two_models(two_settings, capsys):
     args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog", "best"]
     assert choose_upstream.main(args) == 2
     assert "at least two models" in capsys.readouterr().err
+
+
+def test_best_chooses_among_the_models_of_one_setting(tmp_path, monkeypatch):
+    """One setting, two models' CVs in two snapshots: nothing upstream to choose, and `best`
+    still follows the validation parts."""
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    right, wrong = _right(rows), 1 - _right(rows)
+    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
+    p_all = {
+        "svm_hog": np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
+        "yolov8": np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
+    }
+    for model, values in p_all.items():
+        write_snapshot(tmp_path / model, model, "fraction", values)
+    args = ["estimator", "fraction:svm_hog,yolov8", "--models", *p_all, "best"]
+    assert choose_upstream.main(args) == 0
+    record = json.loads((tmp_path / "reports/upstream/synthetic/estimator.json").read_text())
+    picked = {row["fold"]: row["model"] for row in record["models"]["best"]["models_chosen"]}
+    assert picked == {0: "svm_hog", 1: "yolov8", 2: "svm_hog"}
+    assert record["models"]["best"]["nested"]["accuracy"] == 0.0
+    for model in p_all:  # each model's own CV, kept whole
+        assert {c["setting"] for c in record["models"][model]["chosen"]} == {"fraction"}
+        own = record["models"][model]["settings"]["fraction"]["accuracy"]
+        assert record["models"][model]["nested"]["accuracy"] == pytest.approx(own)
+
+
+def test_one_setting_without_best_or_ensemble_leaves_nothing_to_choose(two_settings, capsys):
+    assert choose_upstream.main(["x", "bbox:runs/bbox", "--models", "svm_hog"]) == 2
+    assert "at least two settings" in capsys.readouterr().err
