@@ -469,3 +469,42 @@ def test_cell_features_models_fit_the_extended_set_and_reload(
     legacy = model_config(name)
     del legacy["feature_set"]
     np.testing.assert_array_equal(build_model(legacy).features(images[0]), cell_features(images[0]))
+
+
+def test_boosting_holds_its_openmp_threads_to_train_threads(
+    image_folder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Histogram boosting threads through OpenMP, not n_jobs: its fit runs inside an OpenMP
+    limit of train.threads, as every other model keeps to it."""
+    import contextlib
+
+    import threadpoolctl
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    limits: list[tuple[int | None, str]] = []
+    inside: list[bool] = []
+
+    @contextlib.contextmanager
+    def recording_limits(limits_arg=None, user_api=None):
+        limits.append((limits_arg, user_api))
+        inside.append(True)
+        yield
+        inside.append(False)
+
+    monkeypatch.setattr(
+        threadpoolctl,
+        "threadpool_limits",
+        lambda limits=None, user_api=None: recording_limits(limits, user_api),
+    )
+    fitted_inside: list[bool] = []
+    original_fit = HistGradientBoostingClassifier.fit
+
+    def fit(self, *args, **kwargs):
+        fitted_inside.append(inside[-1])
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", fit)
+    model = build_model(model_config("cell_features_gb"))
+    model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", threads=1))
+    assert limits == [(1, "openmp")]
+    assert fitted_inside == [True]
