@@ -72,16 +72,20 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
     return labelled == 1 + int(sizes.argmax())
 
 
+def _dark(gray: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """The cell's pixels at or below Otsu's threshold of its grey levels: stained chromatin
+    is the darkest part of a white cell."""
+    levels = gray[cell]
+    return cell & (gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max()))
+
+
 def cell_and_nucleus(image: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cell: the largest non-black region of `image` (the whole crop when segmentation
-    left none). The nucleus: the largest region of the cell darker than Otsu's threshold of
-    its `gray` levels (stained chromatin is the darkest part of a white cell)."""
+    left none). The nucleus: the largest `_dark` region of the cell."""
     cell = _largest_region(image.max(axis=2) > BACKGROUND_LEVEL)
     if cell.sum() < 2:
         cell = np.ones(image.shape[:2], bool)
-    levels = gray[cell]
-    dark = gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max())
-    nucleus = _largest_region(dark & cell)
+    nucleus = _largest_region(_dark(gray, cell))
     return cell, nucleus if nucleus.any() else cell
 
 
@@ -102,9 +106,10 @@ def _shape(mask: np.ndarray) -> list[float]:
     ]
 
 
-def _colour(rgb: np.ndarray, hsv: np.ndarray, mask: np.ndarray) -> list[float]:
+def _channel_stats(*images: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Mean and standard deviation of each channel of each uint8 image over `mask`, in 0-1."""
     values = []
-    for image in (rgb, hsv):
+    for image in images:
         pixels = image[mask].astype(np.float64) / 255.0
         for channel in range(3):
             values += [float(pixels[:, channel].mean()), float(pixels[:, channel].std())]
@@ -126,11 +131,6 @@ def _texture(gray: np.ndarray, mask: np.ndarray, distances: tuple[int, ...] = (1
         prop: np.nan_to_num(graycoprops(matrix, prop).mean(axis=1), nan=1.0) for prop in TEXTURE
     }
     return [float(by_prop[prop][i]) for i in range(len(distances)) for prop in TEXTURE]
-
-
-def _lab(lab: np.ndarray, mask: np.ndarray) -> list[float]:
-    pixels = lab[mask].astype(np.float64) / 255.0
-    return [float(f(pixels[:, c])) for c in range(3) for f in (np.mean, np.std)]
 
 
 def _chromatin(gray: np.ndarray, mask: np.ndarray) -> list[float]:
@@ -166,9 +166,7 @@ def _local_binary_patterns(gray: np.ndarray, mask: np.ndarray) -> list[float]:
 def _outline(gray: np.ndarray, cell: np.ndarray, nucleus: np.ndarray) -> list[float]:
     """Dark regions of the cell at least a tenth of the nucleus (lobes), and the nuclear
     outline's length over its convex hull's (1 for a smooth convex nucleus, more when cleft)."""
-    levels = gray[cell]
-    dark = cell & (gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max()))
-    sizes = np.bincount(label(dark).ravel())[1:]
+    sizes = np.bincount(label(_dark(gray, cell)).ravel())[1:]
     region = regionprops(nucleus.astype(np.uint8))[0]
     hull = regionprops(region.image_convex.astype(np.uint8))[0]
     return [
@@ -184,9 +182,9 @@ def cell_features(image: np.ndarray, feature_set: str = "basic") -> np.ndarray:
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)  # hue over 0-255, like the other channels
     values = [
         *_shape(cell),
-        *_colour(image, hsv, cell),
+        *_channel_stats(image, hsv, mask=cell),
         *_shape(nucleus),
-        *_colour(image, hsv, nucleus),
+        *_channel_stats(image, hsv, mask=nucleus),
         *_texture(gray, nucleus),
         nucleus.sum() / cell.sum(),
     ]
@@ -196,10 +194,10 @@ def cell_features(image: np.ndarray, feature_set: str = "basic") -> np.ndarray:
         if not cytoplasm.any():  # the nucleus fills the cell: measure the cell instead
             cytoplasm = cell
         values += [
-            *_colour(image, hsv, cytoplasm),
-            *_lab(lab, cytoplasm),
-            *_lab(lab, cell),
-            *_lab(lab, nucleus),
+            *_channel_stats(image, hsv, mask=cytoplasm),
+            *_channel_stats(lab, mask=cytoplasm),
+            *_channel_stats(lab, mask=cell),
+            *_channel_stats(lab, mask=nucleus),
             *_chromatin(gray, nucleus),
             *_texture(gray, nucleus, FAR_DISTANCES),
             *_local_binary_patterns(gray, nucleus),
