@@ -34,6 +34,17 @@ def _right(rows: pd.DataFrame) -> np.ndarray:
     return np.where(rows["label"] == "all", 0.9, 0.1)
 
 
+def _two_models_alternating(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """svm_hog right on the validation parts of folds 0 and 2, yolov8 on fold 1's; their test
+    folds the other way round."""
+    right, wrong = _right(rows), 1 - _right(rows)
+    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
+    return {
+        "svm_hog": np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
+        "yolov8": np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
+    }
+
+
 def write_snapshot(
     folder: Path,
     model: str,
@@ -304,12 +315,7 @@ def test_best_takes_per_fold_the_model_best_on_its_validation_part(tmp_path, mon
     test folds the other way round): `best` must follow the validation parts."""
     monkeypatch.chdir(tmp_path)
     rows = _rows()
-    right, wrong = _right(rows), 1 - _right(rows)
-    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
-    p_all = {
-        "svm_hog": np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
-        "yolov8": np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
-    }
+    p_all = _two_models_alternating(rows)
     for model, values in p_all.items():
         for label in ("bbox", "fraction"):  # the same predictions: the setting choice is moot
             write_snapshot(tmp_path / label / model, model, label, values)
@@ -321,7 +327,7 @@ def test_best_takes_per_fold_the_model_best_on_its_validation_part(tmp_path, mon
     assert picked == {0: "svm_hog", 1: "yolov8", 2: "svm_hog"}
     assert record["nested"]["accuracy"] == 0.0  # every chosen model is wrong on its test fold
     best = pd.read_csv(out / "best" / "predictions.csv")
-    expected = np.where(fold1, p_all["yolov8"], p_all["svm_hog"])
+    expected = np.where(rows["fold"] == 1, p_all["yolov8"], p_all["svm_hog"])
     keyed = rows.assign(expected=expected).merge(best, on=["id", "repeat", "fold", "part"])
     assert keyed["p_all"].to_numpy() == pytest.approx(keyed["expected"].to_numpy())
     assert "best" in (out.with_suffix(".md")).read_text()
@@ -338,12 +344,7 @@ def test_best_chooses_among_the_models_of_one_setting(tmp_path, monkeypatch):
     still follows the validation parts."""
     monkeypatch.chdir(tmp_path)
     rows = _rows()
-    right, wrong = _right(rows), 1 - _right(rows)
-    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
-    p_all = {
-        "svm_hog": np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
-        "yolov8": np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
-    }
+    p_all = _two_models_alternating(rows)
     for model, values in p_all.items():
         write_snapshot(tmp_path / model, model, "fraction", values)
     args = ["estimator", "fraction:svm_hog,yolov8", "--models", *p_all, "best"]
