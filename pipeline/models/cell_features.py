@@ -219,12 +219,13 @@ class CellFeaturesClassifier(FeatureClassifier):
         self.config.setdefault("feature_set", "basic")
         params.choice(self.config, "feature_set", FEATURE_SETS)
 
-    def _require_counts(self, keys: tuple[str, ...]) -> None:
-        params.require(self.config, keys)
-        for key in keys:
-            if params.optional_int(self.config, key, 1) is None:
+    def _require_counts(self, minimums: dict[str, int]) -> None:
+        """Each key an integer >= its minimum (present, not null)."""
+        params.require(self.config, minimums)
+        for key, minimum in minimums.items():
+            if params.optional_int(self.config, key, minimum) is None:
                 raise ConfigError(
-                    f"{params.section_key(self.config)}.{key}: an integer >= 1, not null"
+                    f"{params.section_key(self.config)}.{key}: an integer >= {minimum}, not null"
                 )
 
     def features(self, image: np.ndarray) -> np.ndarray:
@@ -244,7 +245,7 @@ class CellFeaturesForestClassifier(CellFeaturesClassifier):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self._require_counts(("n_estimators", "min_samples_leaf"))
+        self._require_counts({"n_estimators": 1, "min_samples_leaf": 1})
         params.require(self.config, ("max_features",))
         share = self.config["max_features"]
         if share not in ("sqrt", "log2") and not (isinstance(share, float) and 0 < share <= 1):
@@ -274,17 +275,10 @@ class CellFeaturesBoostingClassifier(CellFeaturesClassifier):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self._require_counts(("max_iter", "max_leaf_nodes", "min_samples_leaf"))
+        self._require_counts({"max_iter": 1, "max_leaf_nodes": 2, "min_samples_leaf": 1})
         params.require(self.config, ("learning_rate", "l2_regularization"))
-        for key, low, high in (("learning_rate", 0.0, 1.0), ("l2_regularization", 0.0, None)):
-            value = self.config[key]
-            inside = isinstance(value, int | float) and not isinstance(value, bool)
-            inside = inside and (value > low if key == "learning_rate" else value >= low)
-            if not inside or (high is not None and value > high):
-                bound = f"in ({low}, {high}]" if high is not None else f">= {low}"
-                raise ConfigError(f"{params.section_key(self.config)}.{key}: {value!r} not {bound}")
-        if self.config["max_leaf_nodes"] < 2:
-            raise ConfigError(f"{params.section_key(self.config)}.max_leaf_nodes: at least 2")
+        params.number(self.config, "learning_rate", 0.0, 1.0, above_minimum=True)
+        params.number(self.config, "l2_regularization", 0.0)
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         from threadpoolctl import threadpool_limits

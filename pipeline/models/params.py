@@ -36,6 +36,28 @@ def optional_int(
     return value
 
 
+def number(
+    config: dict[str, Any],
+    key: str,
+    minimum: float,
+    maximum: float | None = None,
+    above_minimum: bool = False,
+) -> float:
+    """`key` a number >= `minimum` (> with `above_minimum`) and <= `maximum` when given."""
+    value = config.get(key)
+    bounds = (
+        f"{'(' if above_minimum else '['}{minimum}, {'inf)' if maximum is None else f'{maximum}]'}"
+    )
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (
+        not is_number
+        or (value <= minimum if above_minimum else value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        raise ConfigError(f"{section_key(config)}.{key}: {value!r} is not a number in {bounds}")
+    return float(value)
+
+
 def choice(
     config: dict[str, Any], key: str, allowed: Iterable[str], where: str | None = None
 ) -> str:

@@ -34,15 +34,15 @@ def _right(rows: pd.DataFrame) -> np.ndarray:
     return np.where(rows["label"] == "all", 0.9, 0.1)
 
 
-def _two_models_alternating(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """svm_hog right on the validation parts of folds 0 and 2, yolov8 on fold 1's; their test
-    folds the other way round."""
+def _alternating(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Two P(ALL) columns: the first right on the validation parts of folds 0 and 2, the second
+    on fold 1's; on the test folds the other way round."""
     right, wrong = _right(rows), 1 - _right(rows)
     val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
-    return {
-        "svm_hog": np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
-        "yolov8": np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
-    }
+    return (
+        np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong)),
+        np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right)),
+    )
 
 
 def write_snapshot(
@@ -94,10 +94,7 @@ def two_settings(tmp_path, monkeypatch):
     test folds it is the other way round, which must not matter."""
     monkeypatch.chdir(tmp_path)
     rows = _rows()
-    right, wrong = _right(rows), 1 - _right(rows)
-    val, fold1 = (rows["part"] == "val").to_numpy(), (rows["fold"] == 1).to_numpy()
-    bbox = np.where(val, np.where(fold1, wrong, right), np.where(fold1, right, wrong))
-    fraction = np.where(val, np.where(fold1, right, wrong), np.where(fold1, wrong, right))
+    bbox, fraction = _alternating(rows)
     write_snapshot(tmp_path / "runs" / "bbox", "svm_hog", "bbox", bbox)
     write_snapshot(tmp_path / "runs" / "frac", "svm_hog", "fraction", fraction)
     return tmp_path, rows, {"bbox": bbox, "fraction": fraction}
@@ -315,7 +312,7 @@ def test_best_takes_per_fold_the_model_best_on_its_validation_part(tmp_path, mon
     test folds the other way round): `best` must follow the validation parts."""
     monkeypatch.chdir(tmp_path)
     rows = _rows()
-    p_all = _two_models_alternating(rows)
+    p_all = dict(zip(("svm_hog", "yolov8"), _alternating(rows), strict=True))
     for model, values in p_all.items():
         for label in ("bbox", "fraction"):  # the same predictions: the setting choice is moot
             write_snapshot(tmp_path / label / model, model, label, values)
@@ -344,7 +341,7 @@ def test_best_chooses_among_the_models_of_one_setting(tmp_path, monkeypatch):
     still follows the validation parts."""
     monkeypatch.chdir(tmp_path)
     rows = _rows()
-    p_all = _two_models_alternating(rows)
+    p_all = dict(zip(("svm_hog", "yolov8"), _alternating(rows), strict=True))
     for model, values in p_all.items():
         write_snapshot(tmp_path / model, model, "fraction", values)
     args = ["estimator", "fraction:svm_hog,yolov8", "--models", *p_all, "best"]
