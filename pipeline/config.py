@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ from pipeline.errors import PipelineError
 from pipeline.schema import Config
 
 PARAMS_FILE = "params.yaml"
-ADAPTERS = ("cnmc", "all_idb2", "folder", "synthetic")
+ADAPTERS = ("cnmc", "all_idb2", "folder", "csv", "synthetic")
+CSV_COLUMNS = ("path", "label", "subject")  # dataset.columns keys; subject is optional
 SEGMENT_METHODS = ("none", "otsu", "otsu_active_contour")
 CROP_RULES = ("bbox", "fraction")
 AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
@@ -137,6 +139,45 @@ def validate(cfg: DictConfig) -> DictConfig:
     return typed
 
 
+def _dataset_problems(ds: DictConfig) -> list[str]:
+    """The keys an adapter reads: classes for folder/csv, the table for csv, a valid pattern."""
+    problems = []
+    tabular = ds.adapter in ("folder", "csv")
+    if tabular and set(ds.classes or {}) != {"all", "hem"}:
+        what = "folder names" if ds.adapter == "folder" else "label values"
+        problems.append(
+            f"dataset.classes: must map exactly 'all' and 'hem' to {what}, "
+            f"got {sorted(ds.classes or {})}"
+        )
+    readers = {"group_pattern": ("folder", "csv"), "labels_file": ("csv",), "columns": ("csv",)}
+    problems += [
+        f"dataset.{key}: read by the {'/'.join(adapters)} adapter only, not {ds.adapter}"
+        for key, adapters in readers.items()
+        if ds[key] is not None and ds.adapter not in adapters
+    ]
+    if ds.adapter == "csv":
+        if not ds.labels_file:
+            problems.append("dataset.labels_file: the csv adapter needs its labels table")
+        columns = set(ds.columns or {})
+        if not {"path", "label"} <= columns <= set(CSV_COLUMNS):
+            problems.append(
+                "dataset.columns: must name the table's 'path' and 'label' columns "
+                f"(and optionally 'subject'), got {sorted(columns)}"
+            )
+    if ds.group_pattern is not None:
+        try:
+            pattern = re.compile(ds.group_pattern)
+        except re.error as exc:
+            problems.append(f"dataset.group_pattern: not a regular expression ({exc})")
+        else:
+            if "subject" not in pattern.groupindex:
+                problems.append(
+                    "dataset.group_pattern: needs a named group (?P<subject>...), "
+                    f"got {ds.group_pattern!r}"
+                )
+    return problems
+
+
 def _value_problems(cfg: DictConfig) -> list[str]:
     problems = []
 
@@ -147,13 +188,7 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     ds = cfg.dataset
     check(ds.adapter in ADAPTERS, "dataset.adapter", f"{ds.adapter!r} not in {ADAPTERS}")
     check(ds.on_bad_file in ("error", "skip"), "dataset.on_bad_file", "must be error or skip")
-    if ds.adapter == "folder":
-        classes = ds.classes or {}
-        check(
-            set(classes) == {"all", "hem"},
-            "dataset.classes",
-            f"must map exactly 'all' and 'hem' to folder names, got {sorted(classes)}",
-        )
+    problems += _dataset_problems(ds)
     check(
         cfg.segment.method in SEGMENT_METHODS,
         "segment.method",

@@ -18,14 +18,24 @@ from omegaconf import MISSING
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    adapter: str = MISSING  # cnmc | all_idb2 | folder | synthetic
+    adapter: str = MISSING  # cnmc | all_idb2 | folder | csv | synthetic
     root: str = MISSING
     masks: str | None = MISSING
     classes: dict[str, list[str]] | None = MISSING
     segment: bool = MISSING
     folds: list[int] | None = MISSING
     on_bad_file: str = MISSING  # error | skip
+    # Keys of one adapter only, so optional (OPTIONAL_DATASET_KEYS): a dataset YAML written
+    # for another adapter need not state them.
     style: str | None = None  # synthetic only: smear | cnmc
+    # folder and csv only: a regex whose named group `subject` reads the subject from the path
+    # (csv: from the subject column when named), so no subject spans two splits or folds
+    group_pattern: str | None = None
+    labels_file: str | None = None  # csv only: the labels table, relative to root
+    columns: dict[str, str] | None = None  # csv only: path, label and optional subject columns
+
+
+OPTIONAL_DATASET_KEYS = ("style", "group_pattern", "labels_file", "columns")
 
 
 @dataclass

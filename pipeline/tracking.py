@@ -252,8 +252,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The releases that decide a result's bits beside the code: a split, a resize, a CSV's floats
+# or a CPU kernel can change between releases (constraints.txt pins the ones CI uses).
+NUMERIC_LIBRARIES = (
+    "numpy", "pandas", "scipy", "scikit-learn", "scikit-image", "opencv-python-headless",
+    "torch", "torchvision", "ultralytics",
+)  # fmt: skip
+
+
+def library_versions() -> dict[str, str]:
+    """The installed release of each NUMERIC_LIBRARIES package."""
+    versions = {}
+    for name in NUMERIC_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 def code_and_machine() -> dict[str, object]:
-    """Which code ran, where: the fields every published result (snapshot, protocol) records."""
+    """Which code ran, where, under which releases: the fields every published result
+    (snapshot, protocol, choose_upstream) records."""
     return {
         "git_revision": git_commit(),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
@@ -262,6 +282,7 @@ def code_and_machine() -> dict[str, object]:
             "cpu_model": cpu_model(),
             "platform": platform.platform(),
         },
+        "libraries": library_versions(),
     }
 
 
@@ -336,6 +357,7 @@ def start_run(
             "dataset": dataset,
             "model": model,
             **dvc_experiment(),
+            **{f"library.{name}": version for name, version in library_versions().items()},
         }
         if dataset_hash is not None:  # a resumed run keeps the hash it was trained on
             tags["dataset_hash"] = dataset_hash

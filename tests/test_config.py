@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import open_dict
 
 from pipeline.config import (
     ConfigError,
@@ -10,6 +11,7 @@ from pipeline.config import (
     load,
     params_in_sync,
     tracking_home,
+    validate,
     workspace_root,
 )
 
@@ -65,6 +67,33 @@ def test_unknown_override_fails_in_hydra():
 def test_invalid_values_fail_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         compose([override])
+
+
+@pytest.mark.parametrize(
+    "dataset,changes,message",
+    [
+        ("folder_example", {"group_pattern": "^(?P<patient>.+)/"}, "(?P<subject>"),
+        ("folder_example", {"group_pattern": "(unclosed"}, "not a regular expression"),
+        ("cnmc", {"group_pattern": "(?P<subject>.)"}, "folder/csv adapter only, not cnmc"),
+        ("folder_example", {"labels_file": "x.csv"}, "dataset.labels_file: read by the csv"),
+        ("csv_example", {"labels_file": None}, "dataset.labels_file: the csv adapter needs"),
+        ("csv_example", {"columns": {"path": "f"}}, "dataset.columns: must name"),
+        (
+            "csv_example",
+            {"columns": {"path": "f", "label": "l", "x": "y"}},
+            "got ['label', 'path', 'x']",
+        ),
+        ("csv_example", {"classes": {"all": ["1"]}}, "dataset.classes: must map"),
+    ],
+)
+def test_adapter_keys_are_checked_naming_the_key(dataset, changes, message):
+    cfg = compose([f"dataset={dataset}"])
+    with open_dict(cfg):
+        for key, value in changes.items():
+            cfg.dataset[key] = value
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert message in str(info.value)
 
 
 def test_tracking_home_sees_through_dvc_temp_experiments_but_the_workspace_does_not(
@@ -164,7 +193,9 @@ def test_the_schema_states_no_default_value():
         for f in fields(cls):
             if f.default_factory is not NO_DEFAULT:  # a nested section (its fields are checked)
                 assert is_dataclass(f.default_factory), f"{cls.__name__}.{f.name}"
-            elif f.name != "style":  # the one optional key (synthetic datasets only)
+            elif cls is schema.DatasetConfig and f.name in schema.OPTIONAL_DATASET_KEYS:
+                assert f.default is None, f"{cls.__name__}.{f.name} = {f.default!r}"
+            else:
                 assert f.default == MISSING, f"{cls.__name__}.{f.name} = {f.default!r}"
 
 

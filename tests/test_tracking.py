@@ -109,6 +109,7 @@ def test_run_has_params_tags_metrics(cfg, tmp_path):
     assert tags["dvc_stage"] == "train" and tags["model"] == MODEL
     assert tags["dataset"] == DATASET and tags["dataset_hash"] == "abc123"
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert tags["library.numpy"] == np.__version__  # which releases made the run's numbers
     params = data.data.params
     assert params == tracking.flatten_config(cfg)
     assert params["models.resnet50.lr"] == str(cfg.models.resnet50.lr)
@@ -321,9 +322,19 @@ def test_code_and_machine_names_the_commit_and_whether_tracked_files_changed(tmp
     assert clean["git_revision"] == head.strip()
     assert clean["git_dirty"] is False
     assert clean["machine"]["cpus"] == os.cpu_count()
+    assert set(clean["libraries"]) == set(tracking.NUMERIC_LIBRARIES)
+    assert clean["libraries"]["numpy"] == np.__version__
 
     (tmp_path / "params.yaml").write_text("seed: 2\n")
     assert tracking.code_and_machine()["git_dirty"] is True
+
+
+def test_library_versions_say_which_release_or_that_none_is_installed(monkeypatch):
+    monkeypatch.setattr(tracking, "NUMERIC_LIBRARIES", ("numpy", "no-such-package-xyz"))
+    assert tracking.library_versions() == {
+        "numpy": np.__version__,
+        "no-such-package-xyz": "not installed",
+    }
 
 
 def test_cpu_model_reads_the_processor_name_or_falls_back(tmp_path, monkeypatch):

@@ -9,10 +9,13 @@ never stop at the first problem, so one error message can list every offending f
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pandas as pd
 
 from pipeline.io import IMAGE_SUFFIXES
 from pipeline.labels import CLASSES, NEGATIVE, POSITIVE
@@ -149,20 +152,39 @@ def read_all_idb2(root: Path) -> Listing:
     return listing
 
 
-def read_folder(root: Path, classes: Mapping[str, Iterable[str]] | None) -> Listing:
-    """Folder-per-class: `classes` maps 'all'/'hem' to folder names under `root`.
-
-    Images may be nested anywhere below a class folder; each image is its own group.
-    """
-    listing = Listing(fatal_problems=check_root(root))
-    mapping = {label: list(names) for label, names in dict(classes or {}).items()}
+def _class_mapping(classes: Mapping[str, Iterable[str]] | None, what: str) -> tuple[dict, list]:
+    """`classes` as {label: [names]} and the problems with it (both classes, no name twice)."""
+    mapping = {label: [str(name) for name in names] for label, names in dict(classes or {}).items()}
+    problems = []
     if set(mapping) != set(CLASSES) or not all(mapping.values()):
-        listing.fatal_problems.append(
-            f"dataset.classes must map both 'all' and 'hem' to lists of folder names, got {mapping}"
+        problems.append(
+            f"dataset.classes must map both 'all' and 'hem' to lists of {what}, got {mapping}"
         )
     shared = set(mapping.get("all", [])) & set(mapping.get("hem", []))
     if shared:
-        listing.fatal_problems.append(f"dataset.classes: {sorted(shared)} mapped to both classes")
+        problems.append(f"dataset.classes: {sorted(shared)} mapped to both classes")
+    return mapping, problems
+
+
+def _subject_group(text: str, group_pattern: str | None) -> str | None:
+    """`subject:<s>`, s the `subject` group of `group_pattern` searched in `text` (the whole
+    text without a pattern); None when the pattern finds nothing or the subject is empty."""
+    match = re.search(group_pattern, text) if group_pattern else None
+    subject = text.strip() if group_pattern is None else match and match["subject"]
+    return f"subject:{subject}" if subject else None
+
+
+def read_folder(
+    root: Path, classes: Mapping[str, Iterable[str]] | None, group_pattern: str | None = None
+) -> Listing:
+    """Folder-per-class: `classes` maps 'all'/'hem' to folder names under `root`.
+
+    Images may be nested anywhere below a class folder. Each image is its own group, unless
+    `group_pattern` finds its subject in its path relative to `root` (e.g. a patient folder).
+    """
+    listing = Listing(fatal_problems=check_root(root))
+    mapping, problems = _class_mapping(classes, "folder names")
+    listing.fatal_problems += problems
     if listing.fatal_problems:
         return listing
     folder_label = {name: label for label, names in mapping.items() for name in names}
@@ -187,8 +209,108 @@ def read_folder(root: Path, classes: Mapping[str, Iterable[str]] | None) -> List
             if not is_image(path):
                 listing.file_problems.append(f"{path}: not an image file ({IMAGE_SUFFIXES})")
                 continue
-            image_id = _safe_id(relative, ids)
-            listing.entries.append(Entry(image_id, path, label, group=image_id))
+            subject_text = relative.as_posix() if group_pattern else None
+            _add_entry(listing, path, relative, label, subject_text, group_pattern, ids)
+    return listing
+
+
+def _add_entry(
+    listing: Listing,
+    path: Path,
+    relative: Path,
+    label: str,
+    subject_text: str | None,
+    group_pattern: str | None,
+    ids: set[str],
+) -> None:
+    """One entry: its own group when `subject_text` is None, else its subject's (read through
+    `group_pattern` when set); a subject that cannot be read is a file problem."""
+    group = None
+    if subject_text is not None:
+        group = _subject_group(subject_text, group_pattern)
+        if group is None:
+            how = f" by dataset.group_pattern {group_pattern!r}" if group_pattern else ""
+            listing.file_problems.append(f"{path}: no subject in {subject_text!r}{how}")
+            return
+    image_id = _safe_id(relative, ids)
+    listing.entries.append(Entry(image_id, path, label, group=group or image_id))
+
+
+def read_csv(
+    root: Path,
+    labels_file: str | None,
+    columns: Mapping[str, str] | None,
+    classes: Mapping[str, Iterable[str]] | None,
+    group_pattern: str | None = None,
+) -> Listing:
+    """A table of labels: `labels_file` (relative to `root`) lists each image's path under
+    `root` and its label, which `classes` maps to 'all'/'hem'. The subject is read from the
+    `subject` column when there is one, else from the path, through `group_pattern` when set;
+    with neither, each image is its own group. Images under `root` the table does not list are
+    file problems too: an unlabelled image is never dropped silently.
+    """
+    listing = Listing(fatal_problems=check_root(root))
+    mapping, problems = _class_mapping(classes, "label values")
+    listing.fatal_problems += problems
+    names = dict(columns or {})
+    if not {"path", "label"} <= set(names):
+        listing.fatal_problems.append(
+            f"dataset.columns must name the table's 'path' and 'label' columns, got {names}"
+        )
+    table_path = root / labels_file if labels_file else None
+    if table_path is None or not table_path.is_file():
+        listing.fatal_problems.append(f"{table_path}: labels table missing (dataset.labels_file)")
+    if listing.fatal_problems:
+        return listing
+    try:
+        table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        listing.fatal_problems.append(f"{table_path}: not a readable CSV table ({exc})")
+        return listing
+    absent = {key: name for key, name in names.items() if name not in table.columns}
+    if absent:
+        listing.fatal_problems += [
+            f"{table_path}: no column {name!r} (dataset.columns.{key}); "
+            f"its columns: {list(table.columns)}"
+            for key, name in absent.items()
+        ]
+        return listing
+    value_label = {str(value): label for label, values in mapping.items() for value in values}
+    listed: dict[Path, int] = {}
+    ids: set[str] = set()
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        where = f"{table_path.name}:{line}"
+        path = Path(os.path.normpath(root / row[names["path"]]))
+        if not path.is_relative_to(root):
+            listing.file_problems.append(f"{where}: {path} lies outside the root {root}")
+            continue
+        if path in listed:
+            listing.file_problems.append(
+                f"{where}: {path} listed again (first on line {listed[path]})"
+            )
+            continue
+        listed[path] = line
+        label = value_label.get(row[names["label"]].strip())
+        if label is None:
+            listing.file_problems.append(
+                f"{where}: unknown label {row[names['label']]!r} for {path} "
+                f"(dataset.classes maps {sorted(value_label)})"
+            )
+        elif not (path.is_file() and is_image(path)):
+            listing.file_problems.append(f"{where}: {path} is not an image file under the root")
+        else:
+            subject_text = row[names["subject"]] if "subject" in names else None
+            if subject_text is None and group_pattern:
+                subject_text = row[names["path"]]
+            _add_entry(
+                listing, path, path.relative_to(root), label, subject_text, group_pattern, ids
+            )
+    listing.file_problems += [
+        f"{path}: image not listed in {table_path}"
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and is_image(path) and path not in listed
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    ]  # fmt: skip
     return listing
 
 

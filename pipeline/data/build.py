@@ -18,7 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.config import ADAPTERS, ConfigError
-from pipeline.data.adapters import Listing, read_all_idb2, read_cnmc, read_folder
+from pipeline.data.adapters import Listing, read_all_idb2, read_cnmc, read_csv, read_folder
 from pipeline.io import BadInputError, ImageReadError, file_digest, read_image
 from pipeline.labels import CLASSES
 from pipeline.manifest import COLUMNS, validate
@@ -37,7 +37,15 @@ def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
     if adapter == "all_idb2":
         return read_all_idb2(root)
     if adapter == "folder":
-        return read_folder(root, dataset.get("classes"))
+        return read_folder(root, dataset.get("classes"), dataset.get("group_pattern"))
+    if adapter == "csv":
+        return read_csv(
+            root,
+            dataset.get("labels_file"),
+            dataset.get("columns"),
+            dataset.get("classes"),
+            dataset.get("group_pattern"),
+        )
     raise ConfigError(f"dataset.adapter: unknown adapter {adapter!r}; known: {ADAPTERS}")
 
 

@@ -38,6 +38,13 @@ def dataset_root(dataset: Mapping[str, Any], workspace: Path) -> Path:
     return root if root.is_absolute() else workspace / root
 
 
+def drop_training_images(target: pd.DataFrame, training: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The target's rows whose file is byte-identical to no image of the training dataset, and
+    how many were dropped: a model is not tested on images it (or its validation) has seen."""
+    seen = target["sha256"].isin(set(training["sha256"]))
+    return target[~seen].reset_index(drop=True), int(seen.sum())
+
+
 def target_predictor(model_dir: Path, target_segment: bool) -> tuple[str, Predictor]:
     """The model with its training preprocessing, segmenting only if the target needs it.
 

@@ -2,11 +2,12 @@
 
 A target is read through its own adapter (conf/dataset/<target>.yaml, root overridable with
 `cross.roots`), segmented if the target needs it, then cropped/resized as in training.
+Target images byte-identical to a training-dataset image are left out (counted in each JSON).
 """
 
 import sys
 
-from pipeline import paths
+from pipeline import manifest, paths
 from pipeline.config import ConfigError, workspace_root
 from pipeline.data import build_manifest
 from pipeline.evaluate import cross_dataset
@@ -27,6 +28,7 @@ def run(cfg, *model_names: str) -> None:
     for name in names:
         model_config(cfg, name)  # fails clearly on an unknown name
     model_dirs = {name: paths.model_dir(dataset, name) for name in names}
+    training = manifest.read(paths.manifest(dataset))
     with atomic_path(paths.cross_dir(dataset)) as staged:
         staged.mkdir()
         for target_name in cfg.cross.targets:
@@ -41,11 +43,20 @@ def run(cfg, *model_names: str) -> None:
                     raise FileNotFoundError(problem)
                 log.warning("skipped: %s", problem)
                 continue
-            if target_name == dataset:
-                log.warning("cross target %r is the training dataset itself", target_name)
             frame, problems = build_manifest(target, workspace_root())
             if problems:
                 log.warning("%s: %d bad files skipped", target_name, len(problems))
+            frame, seen = cross_dataset.drop_training_images(frame, training)
+            if frame.empty:
+                raise ConfigError(
+                    f"cross.targets: every image of {target_name!r} is also in the training "
+                    f"dataset {dataset!r}: nothing unseen to test on"
+                )
+            if seen:
+                log.warning(
+                    "%s: %d images byte-identical to %s's are left out (seen in training)",
+                    target_name, seen, dataset,
+                )  # fmt: skip
             predictions = cross_dataset.cross_predict(model_dirs, frame, target.segment)
             y = y_true(predictions["label"])
             out = staged / target_name
@@ -61,6 +72,7 @@ def run(cfg, *model_names: str) -> None:
                     seed=cfg.seed,
                     collapse_share=cfg.evaluate.collapse_share,
                 )
+                metrics["n_left_out_seen_in_training"] = seen
                 atomic_write_json(out / f"{name}.json", metrics)
                 log.info(
                     "%s -> %s %s: accuracy %.3f, ROC-AUC %s on %d images",

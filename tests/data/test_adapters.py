@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
+from pipeline.config import conf_dir
 from pipeline.data import build_manifest
 from pipeline.data.build import merge_duplicate_groups
 from pipeline.io import BadInputError
@@ -284,6 +286,127 @@ def test_folder_classes_must_map_both_labels(tmp_path, write_image, dataset_cfg)
     root = make_folder(tmp_path / "ds", write_image)
     with pytest.raises(BadInputError, match="dataset.classes"):
         build_manifest(dataset_cfg(root, "folder", classes={"all": ["Malignant"]}), tmp_path)
+
+
+PATIENT_FOLDER = r"^[^/]+/(?P<subject>P\d+)/"
+TWO_FOLDERS = {"all": ["Malignant"], "hem": ["Benign"]}
+
+
+def test_folder_group_pattern_keeps_a_patient_in_one_group(tmp_path, write_image, dataset_cfg):
+    root = tmp_path / "ds"
+    for seed, name in enumerate(["Malignant/P1/a.png", "Malignant/P1/b.png", "Benign/P2/c.png"]):
+        write_image(root / name, seed)
+    cfg = dataset_cfg(root, "folder", classes=TWO_FOLDERS, group_pattern=PATIENT_FOLDER)
+    frame, problems = build_manifest(cfg, tmp_path)
+    assert problems == []
+    assert frame.set_index("id")["group"].to_dict() == {
+        "Benign__P2__c": "subject:P2",
+        "Malignant__P1__a": "subject:P1",
+        "Malignant__P1__b": "subject:P1",
+    }
+
+
+def test_folder_image_without_a_subject_is_a_bad_file(tmp_path, write_image, dataset_cfg):
+    root = tmp_path / "ds"
+    write_image(root / "Malignant" / "P1" / "a.png", 1)
+    write_image(root / "Benign" / "P2" / "c.png", 2)
+    write_image(root / "Benign" / "loose.png", 3)  # directly in the class folder: no patient
+    cfg = dataset_cfg(root, "folder", classes=TWO_FOLDERS, group_pattern=PATIENT_FOLDER)
+    with pytest.raises(BadInputError, match="loose.png: no subject in 'Benign/loose.png'"):
+        build_manifest(cfg, tmp_path)
+    frame, problems = build_manifest(cfg | {"on_bad_file": "skip"}, tmp_path)
+    assert len(frame) == 2 and len(problems) == 1
+
+
+# --- csv -------------------------------------------------------------------------------------
+
+# The shipped C-NMC preliminary-test config: numbered files, the original names in a column.
+PRELIM = {
+    key: value
+    for key, value in yaml.safe_load(
+        (conf_dir() / "dataset" / "cnmc_prelim_test.yaml").read_text()
+    ).items()
+    if key in ("labels_file", "columns", "classes", "group_pattern")
+}
+
+
+def make_csv(root: Path, write_image, rows: list[tuple[str, str]]) -> Path:
+    """Images 1.bmp, 2.bmp ... under `root`, one per (Patient_ID, labels) row, and the table
+    where PRELIM's labels_file says (C-NMC's own layout)."""
+    lines = ["Patient_ID,new_names,labels"]
+    for number, (patient, label) in enumerate(rows, start=1):
+        write_image(root / f"{number}.bmp", number)
+        lines.append(f"{patient},{number}.bmp,{label}")
+    (root / PRELIM["labels_file"]).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_csv_reads_labels_and_subjects_from_the_table(tmp_path, write_image, dataset_cfg):
+    rows = [("UID_57_29_1_all.bmp", "1"), ("UID_57_30_2_all.bmp", "1"), ("UID_H3_1_1_hem.bmp", "0")]
+    root = make_csv(tmp_path / "prelim" / "images", write_image, rows)
+    frame, problems = build_manifest(dataset_cfg(root, "csv", **PRELIM), tmp_path)
+    assert problems == []
+    rows = frame.set_index("id")
+    assert rows["label"].to_dict() == {"1": "all", "2": "all", "3": "hem"}
+    assert rows["group"].to_dict() == {"1": "subject:57", "2": "subject:57", "3": "subject:H3"}
+
+
+def test_csv_subject_column_as_it_is_path_pattern_or_one_group_each(
+    tmp_path, write_image, dataset_cfg
+):
+    root = make_csv(tmp_path / "t" / "img", write_image, [("p7", "1"), ("p7", "0"), ("p8", "0")])
+    plain = PRELIM | {"group_pattern": None}
+    frame, _ = build_manifest(dataset_cfg(root, "csv", **plain), tmp_path)
+    assert frame["group"].tolist() == ["subject:p7", "subject:p7", "subject:p8"]
+    by_path = plain | {"columns": {"path": "new_names", "label": "labels"}}
+    frame, _ = build_manifest(
+        dataset_cfg(root, "csv", **by_path | {"group_pattern": r"(?P<subject>\d)\.bmp"}), tmp_path
+    )
+    assert frame["group"].tolist() == ["subject:1", "subject:2", "subject:3"]
+    frame, _ = build_manifest(dataset_cfg(root, "csv", **by_path), tmp_path)
+    assert frame["group"].tolist() == frame["id"].tolist()
+
+
+def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, dataset_cfg):
+    rows = [("UID_1_1_1_all.bmp", "1"), ("UID_H2_1_1_hem.bmp", "0"), ("UID_3_1_1_all.bmp", "2")]
+    root = make_csv(tmp_path / "t" / "img", write_image, rows)
+    write_image(root / "extra.png", 9)  # an image the table does not label
+    write_image(root / "4.bmp", 10)
+    with (root / PRELIM["labels_file"]).open("a") as table:
+        table.write("UID_1_1_1_all.bmp,1.bmp,1\n")  # listed twice
+        table.write("UID_4_1_1_all.bmp,gone.bmp,1\n")  # no such file
+        table.write("UID_5_1_1_all.bmp,../escape.bmp,1\n")  # outside the root
+        table.write("nobody,4.bmp,0\n")  # no subject by the pattern
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "csv", **PRELIM), tmp_path)
+    message = str(info.value)
+    for expected in (
+        "labels.csv:4: unknown label '2'",
+        "labels.csv:5:",
+        "listed again (first on line 2)",
+        "labels.csv:6:",
+        "gone.bmp is not an image file",
+        "escape.bmp lies outside the root",
+        "extra.png: image not listed",
+        "4.bmp: no subject in 'nobody' by dataset.group_pattern",
+    ):
+        assert expected in message
+    frame, problems = build_manifest(
+        dataset_cfg(root, "csv", **PRELIM, on_bad_file="skip"), tmp_path
+    )
+    assert frame["id"].tolist() == ["1", "2"] and len(problems) == 6
+
+
+def test_csv_missing_table_or_column_is_fatal_naming_it(tmp_path, write_image, dataset_cfg):
+    root = make_csv(tmp_path / "t" / "img", write_image, [("UID_1_1_1_all.bmp", "1")])
+    skip = {"on_bad_file": "skip"}
+    with pytest.raises(BadInputError, match="nothere.csv: labels table missing"):
+        build_manifest(
+            dataset_cfg(root, "csv", **PRELIM | {"labels_file": "nothere.csv"} | skip), tmp_path
+        )
+    renamed = PRELIM | {"columns": {"path": "file", "label": "labels"}} | skip
+    with pytest.raises(BadInputError, match=r"no column 'file' \(dataset.columns.path\)"):
+        build_manifest(dataset_cfg(root, "csv", **renamed), tmp_path)
 
 
 # --- synthetic -------------------------------------------------------------------------------

@@ -52,3 +52,27 @@ def test_five_grouped_folds_give_every_fold_a_subject_of_each_class(fold0):
         # as even as the subjects allow: ~226 healthy cells a fold, or one subject H24 alone
         assert 150 <= len(healthy) <= 404
     assert (tested == 1).all()
+
+
+def test_the_unseen_folds_config_shares_nothing_with_fold0_or_names_what_is_missing(
+    fold0, tmp_path
+):
+    """conf/dataset/cnmc_unseen.yaml (folds 1 and 2, the cross-dataset target for new
+    patients): where they sit beside fold 0, no subject or image of theirs is in fold 0;
+    where they do not (../shared holds fold 0 only), the error names each missing fold."""
+    from pipeline.config import compose
+    from pipeline.io import BadInputError
+
+    dataset = compose(["dataset=cnmc_unseen"]).dataset
+    dataset.root = str(real_data("C-NMC"))
+    training = real_data("C-NMC", "training_data")
+    if not all((training / f"fold_{fold}").is_dir() for fold in dataset.folds):
+        with pytest.raises(BadInputError) as info:
+            build_manifest(dataset, tmp_path)
+        for fold in dataset.folds:
+            if not (training / f"fold_{fold}").is_dir():
+                assert f"fold_{fold}: fold requested by dataset.folds is missing" in str(info.value)
+        return
+    unseen, _ = build_manifest(dataset, tmp_path)
+    assert not set(unseen["group"]) & set(fold0["group"])
+    assert not set(unseen["sha256"]) & set(fold0["sha256"])

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import mlflow
 import pandas as pd
@@ -223,6 +224,26 @@ def test_cross_eval_tests_every_model_on_the_other_dataset(trained_view):
     assert run_stage(root, "report") == 0
     report = (root / "reports" / "table2.md").read_text()
     assert "## Cross-dataset (train → test)" in report and "synthetic_cnmc" in report
+
+
+def test_cross_eval_leaves_out_images_seen_in_training(
+    trained_view, demo_workspace, tmp_path, capsys
+):
+    target = tmp_path / "target"
+    shutil.copytree(demo_workspace / "artifacts" / "demo" / "cnmc" / "C-NMC_Leukemia", target)
+    trained_on = pd.read_csv(demo_workspace / paths.manifest("synthetic")).iloc[0]
+    copy = target / "training_data" / "fold_0" / "all" / "UID_99_1_1_all.png"
+    shutil.copyfile(demo_workspace / trained_on["path"], copy)  # a training image, renamed
+    root = trained_view(f"+cross.roots.synthetic_cnmc={target}")
+    assert run_stage(root, "cross_eval", "svm_hog") == 0
+    out = root / paths.cross_dir("synthetic") / "synthetic_cnmc"
+    metrics = json.loads((out / "svm_hog.json").read_text())
+    assert metrics["n"] == 32 and metrics["n_left_out_seen_in_training"] == 1
+    assert "fold0_all_UID_99_1_1_all" not in set(pd.read_csv(out / "predictions.csv")["id"])
+
+    itself = trained_view("cross.targets=[synthetic]")
+    assert run_stage(itself, "cross_eval", "svm_hog") == 1
+    assert "every image of 'synthetic' is also in the training dataset" in capsys.readouterr().err
 
 
 def test_the_target_decides_segmentation_the_model_decides_how(demo_workspace):
