@@ -51,6 +51,16 @@ def visible_children(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def visible_below(folder: Path, root: Path) -> list[Path]:
+    """Sorted non-folder entries anywhere below `folder`, without any under a hidden name
+    (relative to `root`: .DS_Store, .git/, ._* resource forks)."""
+    return [
+        path
+        for path in sorted(folder.rglob("*"))
+        if not path.is_dir() and not any(p.startswith(".") for p in path.relative_to(root).parts)
+    ]
+
+
 def check_root(root: Path) -> list[str]:
     if not root.exists():
         return [f"{root}: dataset root does not exist (set dataset.root)"]
@@ -202,10 +212,8 @@ def read_folder(
         folder = root / name
         if not folder.is_dir():
             continue
-        for path in sorted(folder.rglob("*")):
+        for path in visible_below(folder, root):
             relative = path.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts) or path.is_dir():
-                continue
             if not is_image(path):
                 listing.file_problems.append(f"{path}: not an image file ({IMAGE_SUFFIXES})")
                 continue
@@ -307,10 +315,9 @@ def read_csv(
             )
     listing.file_problems += [
         f"{path}: image not listed in {table_path}"
-        for path in sorted(root.rglob("*"))
+        for path in visible_below(root, root)
         if path.is_file() and is_image(path) and path not in listed
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    ]  # fmt: skip
+    ]
     return listing
 
 

@@ -82,11 +82,20 @@ def _dark(gray: np.ndarray, cell: np.ndarray) -> np.ndarray:
 def cell_and_nucleus(image: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cell: the largest non-black region of `image` (the whole crop when segmentation
     left none). The nucleus: the largest `_dark` region of the cell."""
+    cell, _, nucleus = _cell_dark_nucleus(image, gray)
+    return cell, nucleus
+
+
+def _cell_dark_nucleus(
+    image: np.ndarray, gray: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`cell_and_nucleus` with the cell's `_dark` mask between them, for `_outline`'s lobes."""
     cell = _largest_region(image.max(axis=2) > BACKGROUND_LEVEL)
     if cell.sum() < 2:
         cell = np.ones(image.shape[:2], bool)
-    nucleus = _largest_region(_dark(gray, cell))
-    return cell, nucleus if nucleus.any() else cell
+    dark = _dark(gray, cell)
+    nucleus = _largest_region(dark)
+    return cell, dark, nucleus if nucleus.any() else cell
 
 
 def _shape(mask: np.ndarray) -> list[float]:
@@ -163,10 +172,11 @@ def _local_binary_patterns(gray: np.ndarray, mask: np.ndarray) -> list[float]:
     return values
 
 
-def _outline(gray: np.ndarray, cell: np.ndarray, nucleus: np.ndarray) -> list[float]:
-    """Dark regions of the cell at least a tenth of the nucleus (lobes), and the nuclear
-    outline's length over its convex hull's (1 for a smooth convex nucleus, more when cleft)."""
-    sizes = np.bincount(label(_dark(gray, cell)).ravel())[1:]
+def _outline(dark: np.ndarray, nucleus: np.ndarray) -> list[float]:
+    """Regions of the cell's `dark` mask at least a tenth of the nucleus (lobes), and the
+    nuclear outline's length over its convex hull's (1 for a smooth convex nucleus, more when
+    cleft)."""
+    sizes = np.bincount(label(dark).ravel())[1:]
     region = regionprops(nucleus.astype(np.uint8))[0]
     hull = regionprops(region.image_convex.astype(np.uint8))[0]
     return [
@@ -178,7 +188,7 @@ def _outline(gray: np.ndarray, cell: np.ndarray, nucleus: np.ndarray) -> list[fl
 def cell_features(image: np.ndarray, feature_set: str = "basic") -> np.ndarray:
     """FEATURE_SETS[feature_set], in that order, of one RGB uint8 crop."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    cell, nucleus = cell_and_nucleus(image, gray)
+    cell, dark, nucleus = _cell_dark_nucleus(image, gray)
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)  # hue over 0-255, like the other channels
     values = [
         *_shape(cell),
@@ -201,7 +211,7 @@ def cell_features(image: np.ndarray, feature_set: str = "basic") -> np.ndarray:
             *_chromatin(gray, nucleus),
             *_texture(gray, nucleus, FAR_DISTANCES),
             *_local_binary_patterns(gray, nucleus),
-            *_outline(gray, cell, nucleus),
+            *_outline(dark, nucleus),
         ]
     return np.asarray(values, dtype=np.float32)
 
