@@ -7,6 +7,7 @@ anchored on the real repo (see pipeline.tracking).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ARTIFACTS = Path("artifacts")
@@ -74,7 +75,11 @@ def cv_predictions(dataset: str, model: str) -> Path:
 
 def cv_fold_store(dataset: str, model: str) -> Path:
     """The finished folds of a model's running CV (`evaluate.fold_store`), deleted when it
-    completes."""
+    completes; under `$ALL_DETECT_CV_STORE/<dataset>/<model>` when that is set (a folder
+    several machines share, each training some folds)."""
+    shared = os.environ.get("ALL_DETECT_CV_STORE")
+    if shared:
+        return Path(shared) / dataset / model
     return dataset_dir(dataset) / "cv_resume" / model
 
 

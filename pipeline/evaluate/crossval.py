@@ -290,15 +290,12 @@ def cross_validate(
     the summary and the predictions (validation and test rows of every fold, kept candidate).
     """
     from pipeline import tracking  # MLflow only where CV runs
-    from pipeline.evaluate.tuning import apply_candidate, data_digest, fingerprint
 
     dataset = cfg.dataset.name
-    configs = [apply_candidate(cfg, candidate) for candidate in candidates]
-    nested = len(configs) > 1
+    plan = CandidatePlan.build(frame, cfg, model_name, candidates)
+    nested = len(plan.configs) > 1
     folds = folds_for(frame, cfg)
-    store = FoldStore(paths.cv_fold_store(dataset, model_name))
-    digest = data_digest(frame)
-    fingerprints = [fingerprint(c, model_name, digest) for c in configs]
+    plan.report_unusable(folds)
     bootstrap = bootstrap_args(cfg)
     parts, per_fold, selected = [], [], []
     run_args = {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
@@ -308,31 +305,7 @@ def cross_validate(
     ) as parent:  # fmt: skip
         tracking.set_tags({"selection": "nested" if nested else "fixed"})
         for fold in folds:
-            tried = []
-            for number, candidate_cfg in enumerate(configs):
-                suffix = f" #{number}" if nested else ""
-                with (
-                    tracking.start_run(
-                        cfg,
-                        run_name=f"{run_name} {fold.name}{suffix}",
-                        nested=True,
-                        parent_run_id=parent.info.run_id,
-                        **run_args,
-                    ) as child,
-                    tempfile.TemporaryDirectory(prefix=f"cv-{model_name}-") as work,
-                ):
-                    predictions, history = train_or_resume(
-                        store,
-                        store.key(fingerprints[number], fold.name),
-                        frame,
-                        fold,
-                        model_name,
-                        candidate_cfg,
-                        Path(work),
-                    )
-                    kept = selected_epoch(history, candidate_cfg.train.monitor)
-                    tracking.log_selected_epoch(kept)
-                tried.append((predictions, kept, child.info.run_id))
+            tried = train_candidates(plan, frame, fold, cfg, run_name, parent.info.run_id)
             best = choose([kept for _, kept, _ in tried])
             predictions, kept, run_id = tried[best]
             test = test_fold_rows(predictions)
@@ -352,14 +325,135 @@ def cross_validate(
             predictions, per_fold, cfg.cv.folds, cfg.cv.repeats, selected, **bootstrap
         )
         summary["selection"] = "nested" if nested else "fixed"
-        summary["candidates"] = len(configs)
+        summary["candidates"] = len(plan.configs)
         tracking.log_cv_summary(summary)
         with tempfile.TemporaryDirectory() as scratch:
             table = Path(scratch) / f"{model_name}.csv"
             predictions.to_csv(table, index=False)
             tracking.log_artifacts([table], artifact_path="cv")
-    store.clear()
+    plan.store.clear()
     return summary, predictions
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    """What every fold of one model's CV trains: each candidate's config and fold-store key."""
+
+    model_name: str
+    configs: list[DictConfig]
+    fingerprints: list[str]
+    store: FoldStore
+
+    @classmethod
+    def build(
+        cls,
+        frame: pd.DataFrame,
+        cfg: DictConfig,
+        model_name: str,
+        candidates: Sequence[Mapping[str, Any]],
+    ) -> CandidatePlan:
+        from pipeline.evaluate.tuning import apply_candidate, data_digest, fingerprint
+
+        configs = [apply_candidate(cfg, candidate) for candidate in candidates]
+        digest = data_digest(frame)
+        store = FoldStore(paths.cv_fold_store(cfg.dataset.name, model_name))
+        fingerprints = [fingerprint(c, model_name, digest) for c in configs]
+        return cls(model_name, configs, fingerprints, store)
+
+    def key(self, number: int, fold: Fold) -> str:
+        return self.store.key(self.fingerprints[number], fold.name)
+
+    def report_unusable(self, folds: Sequence[Fold]) -> None:
+        """Warn about store entries no (fold, candidate) of this CV can use: typically a shard
+        trained on another machine from other crop bytes or code, which this run retrains."""
+        keys = {self.key(n, fold) for fold in folds for n in range(len(self.configs))}
+        unusable = self.store.entries_except(keys)
+        if unusable:
+            log.warning(
+                "cv %s: %d entries in %s match no fold of this CV (other settings, images or "
+                "code; a shard run elsewhere must use the same commit and byte-identical "
+                "crops): kept, not used: %s",
+                self.model_name,
+                len(unusable),
+                self.store.root,
+                ", ".join(p.name for p in unusable),
+            )
+
+
+def train_candidates(
+    plan: CandidatePlan,
+    frame: pd.DataFrame,
+    fold: Fold,
+    cfg: DictConfig,
+    run_name: str,
+    parent_run_id: str,
+) -> list[tuple[pd.DataFrame, dict[str, float], str]]:
+    """Train (or resume from the fold store) every candidate on `fold`, one MLflow child run
+    each; (predictions, kept epoch's scores, run id) per candidate. Nothing is scored here."""
+    from pipeline import tracking
+
+    name = plan.model_name
+    run_args = {"dataset": cfg.dataset.name, "model": name, "stage": f"cv@{name}"}
+    tried = []
+    for number, candidate_cfg in enumerate(plan.configs):
+        suffix = f" #{number}" if len(plan.configs) > 1 else ""
+        with (
+            tracking.start_run(
+                cfg,
+                run_name=f"{run_name} {fold.name}{suffix}",
+                nested=True,
+                parent_run_id=parent_run_id,
+                **run_args,
+            ) as child,
+            tempfile.TemporaryDirectory(prefix=f"cv-{plan.model_name}-") as work,
+        ):
+            predictions, history = train_or_resume(
+                plan.store,
+                plan.key(number, fold),
+                frame,
+                fold,
+                plan.model_name,
+                candidate_cfg,
+                Path(work),
+            )
+            kept = selected_epoch(history, candidate_cfg.train.monitor)
+            tracking.log_selected_epoch(kept)
+        tried.append((predictions, kept, child.info.run_id))
+    return tried
+
+
+def train_fold_shard(
+    frame: pd.DataFrame,
+    cfg: DictConfig,
+    model_name: str,
+    fold_numbers: Sequence[int],
+    candidates: Sequence[Mapping[str, Any]] = ({},),
+) -> Path:
+    """Train only some outer folds of the CV into its fold store, and score nothing.
+
+    A nested CV of a network on C-NMC runs for hours on a CPU: its folds can train on several
+    machines (or in several sessions) at once, each writing its entries to one shared store
+    (`ALL_DETECT_CV_STORE`), and the `cv` stage then finds every fold finished and only
+    selects and scores. Every machine must run the same code on byte-identical images (the
+    entries' keys hold both); the `cv` stage names the entries it cannot use. Returns the store.
+    """
+    from pipeline import tracking
+
+    folds = folds_for(frame, cfg)
+    unknown = [n for n in fold_numbers if not 0 <= n < len(folds)]
+    if unknown or not fold_numbers:
+        raise ConfigError(
+            f"cv fold numbers {list(fold_numbers)}: give one or more of 0..{len(folds) - 1} "
+            f"(cv.folds={cfg.cv.folds} x cv.repeats={cfg.cv.repeats})"
+        )
+    plan = CandidatePlan.build(frame, cfg, model_name, candidates)
+    run_name = f"cv {model_name} folds {','.join(map(str, fold_numbers))}"
+    run_args = {"dataset": cfg.dataset.name, "model": model_name, "stage": f"cv@{model_name}"}
+    with tracking.start_run(cfg, run_name=run_name, **run_args) as parent:
+        tracking.set_tags({"shard": ",".join(map(str, fold_numbers))})
+        for number in sorted(set(fold_numbers)):
+            train_candidates(plan, frame, folds[number], cfg, run_name, parent.info.run_id)
+    return plan.store.root
 
 
 def ensemble_cv(

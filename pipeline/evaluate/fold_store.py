@@ -9,6 +9,8 @@ entry only under the same key, so a changed value, dataset or code trains again.
 of a CV are deleted once it has completed: the store resumes, it never replaces a requested
 retraining (delete `artifacts/<dataset>/cv_resume/` to retrain folds a killed run finished).
 Under `dvc exp run --temp/--queue` the store lives, and dies, with the experiment's copy.
+`ALL_DETECT_CV_STORE` moves it (to a shared folder, for folds trained on several machines:
+`crossval.train_fold_shard`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,13 @@ class FoldStore:
             "history": list(history),
         }
         self.written.append(atomic_write_json(self._path(key), entry))
+
+    def entries_except(self, keys: Iterable[str]) -> list[Path]:
+        """The stored entries whose key is not in `keys` (other settings, images or code)."""
+        if not self.root.is_dir():
+            return []
+        wanted = {f"{key}.json" for key in keys}
+        return sorted(p for p in self.root.glob("*.json") if p.name not in wanted)
 
     def clear(self) -> None:
         """Delete the entries this CV read or wrote (others' belong to other settings)."""

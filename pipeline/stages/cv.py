@@ -8,19 +8,28 @@ subject-level call) and `selection.json` (the candidates and each fold's choice)
 summary `reports/metrics/<dataset>/cv/<model>.json`. MLflow: one parent run per model, one
 child run per fold (and candidate). Off, the stage only writes `{"enabled": false}`, without
 importing MLflow or any model library, so the default `dvc repro` stays fast.
+
+`python -m pipeline.stages.cv <model> 0 3 [key=value ...]` trains only outer folds 0 and 3
+into the fold store and writes nothing else (a shard: folds on several machines, sharing
+`ALL_DETECT_CV_STORE`); the `cv` stage then resumes every stored fold and only selects and
+scores (docs/scaling.md).
 """
 
 import sys
 
 from pipeline import manifest, paths
+from pipeline.config import ConfigError
 from pipeline.stages.common import log, model_config, stage
 
 
 @stage
-def run(cfg, model_name: str) -> None:
+def run(cfg, model_name: str, *fold_numbers: str) -> None:
     dataset = cfg.dataset.name
     model_config(cfg, model_name)  # a clear error for an unknown model name
+    shard = parse_fold_numbers(fold_numbers)
     if cfg.cv.folds == 0:
+        if shard:
+            raise ConfigError("cv fold numbers given but cv.folds=0: set cv.folds (e.g. 5)")
         from pipeline.evaluate.crossval import write_cv_outputs  # light: no model library
 
         write_cv_outputs(dataset, model_name, {"enabled": False})
@@ -39,6 +48,19 @@ def run(cfg, model_name: str) -> None:
         log.info("cv.nested: no tune.grids.%s, so nothing to choose: fixed settings", model_name)
     frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
     tracking.check_reachable(cfg)
+    if shard:
+        store = crossval.train_fold_shard(frame, cfg, model_name, shard, candidates)
+        log.info(
+            "%s/%s: folds %s of the %d-fold CV stored in %s; once every fold is stored, "
+            "`dvc exp run cv@%s` (same ALL_DETECT_CV_STORE) selects and scores",
+            dataset,
+            model_name,
+            ", ".join(map(str, shard)),
+            cfg.cv.folds,
+            store,
+            model_name,
+        )
+        return
     summary, predictions = crossval.cross_validate(
         frame, cfg, model_name, f"cv {model_name}", candidates=candidates
     )
@@ -69,6 +91,16 @@ def run(cfg, model_name: str) -> None:
         summary["f1_weighted"],
         summary["val_accuracy_mean"],
     )
+
+
+def parse_fold_numbers(words: tuple[str, ...]) -> list[int]:
+    """The outer fold numbers of a shard run, or a clear error naming the word."""
+    numbers = []
+    for word in words:
+        if not word.isdigit():
+            raise ConfigError(f"cv: {word!r} is not a fold number (0, 1, ...) or key=value")
+        numbers.append(int(word))
+    return numbers
 
 
 main = run

@@ -1,4 +1,5 @@
-"""A killed CV resumes at its first unfinished fold, and never reuses a stale one."""
+"""A killed CV resumes at its first unfinished fold, never reuses a stale one, and folds
+trained apart (shards, another machine) give the CV of one machine."""
 
 import json
 import logging
@@ -8,9 +9,11 @@ import pandas as pd
 import pytest
 
 from pipeline import paths
+from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
 from pipeline.evaluate.fold_store import FoldStore
 from pipeline.io import write_image
+from pipeline.stages.cv import parse_fold_numbers
 from tests.evaluate.test_crossval import frame as subject_frame
 
 FOLDS = 3
@@ -155,3 +158,59 @@ def test_entries_round_trip_exactly_and_clear_removes_only_its_own(tmp_path):
     assert loaded_history[0]["epoch"] == 1 and np.isnan(loaded_history[0]["val_loss"])
     store.clear()
     assert [p.name for p in (tmp_path / "store").iterdir()] == ["other.json"]
+
+
+def shard(data, cfg, training, monkeypatch, fold_numbers, candidates=({},)):
+    monkeypatch.setattr(crossval, "fit_predict_fold", training)
+    return crossval.train_fold_shard(data, cfg, "svm_hog", fold_numbers, candidates)
+
+
+@pytest.mark.parametrize("candidates", [({},), ({"models.svm_hog.C": 0.1}, {})])
+def test_folds_trained_as_shards_give_the_cv_of_one_machine(
+    images, cv_cfg, monkeypatch, tmp_path, candidates
+):
+    reference = run_cv(images, cv_cfg, FakeTraining(), monkeypatch, candidates)
+    monkeypatch.setenv("ALL_DETECT_CV_STORE", str(tmp_path / "shared"))
+    first, second = FakeTraining(), FakeTraining()
+    store = shard(images, cv_cfg, first, monkeypatch, [0], candidates)
+    shard(images, cv_cfg, second, monkeypatch, [2, 1], candidates)
+    assert store == tmp_path / "shared" / cv_cfg.dataset.name / "svm_hog"
+    assert first.calls == len(candidates) and second.calls == 2 * len(candidates)
+    assert len(list(store.glob("*.json"))) == FOLDS * len(candidates)
+
+    gather = FakeTraining()
+    summary, predictions = run_cv(images, cv_cfg, gather, monkeypatch, candidates)
+    assert gather.calls == 0  # every fold came from the shards: only selection and scoring
+    pd.testing.assert_frame_equal(predictions, reference[1])
+    assert summary == reference[0]
+    assert not store.exists()
+
+
+def test_a_shard_scores_nothing_and_writes_only_the_store(images, cv_cfg, monkeypatch):
+    store = shard(images, cv_cfg, FakeTraining(), monkeypatch, [1])
+    assert [p.suffix for p in store.iterdir()] == [".json"]
+    assert not paths.cv_metrics(cv_cfg.dataset.name, "svm_hog").exists()
+    assert not paths.cv_dir(cv_cfg.dataset.name, "svm_hog").exists()
+
+
+@pytest.mark.parametrize("numbers", [[FOLDS], [-1], []])
+def test_a_fold_number_outside_the_cv_is_named(images, cv_cfg, monkeypatch, numbers):
+    with pytest.raises(ConfigError, match=rf"0\.\.{FOLDS - 1}"):
+        shard(images, cv_cfg, FakeTraining(), monkeypatch, numbers)
+
+
+def test_entries_from_other_crops_are_named_and_retrained(images, cv_cfg, monkeypatch, caplog):
+    shard(images, cv_cfg, FakeTraining(), monkeypatch, [0, 1])  # the crops of "another machine"
+    write_image(images["path"].iloc[0], np.zeros((8, 8, 3), np.uint8))
+    training = FakeTraining()
+    with caplog.at_level(logging.WARNING):
+        run_cv(images, cv_cfg, training, monkeypatch)
+    assert training.calls == FOLDS
+    assert "2 entries" in caplog.text and "match no fold of this CV" in caplog.text
+
+
+@pytest.mark.parametrize("word", ["fold1", "-1", "1.5"])
+def test_the_stage_names_a_word_that_is_not_a_fold_number(word):
+    with pytest.raises(ConfigError, match=word):
+        parse_fold_numbers(("0", word))
+    assert parse_fold_numbers(("0", "3")) == [0, 3]

@@ -74,6 +74,34 @@ def test_cv_is_deterministic_grouped_and_tracked_as_nested_runs(
     assert set(runs["tags.dvc_stage"]) == {"cv@svm_hog"}
 
 
+def test_cv_folds_trained_as_shards_on_the_command_line_give_the_same_cv(
+    cropped_workspace, tmp_path, monkeypatch, caplog
+):
+    root = cropped_workspace
+    written = (
+        paths.cv_metrics("synthetic", "svm_hog"),
+        paths.cv_predictions("synthetic", "svm_hog"),
+    )
+    assert run_stage(root, "cv", "svm_hog") == 0
+    whole = [(root / path).read_text() for path in written]
+
+    monkeypatch.setenv("ALL_DETECT_CV_STORE", str(tmp_path / "shared"))
+    for path in written:
+        (root / path).unlink()
+    assert run_stage(root, "cv", "svm_hog", "0") == 0
+    assert run_stage(root, "cv", "svm_hog", "2", "1") == 0
+    assert not any((root / path).exists() for path in written)  # a shard scores nothing
+    assert len(list((tmp_path / "shared" / "synthetic" / "svm_hog").glob("*.json"))) == 3
+    with caplog.at_level(logging.INFO):
+        assert run_stage(root, "cv", "svm_hog") == 0
+    assert caplog.text.count("resumed from") == 3  # nothing trained again
+    assert [(root / path).read_text() for path in written] == whole
+    assert not (tmp_path / "shared" / "synthetic" / "svm_hog").exists()
+
+    assert run_stage(root, "cv", "svm_hog", "3") == 1  # 3 folds: 0..2
+    assert run_stage(root, "cv", "svm_hog", "first") == 1
+
+
 def test_nested_cv_chooses_inside_each_fold_on_its_validation_part(
     cropped_workspace, tmp_path, monkeypatch
 ):
