@@ -405,16 +405,10 @@ def train_candidates(
                 parent_run_id=parent_run_id,
                 **run_args,
             ) as child,
-            tempfile.TemporaryDirectory(prefix=f"cv-{plan.model_name}-") as work,
+            tempfile.TemporaryDirectory(prefix=f"cv-{name}-") as work,
         ):
             predictions, history = train_or_resume(
-                plan.store,
-                plan.key(number, fold),
-                frame,
-                fold,
-                plan.model_name,
-                candidate_cfg,
-                Path(work),
+                plan.store, plan.key(number, fold), frame, fold, name, candidate_cfg, Path(work)
             )
             kept = selected_epoch(history, candidate_cfg.train.monitor)
             tracking.log_selected_epoch(kept)
