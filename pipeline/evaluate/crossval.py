@@ -261,6 +261,11 @@ def choose(scores: Sequence[Mapping[str, float]]) -> int:
     return rank_by_validation(scores)[0]
 
 
+def cv_run_args(dataset: str, model_name: str) -> dict[str, str]:
+    """The MLflow run fields every run of one model's CV carries (parent, fold, shard)."""
+    return {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
+
+
 def bootstrap_args(cfg: DictConfig) -> dict[str, Any]:
     return {
         "n_boot": cfg.evaluate.bootstrap_samples,
@@ -298,7 +303,7 @@ def cross_validate(
     plan.report_unusable(folds)
     bootstrap = bootstrap_args(cfg)
     parts, per_fold, selected = [], [], []
-    run_args = {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
+    run_args = cv_run_args(dataset, model_name)
     with tracking.start_run(
         cfg, run_name=run_name, nested=parent_run_id is not None, parent_run_id=parent_run_id,
         **run_args,
@@ -393,7 +398,7 @@ def train_candidates(
     from pipeline import tracking
 
     name = plan.model_name
-    run_args = {"dataset": cfg.dataset.name, "model": name, "stage": f"cv@{name}"}
+    run_args = cv_run_args(cfg.dataset.name, name)
     tried = []
     for number, candidate_cfg in enumerate(plan.configs):
         suffix = f" #{number}" if len(plan.configs) > 1 else ""
@@ -442,7 +447,7 @@ def train_fold_shard(
         )
     plan = CandidatePlan.build(frame, cfg, model_name, candidates)
     run_name = f"cv {model_name} folds {','.join(map(str, fold_numbers))}"
-    run_args = {"dataset": cfg.dataset.name, "model": model_name, "stage": f"cv@{model_name}"}
+    run_args = cv_run_args(cfg.dataset.name, model_name)
     with tracking.start_run(cfg, run_name=run_name, **run_args) as parent:
         tracking.set_tags({"shard": ",".join(map(str, fold_numbers))})
         for number in sorted(set(fold_numbers)):
