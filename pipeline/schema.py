@@ -98,6 +98,7 @@ class TrainConfig:
     deterministic: bool = MISSING
     threads: int | None = MISSING  # CPU threads for torch (and Ultralytics); null = their default
     class_balance: bool = MISSING  # weight classes inversely to their training-split frequency
+    subject_balance: bool = MISSING  # every training subject of a class weighs the same
     strategy: str = MISSING  # auto | ddp (DistributedDataParallel on the CPU too)
     processes: int = MISSING  # DDP ranks on the CPU with strategy ddp
 

@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import log_loss
 
-from pipeline import paths
+from pipeline import manifest, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate.fold_store import FoldStore
 from pipeline.evaluate.metrics import Number, compute_metrics, summarise_folds
@@ -136,7 +136,8 @@ def write_fold_dataset(
         {"ops": list(augment.ops), "multiplier": augment.multiplier, "splits": ["train"]}
     )
     table = augmented_table(kept, plan_augmentation(kept, train_only, seed))
-    materialise(table, out_dir, desc=f"cv {fold.name} images")
+    written = materialise(table, out_dir, desc=f"cv {fold.name} images")
+    manifest.write(written, Path(out_dir) / "manifest.csv")  # groups, as in the augment stage
     return Path(out_dir)
 
 

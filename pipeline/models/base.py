@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from pipeline.config import ConfigError
 from pipeline.train.context import TrainContext
@@ -111,13 +112,70 @@ def load_model(directory: Path | str) -> Classifier:
     return model
 
 
-def balanced_fit_args(pipeline: Any, targets: np.ndarray, balance: bool) -> dict[str, Any]:
-    """`fit` arguments of a scikit-learn pipeline ending in a calibrated SVM that weigh each
-    class equally: balanced sample weights reach the SVM *and* its Platt scaling (class_weight
-    on the SVM alone would be undone by a calibration fitted to the majority's prior)."""
-    if not balance:
-        return {}
-    from sklearn.utils.class_weight import compute_sample_weight
+def training_weights(
+    targets: np.ndarray, groups: Sequence[str] | None, class_balance: bool
+) -> np.ndarray | None:
+    """Per-cell fit weights: with `groups`, every group (subject) of a class weighs the same,
+    so one 404-cell subject does not outweigh an 18-cell one; with `class_balance`, every
+    class weighs the same as well (N / (classes * groups in the class * cells of the group)).
+    None when neither applies."""
+    targets = np.asarray(targets)
+    if groups is None:
+        if not class_balance:
+            return None
+        from sklearn.utils.class_weight import compute_sample_weight
 
-    last = pipeline.steps[-1][0]
-    return {f"{last}__sample_weight": compute_sample_weight("balanced", targets)}
+        return compute_sample_weight("balanced", targets)
+    frame = pd.DataFrame({"target": targets, "group": np.asarray(groups, dtype=str)})
+    cells_of_group = frame.groupby(["target", "group"])["group"].transform("size")
+    if class_balance:
+        groups_of_class = frame.groupby("target")["group"].transform("nunique")
+        weights = len(frame) / (frame["target"].nunique() * groups_of_class * cells_of_group)
+    else:
+        subjects = len(frame[["target", "group"]].drop_duplicates())
+        weights = len(frame) / (subjects * cells_of_group)
+    return weights.to_numpy(dtype=np.float64)
+
+
+def balanced_fit_args(
+    pipeline: Any, targets: np.ndarray, balance: bool, groups: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """`fit` arguments of a scikit-learn pipeline whose last step takes `sample_weight`: the
+    `training_weights` reach the estimator *and* an SVM's Platt scaling (class_weight on the
+    SVM alone would be undone by a calibration fitted to the majority's prior)."""
+    weights = training_weights(targets, groups, balance)
+    if weights is None:
+        return {}
+    return {f"{pipeline.steps[-1][0]}__sample_weight": weights}
+
+
+def training_groups(data_dir: Path, paths: Sequence[str]) -> list[str]:
+    """The group (subject) of each training file, from the dataset folder's `manifest.csv`
+    (written by the augment stage and by every CV fold): `train.subject_balance` needs it."""
+    from pipeline import manifest
+
+    source = Path(data_dir) / "manifest.csv"
+    if not source.is_file():
+        raise ConfigError(
+            f"train.subject_balance: {source} is missing; the dataset folder must come from "
+            "the augment stage or a CV fold, which write the groups of its images there"
+        )
+    frame = manifest.read(source)
+    group_of = dict(zip(frame["id"], frame["group"], strict=True))
+    unknown = [p for p in paths if Path(p).stem not in group_of]
+    if unknown:
+        raise ConfigError(
+            f"train.subject_balance: {len(unknown)} training files are not in {source}, "
+            f"e.g. {unknown[0]}"
+        )
+    return [group_of[Path(p).stem] for p in paths]
+
+
+def reject_subject_balance(ctx: TrainContext, model: Classifier) -> None:
+    """Models that cannot weigh cells say so instead of silently training unweighted."""
+    if ctx.subject_balance:
+        raise ConfigError(
+            f"train.subject_balance: not supported by model {model.config.get('name')!r} "
+            f"(kind {model.kind}); it weighs cells by sample weights, which only the "
+            "scikit-learn feature models take (svm_hog, cell_features_*)"
+        )

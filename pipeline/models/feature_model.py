@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.pipeline import Pipeline
 
 from pipeline.io import read_image
-from pipeline.models.base import Classifier, TrainContext, balanced_fit_args
+from pipeline.models.base import Classifier, TrainContext, balanced_fit_args, training_groups
 from pipeline.parallel import parallel_map
 from pipeline.train.data import check_images, image_folder
 
@@ -29,7 +29,8 @@ def _file_features(path: str, model: FeatureClassifier) -> np.ndarray:
 
 class FeatureClassifier(Classifier):
     """Features of every train/val file on all cores, one `Pipeline` fitted on the training
-    features (balanced sample weights when `train.class_balance`), P(ALL) from its
+    features (sample weights balancing classes and, with `train.subject_balance`, the subjects
+    within each class), P(ALL) from its
     `predict_proba`. Not iterative: `fit` reports one "epoch" (train and val loss, accuracy)."""
 
     model_file: ClassVar[str]  # the fitted pipeline's file in the model folder
@@ -47,20 +48,25 @@ class FeatureClassifier(Classifier):
     def make_pipeline(self, ctx: TrainContext) -> Pipeline:
         """The unfitted estimator (its last step takes `sample_weight`)."""
 
-    def _folder_features(self, data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def _folder_features(
+        self, data_dir: Path, split: str
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         dataset = image_folder(data_dir, split, transform=None)
         paths = [path for path, _ in dataset.samples]
         extract = partial(_file_features, model=self)
         features = parallel_map(extract, paths, desc=f"{self.feature_name} {split}")
-        return np.stack(features), np.asarray(dataset.targets)
+        return np.stack(features), np.asarray(dataset.targets), paths
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         self.image_size = ctx.image_size
-        x_train, y_train = self._folder_features(ctx.data_dir, "train")
-        x_val, y_val = self._folder_features(ctx.data_dir, "val")
+        x_train, y_train, train_paths = self._folder_features(ctx.data_dir, "train")
+        x_val, y_val, _ = self._folder_features(ctx.data_dir, "val")
+        groups = training_groups(ctx.data_dir, train_paths) if ctx.subject_balance else None
         self.pipeline = self.make_pipeline(ctx)
         self.pipeline.fit(
-            x_train, y_train, **balanced_fit_args(self.pipeline, y_train, ctx.class_balance)
+            x_train,
+            y_train,
+            **balanced_fit_args(self.pipeline, y_train, ctx.class_balance, groups),
         )
         row = {"epoch": 1}
         for split, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):

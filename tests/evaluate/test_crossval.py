@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import manifest
 from pipeline.config import ConfigError
 from pipeline.evaluate.cross_dataset import target_dataset
 from pipeline.evaluate.crossval import (
@@ -87,7 +88,7 @@ def test_fold_folder_augments_the_training_part_only(tmp_path):
         path = tmp_path / "src" / f"{image_id}.png"
         write_image(path, rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
         paths.append(str(path))
-    data["path"] = paths
+    data = data.assign(path=paths, source=paths, sha256=data["id"])
     fold = make_folds(data, folds=4, repeats=1, seed=0, val_fraction=0.2)[0]
     augment = section("augment", multiplier=2.0, splits=["train", "val", "test"])
     out = write_fold_dataset(data, fold, tmp_path / "fold", augment, seed=0)
@@ -104,6 +105,12 @@ def test_fold_folder_augments_the_training_part_only(tmp_path):
         for label in ("all", "hem"):
             for path in (out / split / label).glob("*.png"):
                 assert data.set_index("id").at[path.stem.split("__")[0], "label"] == label
+    # the folder's manifest gives every written file its subject (train.subject_balance)
+    listed = manifest.read(out / "manifest.csv").set_index("id")
+    on_disk = sorted(p.stem for p in out.rglob("*.png"))
+    assert sorted(listed.index) == on_disk
+    sources = listed.index.str.split("__").str[0]
+    assert (listed["group"].to_numpy() == data.set_index("id").loc[sources, "group"]).all()
 
 
 def test_summary_pools_repeats_per_image_and_summarises_folds():

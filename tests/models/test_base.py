@@ -1,0 +1,121 @@
+"""Fit weights: classes and subjects weigh what `train.class_balance` / `subject_balance` say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import manifest
+from pipeline.config import ConfigError
+from pipeline.models import build_model
+from pipeline.models.base import training_groups, training_weights
+from tests.conftest import train_context
+from tests.models.conftest import make_image_folder
+from tests.models.test_models import model_config
+
+# Fold 0's skew in small: one healthy subject with most of the healthy cells, two tiny ones.
+TARGETS = np.array([0] * 9 + [1] * 12)
+GROUPS = ["a"] * 5 + ["b"] * 4 + ["H1"] * 10 + ["H2"] * 1 + ["H3"] * 1
+
+
+def totals(weights: np.ndarray, by: list) -> dict:
+    return pd.Series(weights).groupby(by).sum().to_dict()
+
+
+def test_subject_balance_weighs_every_subject_of_a_class_alike_and_the_classes_alike() -> None:
+    weights = training_weights(TARGETS, GROUPS, class_balance=True)
+    per_class = totals(weights, list(TARGETS))
+    assert per_class[0] == pytest.approx(per_class[1]) == pytest.approx(len(TARGETS) / 2)
+    per_subject = totals(weights, GROUPS)
+    assert per_subject["a"] == pytest.approx(per_subject["b"])
+    assert per_subject["H1"] == pytest.approx(per_subject["H2"]) == pytest.approx(per_subject["H3"])
+
+
+def test_subject_balance_without_class_balance_weighs_every_subject_alike() -> None:
+    per_subject = totals(training_weights(TARGETS, GROUPS, class_balance=False), GROUPS)
+    assert np.allclose(list(per_subject.values()), len(TARGETS) / 5)
+
+
+def test_without_groups_weights_are_scikit_learns_class_balance_or_none() -> None:
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    assert training_weights(TARGETS, None, class_balance=False) is None
+    np.testing.assert_array_equal(
+        training_weights(TARGETS, None, class_balance=True),
+        compute_sample_weight("balanced", TARGETS),
+    )
+
+
+def write_folder_manifest(data_dir: Path) -> dict[str, str]:
+    """The folder's manifest as the augment stage writes it; subjects of 2, 2 and 5 cells."""
+    rows = []
+    for path in sorted(data_dir.glob("*/*/*.png")):
+        label, split = path.parent.name, path.parent.parent.name
+        group = f"{label}:{min(int(path.stem[:3]) // 2, 2)}"
+        rows.append({"id": path.stem, "path": str(path), "label": label, "group": group,
+                     "sha256": "", "source": "", "split": split})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    manifest.write(frame, data_dir / "manifest.csv")
+    return dict(zip(frame["id"], frame["group"], strict=True))
+
+
+@pytest.fixture
+def named_folder(tmp_path: Path) -> Path:
+    """An image folder whose file names are unique across classes, as the augment stage's."""
+    root = make_image_folder(tmp_path / "cells", per_class=9)
+    for path in list(root.glob("*/*/*.png")):
+        path.rename(path.with_name(f"{path.stem}{path.parent.name}{path.parent.parent.name}.png"))
+    return root
+
+
+def test_training_groups_come_from_the_folder_manifest(named_folder: Path) -> None:
+    group_of = write_folder_manifest(named_folder)
+    paths = [str(p) for p in sorted((named_folder / "train").glob("*/*.png"))]
+    assert training_groups(named_folder, paths) == [group_of[Path(p).stem] for p in paths]
+
+
+def test_training_groups_name_the_missing_manifest_or_file(named_folder: Path) -> None:
+    paths = [str(p) for p in (named_folder / "train").glob("*/*.png")]
+    with pytest.raises(ConfigError, match="train.subject_balance.*manifest.csv"):
+        training_groups(named_folder, paths)
+    write_folder_manifest(named_folder)
+    with pytest.raises(ConfigError, match="not in .*manifest.csv, e.g. .*stray.png"):
+        training_groups(named_folder, [*paths, str(named_folder / "stray.png")])
+
+
+@pytest.mark.parametrize("name", ["cell_features_rf", "svm_hog"])
+def test_feature_models_fit_with_the_subject_weights(
+    name: str, named_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.pipeline import Pipeline
+
+    group_of = write_folder_manifest(named_folder)
+    seen: dict[str, np.ndarray] = {}
+    fit = Pipeline.fit
+
+    def spy(self, x, y, **kwargs):
+        seen.update(targets=np.asarray(y), **kwargs)
+        return fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "fit", spy)
+    ctx = train_context(named_folder, tmp_path / "work", subject_balance=True)
+    build_model(model_config(name)).fit(ctx)
+    [weights] = [value for key, value in seen.items() if key.endswith("__sample_weight")]
+    paths = sorted((named_folder / "train").glob("*/*.png"))
+    groups = [group_of[p.stem] for p in paths]  # ImageFolder's order: class, then file name
+    np.testing.assert_allclose(weights, training_weights(seen["targets"], groups, True))
+    class_weights = training_weights(seen["targets"], None, True)
+    assert not np.allclose(weights, class_weights)  # subjects of unequal size
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_svm", "densenet121", "yolov8"])
+def test_models_without_sample_weights_refuse_subject_balance(
+    name: str, named_folder: Path, tmp_path: Path
+) -> None:
+    ctx = train_context(named_folder, tmp_path / "work", subject_balance=True)
+    refusal = f"train.subject_balance: not supported by model '{name}'"
+    with pytest.raises(ConfigError, match=refusal):
+        build_model(model_config(name)).fit(ctx)
