@@ -29,9 +29,9 @@ def _file_features(path: str, model: FeatureClassifier) -> np.ndarray:
 
 class FeatureClassifier(Classifier):
     """Features of every train/val file on all cores, one `Pipeline` fitted on the training
-    features (sample weights balancing classes and, with `train.subject_balance`, the subjects
-    within each class), P(ALL) from its
-    `predict_proba`. Not iterative: `fit` reports one "epoch" (train and val loss, accuracy)."""
+    features (sample weights balancing the classes and, with `train.subject_balance`, the
+    subjects within each class), P(ALL) from its `predict_proba`. Not iterative: `fit`
+    reports one "epoch" (train and val loss, accuracy)."""
 
     model_file: ClassVar[str]  # the fitted pipeline's file in the model folder
     feature_name: ClassVar[str]  # names the feature extraction in the progress bar
@@ -49,19 +49,21 @@ class FeatureClassifier(Classifier):
         """The unfitted estimator (its last step takes `sample_weight`)."""
 
     def _folder_features(
-        self, data_dir: Path, split: str
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        self, data_dir: Path, split: str, subject_balance: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+        """Features, targets and (with `subject_balance`, looked up before the slow part)
+        the group of every file of one split."""
         dataset = image_folder(data_dir, split, transform=None)
         paths = [path for path, _ in dataset.samples]
+        groups = training_groups(data_dir, paths) if subject_balance else None
         extract = partial(_file_features, model=self)
         features = parallel_map(extract, paths, desc=f"{self.feature_name} {split}")
-        return np.stack(features), np.asarray(dataset.targets), paths
+        return np.stack(features), np.asarray(dataset.targets), groups
 
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         self.image_size = ctx.image_size
-        x_train, y_train, train_paths = self._folder_features(ctx.data_dir, "train")
+        x_train, y_train, groups = self._folder_features(ctx.data_dir, "train", ctx.subject_balance)
         x_val, y_val, _ = self._folder_features(ctx.data_dir, "val")
-        groups = training_groups(ctx.data_dir, train_paths) if ctx.subject_balance else None
         self.pipeline = self.make_pipeline(ctx)
         self.pipeline.fit(
             x_train,
