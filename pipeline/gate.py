@@ -12,9 +12,11 @@ Sampling noise: a model trained from random initialisation is bit-for-bit reprod
 the same CPU and library build; on another machine it lands elsewhere within the noise of its
 test set (30 demo images: one image is 0.033). So the allowed change of a metric is the larger
 of its tolerance and `ci_scale` times the baseline's own 95% CI half-width (`<metric>_ci_low`
-/ `_ci_high` in the same file; sqrt(2) by default: the difference of two independent
-estimates). A drop the test set cannot resolve is not called a regression; a collapse, a
-label inversion or a broken stage still is. `ci_scale: 0` gates on the tolerances alone.
+/ `_ci_high` in the same file; 2 by default: the difference of two independent estimates,
+sqrt(2), widened for the retrained model's own spread and the number of metrics gated at
+once, conf/gate/default.yaml). A drop the test set cannot resolve is not called a
+regression; a collapse, a label inversion or a broken stage still is. `ci_scale: 0` gates
+on the tolerances alone.
 Files matching `flags_only` (default: cross-dataset results) are gated on their flags alone and
 their metrics are listed as "reported": how a model transfers to another dataset swings with
 its random initialisation far beyond the test set's sampling noise (docs/evaluation.md). A
