@@ -8,14 +8,16 @@ on `dvc exp run` (Hydra composition); `python -m pipeline.config write` does the
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.errors import PipelineError
@@ -121,13 +123,45 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Check keys against the schema and values against their allowed ranges."""
+def _typed(cfg: DictConfig) -> DictConfig:
+    """`cfg` merged onto the schema: an unknown key or a wrongly typed value is refused."""
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        return OmegaConf.merge(OmegaConf.structured(Config), cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"invalid config key '{key}': {exc.msg}") from None
+
+
+_ABSENT = object()
+
+
+def fill_added_keys(
+    cfg: DictConfig, defaults: DictConfig | None = None
+) -> tuple[DictConfig, dict[str, Any]]:
+    """A copy of `cfg` with every schema key it has no value for taken from `defaults` (today's
+    `conf/` when None), and {key: value filled}.
+
+    Params archived before a key was added to the schema (a snapshot's `params.yaml`) then still
+    validate, with the new key at the default the archived run could not have had a say in;
+    the caller records what was filled. A key today's defaults lack stays unset, so `validate`
+    still names it.
+    """
+    typed = _typed(cfg)
+    defaults = compose() if defaults is None else defaults
+    filled_cfg, filled = copy.deepcopy(cfg), {}
+    for key in sorted(OmegaConf.missing_keys(typed)):
+        value = OmegaConf.select(defaults, key, default=_ABSENT, throw_on_missing=False)
+        if value is _ABSENT:
+            continue
+        OmegaConf.update(filled_cfg, key, value, merge=False, force_add=True)
+        is_node = isinstance(value, DictConfig | ListConfig)
+        filled[key] = OmegaConf.to_container(value, resolve=True) if is_node else value
+    return filled_cfg, filled
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check keys against the schema and values against their allowed ranges."""
+    typed = _typed(cfg)
     unset = sorted(OmegaConf.missing_keys(typed))
     if unset:
         raise ConfigError(f"config keys without a value (conf/ defines every default): {unset}")

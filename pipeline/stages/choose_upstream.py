@@ -263,16 +263,20 @@ def pooled_params(runs_by_model: Mapping[str, Sequence[SettingRun]]) -> DictConf
     return params
 
 
-def ensemble_config(params: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The first setting's params with `ensemble.<key>=<value>` overrides, validated."""
+def ensemble_config(
+    params: DictConfig, overrides: Sequence[str]
+) -> tuple[DictConfig, dict[str, Any]]:
+    """The first setting's params with `ensemble.<key>=<value>` overrides, validated, and the
+    keys added to conf/ since that run that were filled with today's defaults."""
     unknown = [o for o in overrides if "=" in o and o.split("=", 1)[0] not in ENSEMBLE_KEYS]
     if unknown:
         raise ConfigError(
             f"choose_upstream: --ensemble {unknown}: only {list(ENSEMBLE_KEYS)} can be set"
         )
     cfg = config.apply_overrides(params.copy(), [f"ensemble.{o}" for o in overrides])
+    cfg, filled = config.fill_added_keys(cfg)
     config.validate(cfg)
-    return cfg
+    return cfg, filled
 
 
 def ensemble_result(
@@ -283,7 +287,7 @@ def ensemble_result(
     """The ensemble (the first setting's `ensemble.*`, with `overrides`) under each setting
     alone and over its members' chosen predictions: (result as in the JSON, chosen
     predictions, record)."""
-    first = ensemble_config(pooled_params(runs_by_model), overrides)
+    first, filled = ensemble_config(pooled_params(runs_by_model), overrides)
     members = list(first.ensemble.members)
     missing = [m for m in members if m not in chosen]
     if missing:
@@ -307,6 +311,8 @@ def ensemble_result(
     }
     if vote["top_k"] is not None:
         result["members_chosen"] = record["chosen"]
+    if filled:  # the snapshot predates these keys; they were not the run's to choose
+        result["params_filled_from_conf"] = filled
     return result, predictions, {**record, "members_chosen_by": "choose_upstream"}
 
 

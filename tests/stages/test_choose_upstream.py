@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from pipeline import config, paths
 from pipeline.evaluate import crossval
@@ -359,3 +360,39 @@ def test_best_chooses_among_the_models_of_one_setting(tmp_path, monkeypatch):
 def test_one_setting_without_best_or_ensemble_leaves_nothing_to_choose(two_settings, capsys):
     assert choose_upstream.main(["x", "bbox:runs/bbox", "--models", "svm_hog"]) == 2
     assert "at least two settings" in capsys.readouterr().err
+
+
+def test_snapshots_older_than_a_conf_key_get_todays_default_and_say_so(tmp_path, monkeypatch):
+    """A snapshot written before `train.subject_balance` existed lacks it; the ensemble fills
+    it from conf/ and records that, instead of refusing the archived run."""
+    monkeypatch.chdir(tmp_path)
+    rows = _rows()
+    members = list(config.compose().ensemble.members)
+    rng = np.random.default_rng(1)
+    for member in members:
+        for label in ("bbox", "fraction"):
+            folder = write_snapshot(
+                tmp_path / label / member, member, label, rng.uniform(size=len(rows))
+            )  # fmt: skip
+            params = yaml.safe_load((folder / "params.yaml").read_text())
+            del params["train"]["subject_balance"]
+            (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    settings = [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+    assert choose_upstream.main(["old", *settings, "--models", *members, "ensemble"]) == 0
+    out = tmp_path / "reports/upstream/synthetic/old.json"
+    record = json.loads(out.read_text())["models"]["ensemble"]
+    assert record["params_filled_from_conf"] == {"train.subject_balance": False}
+
+
+def test_fill_added_keys_fills_only_what_is_unset_and_leaves_unknown_keys_to_validate():
+    cfg = OmegaConf.create(OmegaConf.to_container(config.compose(["train.subject_balance=true"])))
+    filled_cfg, filled = config.fill_added_keys(cfg)
+    assert filled == {} and filled_cfg.train.subject_balance is True  # a run's own value stays
+    del cfg.train["subject_balance"]
+    filled_cfg, filled = config.fill_added_keys(cfg, defaults=config.compose())
+    assert filled == {"train.subject_balance": False} and "subject_balance" not in cfg.train
+    config.validate(filled_cfg)
+    _, filled = config.fill_added_keys(cfg, defaults=OmegaConf.create({}))
+    assert filled == {}
+    with pytest.raises(config.ConfigError, match="subject_balance"):
+        config.validate(cfg)
