@@ -23,7 +23,7 @@ class MeanIntensity(Classifier):
 
     kind = "test_mean_intensity"
 
-    def fit(self, ctx):
+    def _fit(self, ctx):
         return []
 
     def predict_proba(self, images):

@@ -42,6 +42,9 @@ class Classifier(ABC):
 
     kind: ClassVar[str]
     registry: ClassVar[dict[str, type[Classifier]]] = {}
+    # `_fit` honours train.subject_balance (weighs each training subject of a class the same);
+    # a kind that leaves this False is refused the option instead of training unweighted.
+    weighs_subjects: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -58,9 +61,22 @@ class Classifier(ABC):
         input leaves ResNet50 and YOLOv8 a 2x2 map)."""
         return int(self.config.get("input_size") or ctx.image_size)
 
-    @abstractmethod
     def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        """Train on ctx.data_dir/train (select on ctx.data_dir/val); return per-epoch history."""
+        """Train on ctx.data_dir/train (select on ctx.data_dir/val); return per-epoch history.
+
+        Refuses `train.subject_balance` unless the kind `weighs_subjects`, so a model added
+        later cannot silently train without the weighting the config asked for."""
+        if ctx.subject_balance and not self.weighs_subjects:
+            raise ConfigError(
+                f"train.subject_balance: not supported by model {self.config.get('name')!r} "
+                f"(kind {self.kind}); it weighs cells by sample weights, which only the "
+                "scikit-learn feature models take (svm_hog, cell_features_*)"
+            )
+        return self._fit(ctx)
+
+    @abstractmethod
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        """The model's own training, called by `fit` once the context is checked."""
 
     @abstractmethod
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -169,13 +185,3 @@ def training_groups(data_dir: Path, paths: Sequence[str]) -> list[str]:
             f"e.g. {unknown[0]}"
         )
     return [group_of[Path(p).stem] for p in paths]
-
-
-def reject_subject_balance(ctx: TrainContext, model: Classifier) -> None:
-    """Models that cannot weigh cells say so instead of silently training unweighted."""
-    if ctx.subject_balance:
-        raise ConfigError(
-            f"train.subject_balance: not supported by model {model.config.get('name')!r} "
-            f"(kind {model.kind}); it weighs cells by sample weights, which only the "
-            "scikit-learn feature models take (svm_hog, cell_features_*)"
-        )

@@ -290,12 +290,12 @@ class CellFeaturesBoostingClassifier(CellFeaturesClassifier):
         params.number(self.config, "learning_rate", 0.0, 1.0, above_minimum=True)
         params.number(self.config, "l2_regularization", 0.0)
 
-    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         from threadpoolctl import threadpool_limits
 
         # Boosting's threads are OpenMP's: held to train.threads like every other model's.
         with threadpool_limits(limits=ctx.threads, user_api="openmp"):
-            return super().fit(ctx)
+            return super()._fit(ctx)
 
     def make_pipeline(self, ctx: TrainContext) -> Pipeline:
         boosting = HistGradientBoostingClassifier(

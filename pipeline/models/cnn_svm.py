@@ -44,8 +44,8 @@ class CnnSvmClassifier(TorchvisionClassifier):
         params.choice(self.config, "svm_kernel", ("linear", "rbf"))
         self.svm: Pipeline | None = None
 
-    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        history = super().fit(ctx)
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+        history = super()._fit(ctx)
         train_set = image_folder(ctx.data_dir, "train", eval_transform(self.image_size))
         loader = make_loader(
             train_set, int(self.config["batch_size"]), shuffle=False, seed=ctx.seed,

@@ -31,6 +31,7 @@ class EnsembleClassifier(Classifier):
     """
 
     kind: ClassVar[str] = "ensemble"
+    weighs_subjects = True  # each member's own `fit` accepts or refuses the option
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -70,7 +71,7 @@ class EnsembleClassifier(Classifier):
         ensemble.image_size = image_size
         return ensemble
 
-    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         """Train every member as its own train stage would (same context, seed and data give
         the same weights), then score the mean on the validation split."""
         self.image_size = ctx.image_size

@@ -33,6 +33,7 @@ class FeatureClassifier(Classifier):
     subjects within each class), P(ALL) from its `predict_proba`. Not iterative: `fit`
     reports one "epoch" (train and val loss, accuracy)."""
 
+    weighs_subjects = True
     model_file: ClassVar[str]  # the fitted pipeline's file in the model folder
     feature_name: ClassVar[str]  # names the feature extraction in the progress bar
 
@@ -60,7 +61,7 @@ class FeatureClassifier(Classifier):
         features = parallel_map(extract, paths, desc=f"{self.feature_name} {split}")
         return np.stack(features), np.asarray(dataset.targets), groups
 
-    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         self.image_size = ctx.image_size
         x_train, y_train, groups = self._folder_features(ctx.data_dir, "train", ctx.subject_balance)
         x_val, y_val, _ = self._folder_features(ctx.data_dir, "val")

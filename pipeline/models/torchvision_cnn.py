@@ -20,12 +20,7 @@ from torchvision.datasets import ImageFolder
 from pipeline.config import ConfigError
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
-from pipeline.models.base import (
-    CamTarget,
-    Classifier,
-    TrainContext,
-    reject_subject_balance,
-)
+from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import torchvision_weights
 from pipeline.train import distributed, loop
 from pipeline.train.data import (
@@ -196,8 +191,7 @@ class TorchvisionClassifier(Classifier):
             if not 0 <= value <= limit:
                 raise ConfigError(f"{key}.{name}: {value!r} is not in [0, {limit}]")
 
-    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        reject_subject_balance(ctx, self)
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         pin_threads(ctx.threads)
         self.image_size = self.input_side(ctx)
         self.device = resolve_device(ctx.device)

@@ -30,12 +30,7 @@ from torch import nn
 
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
-from pipeline.models.base import (
-    CamTarget,
-    Classifier,
-    TrainContext,
-    reject_subject_balance,
-)
+from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import yolo_weights
 from pipeline.train.data import check_images
 from pipeline.train.device import pin_threads, pinned_threads, resolve_device
@@ -209,8 +204,7 @@ class YoloClassifier(Classifier):
         self.device = "cpu"
 
     @_keeps_torch_threads
-    def fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        reject_subject_balance(ctx, self)
+    def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         pin_threads(ctx.threads)
         ultralytics = _ultralytics()
         self.image_size = self.input_side(ctx)

@@ -119,3 +119,36 @@ def test_models_without_sample_weights_refuse_subject_balance(
     refusal = f"train.subject_balance: not supported by model '{name}'"
     with pytest.raises(ConfigError, match=refusal):
         build_model(model_config(name)).fit(ctx)
+
+
+def test_a_model_kind_added_later_refuses_subject_balance_before_its_fit_runs(
+    named_folder: Path, tmp_path: Path
+) -> None:
+    """A new kind that does not declare `weighs_subjects` cannot silently train unweighted."""
+    from pipeline.models.base import Classifier
+
+    calls: list[str] = []
+
+    class Unweighted(Classifier):
+        kind = ""  # not registered: the test must not leak a model kind into the registry
+
+        def _fit(self, ctx):
+            calls.append("fit")
+            return []
+
+        def predict_proba(self, images):
+            return np.zeros(len(images))
+
+        def _save_weights(self, directory: Path) -> None: ...
+
+        def _load_weights(self, directory: Path) -> None: ...
+
+    model = Unweighted({"name": "unweighted"})
+    ctx = train_context(named_folder, tmp_path / "work", subject_balance=True)
+    with pytest.raises(ConfigError, match="not supported by model 'unweighted'"):
+        model.fit(ctx)
+    assert calls == []
+    assert model.fit(train_context(named_folder, tmp_path / "work")) == [] and calls == ["fit"]
+    type(model).weighs_subjects = True
+    model.fit(ctx)
+    assert calls == ["fit", "fit"]
