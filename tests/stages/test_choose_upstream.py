@@ -162,17 +162,21 @@ def test_settings_on_other_folds_are_refused(tmp_path, monkeypatch, capsys):
     assert "same folds" in capsys.readouterr().err
 
 
-def test_the_ensemble_averages_its_members_chosen_predictions(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def ensemble_settings(root: Path, seed: int) -> tuple[list[str], list[str]]:
+    """A bbox and a fraction snapshot of random predictions for each of conf/'s ensemble
+    members: (members, the two settings as `choose_upstream` takes them)."""
     rows = _rows()
     members = list(config.compose().ensemble.members)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for member in members:
         for label in ("bbox", "fraction"):
-            write_snapshot(
-                tmp_path / label / member, member, label, rng.uniform(size=len(rows))
-            )  # fmt: skip
-    settings = [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+            write_snapshot(root / label / member, member, label, rng.uniform(size=len(rows)))
+    return members, [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+
+
+def test_the_ensemble_averages_its_members_chosen_predictions(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    members, settings = ensemble_settings(tmp_path, seed=0)
     assert choose_upstream.main(["crop", *settings, "--models", *members, "ensemble"]) == 0
     out = tmp_path / "reports/upstream/synthetic/crop"
     keys = ["id", "part"]
@@ -366,18 +370,11 @@ def test_snapshots_older_than_a_conf_key_get_todays_default_and_say_so(tmp_path,
     """A snapshot written before `train.subject_balance` existed lacks it; the ensemble fills
     it from conf/ and records that, instead of refusing the archived run."""
     monkeypatch.chdir(tmp_path)
-    rows = _rows()
-    members = list(config.compose().ensemble.members)
-    rng = np.random.default_rng(1)
-    for member in members:
-        for label in ("bbox", "fraction"):
-            folder = write_snapshot(
-                tmp_path / label / member, member, label, rng.uniform(size=len(rows))
-            )  # fmt: skip
-            params = yaml.safe_load((folder / "params.yaml").read_text())
-            del params["train"]["subject_balance"]
-            (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    settings = [f"{s}:" + ",".join(f"{s}/{m}" for m in members) for s in ("bbox", "fraction")]
+    members, settings = ensemble_settings(tmp_path, seed=1)
+    for params_file in tmp_path.glob("*/*/params.yaml"):
+        params = yaml.safe_load(params_file.read_text())
+        del params["train"]["subject_balance"]
+        params_file.write_text(yaml.safe_dump(params))
     assert choose_upstream.main(["old", *settings, "--models", *members, "ensemble"]) == 0
     out = tmp_path / "reports/upstream/synthetic/old.json"
     record = json.loads(out.read_text())["models"]["ensemble"]
