@@ -358,6 +358,24 @@ def render_markdown(rows: Sequence[Row], baseline_label: str = "baseline") -> st
     return "\n".join(lines) + "\n"
 
 
+def verdict_line(rows: Sequence[Row]) -> str:
+    """One line naming every failure, printed after the table: a CI log's tail (all a
+    truncated log keeps) then still says why the gate failed."""
+    failed = [r for r in rows if r.failed]
+    if not failed:
+        return f"gate: no regression ({len(rows)} gated metric values)"
+    named = "; ".join(
+        f"{r.file.removesuffix('.json')} {r.metric} {VERDICTS[r.status].removeprefix('❌ ')}"
+        + (
+            f" {_fmt(r.delta, signed=True)} (allowed {r.allowed:.4f})"
+            if r.delta is not None
+            else ""
+        )
+        for r in failed
+    )
+    return f"gate: {len(failed)} regression(s): {named}"
+
+
 def _gate_config(params: Path | None) -> DictConfig:
     """The validated `gate` section: params.yaml when present, else conf/ composed afresh."""
     from pipeline import config
@@ -426,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     table = render_markdown(rows, label)
     print(table)
+    print(verdict_line(rows), file=sys.stderr)
     if args.summary:
         with args.summary.open("a") as fh:
             fh.write(table + "\n")

@@ -71,11 +71,17 @@ def test_unchanged_passes(tmp_path, capsys):
 def test_drop_beyond_tolerance_fails_and_names_metric(tmp_path, capsys):
     current = {**BASE, "synthetic/svm_hog.json": metrics(accuracy=0.85)}
     assert run_dirs(tmp_path, current) == 1
-    failing = [line for line in capsys.readouterr().out.splitlines() if "❌ regressed" in line]
+    captured = capsys.readouterr()
+    failing = [line for line in captured.out.splitlines() if "❌ regressed" in line]
     assert len(failing) == 1
     assert "synthetic/svm_hog" in failing[0]
     assert "| accuracy |" in failing[0]
     assert "-0.0500" in failing[0]
+    last = captured.err.splitlines()[-1]  # what a truncated CI log still shows
+    assert (
+        last
+        == "gate: 1 regression(s): synthetic/svm_hog accuracy regressed -0.0500 (allowed 0.0200)"
+    )
 
 
 def test_drop_within_tolerance_passes(tmp_path):
