@@ -20,10 +20,12 @@ snapshots: a snapshot of `cv@<model>` alone needs the one of its crop run beside
 `ensemble` among the models averages its members' chosen predictions as `ensemble_cv` does
 (`ensemble.*` of the first setting's params; `--ensemble key=value ...` replaces `members`,
 `weights` or `top_k`, e.g. `top_k=3`: in every fold the 3 members best on its validation
-part). `best` is the model chosen per fold: in every fold, of the other models named (each
-with its own chosen setting), the one whose predictions score best on the fold's validation
-part scores the test fold (`ensemble_cv`, `top_k` = 1). With one setting only `best` and
-`ensemble` choose: among its models (e.g. two estimators' CVs on the same folds).
+part; a key added to conf/ since that run takes today's default, listed in the ensemble's
+`params_filled_from_conf`). `best` is the model chosen per fold: in every fold, of the other
+models named (each with its own chosen setting), the one whose predictions score best on the
+fold's validation part scores the test fold (`ensemble_cv`, `top_k` = 1). With one setting
+only `best` and `ensemble` choose: among its models (e.g. two estimators' CVs on the same
+folds).
 Writes `reports/upstream/<dataset>/<name>.{json,md}` and, per model,
 `reports/upstream/<dataset>/<name>/<model>/` (the cv stage's three files). Not a DVC stage: it
 combines published runs, like `protocol`.
