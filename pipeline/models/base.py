@@ -67,10 +67,11 @@ class Classifier(ABC):
         Refuses `train.subject_balance` unless the kind `weighs_subjects`, so a model added
         later cannot silently train without the weighting the config asked for."""
         if ctx.subject_balance and not self.weighs_subjects:
+            able = sorted(kind for kind, cls in self.registry.items() if cls.weighs_subjects)
             raise ConfigError(
                 f"train.subject_balance: not supported by model {self.config.get('name')!r} "
-                f"(kind {self.kind}); it weighs cells by sample weights, which only the "
-                "scikit-learn feature models take (svm_hog, cell_features_*)"
+                f"(kind {self.kind}), which cannot weigh its training subjects; kinds that "
+                f"can: {able}"
             )
         return self._fit(ctx)
 

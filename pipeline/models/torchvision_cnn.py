@@ -20,7 +20,13 @@ from torchvision.datasets import ImageFolder
 from pipeline.config import ConfigError
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
-from pipeline.models.base import CamTarget, Classifier, TrainContext
+from pipeline.models.base import (
+    CamTarget,
+    Classifier,
+    TrainContext,
+    training_groups,
+    training_weights,
+)
 from pipeline.models.weights import torchvision_weights
 from pipeline.train import distributed, loop
 from pipeline.train.data import (
@@ -135,6 +141,18 @@ def class_weights(targets: Sequence[int]) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def subject_sampling_weights(targets: Sequence[int], groups: Sequence[str]) -> np.ndarray:
+    """Draw weights that give every training subject of a class the same share of its class
+    and leave the classes' shares as they are (n_c / (subjects of c * cells of the subject)):
+    the class-weighted loss still balances the classes, as without `train.subject_balance`."""
+    targets = np.asarray(targets)
+    weights = np.array(training_weights(targets, groups, class_balance=True), dtype=np.float64)
+    for target in np.unique(targets):
+        of_class = targets == target
+        weights[of_class] *= of_class.sum() / weights[of_class].sum()
+    return weights
+
+
 def _train_rank(
     rank: int,
     world: int,
@@ -155,6 +173,7 @@ class TorchvisionClassifier(Classifier):
     """A torchvision ImageNet CNN with a new two-class head, trained by `pipeline.train.loop`."""
 
     kind: ClassVar[str] = "torchvision"
+    weighs_subjects = True  # by drawing training images (`subject_sampling_weights`)
     REQUIRED = ("arch", "pretrained", "epochs", "batch_size", "lr", "optimizer", "dropout")
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -196,6 +215,11 @@ class TorchvisionClassifier(Classifier):
         self.image_size = self.input_side(ctx)
         self.device = resolve_device(ctx.device)
         world = distributed.world_size(ctx.strategy, ctx.processes, self.device)
+        if ctx.subject_balance and world > 1:
+            raise ConfigError(
+                f"train.subject_balance: {world} DDP ranks shard the training images with "
+                "their own sampler; subject-weighted drawing needs one process (train.strategy)"
+            )
         if world == 1:
             network, history = self._train(ctx, rank=0, world=1)
         else:  # DDP: this process is rank 0 and keeps the callback; the others are spawned
@@ -228,13 +252,18 @@ class TorchvisionClassifier(Classifier):
         val_set = image_folder(ctx.data_dir, "val", eval_transform(self.image_size))
         batch_size = max(1, int(self.config["batch_size"]) // world)
         pin = device.device.type == "cuda"
-        train_sampler = val_sampler = None
+        train_sampler = val_sampler = draw_weights = None
+        if ctx.subject_balance:
+            paths = [path for path, _ in train_set.samples]
+            groups = training_groups(ctx.data_dir, paths)
+            draw_weights = subject_sampling_weights(train_set.targets, groups)
         if world > 1:
             train_sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=ctx.seed)
             val_sampler = distributed.ShardSampler(len(val_set), rank, world)
         train_loader = make_loader(
             train_set, batch_size, shuffle=True, seed=ctx.seed,
             num_workers=ctx.num_workers, pin_memory=pin, sampler=train_sampler,
+            weights=draw_weights,
         )  # fmt: skip
         val_loader = make_loader(
             val_set, batch_size, shuffle=False, seed=ctx.seed,
@@ -254,6 +283,8 @@ class TorchvisionClassifier(Classifier):
         }
         if world > 1:
             run_config["world_size"] = world  # a checkpoint resumes on as many ranks only
+        if ctx.subject_balance:  # only then: earlier checkpoints keep resuming
+            run_config["subject_balance"] = True
         optimizer = make_optimizer(self.config, network.parameters())
         history = loop.fit(
             model, optimizer, train_loader, val_loader, ctx, device,

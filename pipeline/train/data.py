@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, WeightedRandomSampler
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
@@ -86,13 +86,19 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     sampler: Sampler[int] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> DataLoader:
     """A DataLoader whose shuffling follows its own seeded generator (checkpointed on resume),
-    or the given `sampler` (a DDP rank's shard). A shuffled (training) loader drops a last
-    batch of one image: batch norm cannot train on it, and a DDP rank's half batch makes it
-    likely."""
+    or the given `sampler` (a DDP rank's shard). With `weights` (one per image) an epoch draws
+    as many images with replacement, each with probability proportional to its weight, from
+    the same generator. A shuffled (training) loader drops a last batch of one image: batch
+    norm cannot train on it, and a DDP rank's half batch makes it likely."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if weights is not None:
+        if sampler is not None:
+            raise ValueError("make_loader: pass `weights` or `sampler`, not both")
+        sampler = WeightedRandomSampler(list(weights), len(weights), generator=generator)
     count = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,

@@ -111,14 +111,72 @@ def test_feature_models_fit_with_the_subject_weights(
     assert not np.allclose(weights, class_weights)  # subjects of unequal size
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnet50_svm", "densenet121", "yolov8"])
-def test_models_without_sample_weights_refuse_subject_balance(
-    name: str, named_folder: Path, tmp_path: Path
+def test_yolo_refuses_subject_balance_and_names_the_kinds_that_can(
+    named_folder: Path, tmp_path: Path
 ) -> None:
+    """Ultralytics' trainer draws its own batches: it cannot weigh a subject."""
     ctx = train_context(named_folder, tmp_path / "work", subject_balance=True)
-    refusal = f"train.subject_balance: not supported by model '{name}'"
-    with pytest.raises(ConfigError, match=refusal):
-        build_model(model_config(name)).fit(ctx)
+    with pytest.raises(ConfigError, match="not supported by model 'yolov8'.*'torchvision'"):
+        build_model(model_config("yolov8")).fit(ctx)
+
+
+def test_subject_sampling_weights_even_out_subjects_within_each_class_and_keep_class_shares():
+    from pipeline.models.torchvision_cnn import subject_sampling_weights
+
+    weights = subject_sampling_weights(TARGETS, GROUPS)
+    per_class = totals(weights, list(TARGETS))
+    assert per_class[0] == pytest.approx(9) and per_class[1] == pytest.approx(12)
+    per_subject = totals(weights, GROUPS)
+    assert per_subject["a"] == pytest.approx(per_subject["b"]) == pytest.approx(4.5)
+    assert per_subject["H1"] == pytest.approx(per_subject["H2"]) == pytest.approx(4)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_svm"])
+def test_torchvision_models_draw_training_images_by_subject(
+    name: str, named_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The training loader draws with `subject_sampling_weights`, in ImageFolder's order;
+    resnet50_svm's SVM also fits with the subject weights."""
+    from sklearn.pipeline import Pipeline
+
+    from pipeline.models import torchvision_cnn
+    from pipeline.models.torchvision_cnn import subject_sampling_weights
+
+    group_of = write_folder_manifest(named_folder)
+    drawn: list = []
+    make_loader = torchvision_cnn.make_loader
+
+    def spy_loader(*args, weights=None, **kwargs):
+        drawn.append(weights)
+        return make_loader(*args, weights=weights, **kwargs)
+
+    fitted: dict = {}
+    fit = Pipeline.fit
+
+    def spy_fit(self, x, y, **kwargs):
+        fitted.update(targets=np.asarray(y), **kwargs)
+        return fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(torchvision_cnn, "make_loader", spy_loader)
+    monkeypatch.setattr(Pipeline, "fit", spy_fit)
+    ctx = train_context(named_folder, tmp_path / "work", subject_balance=True)
+    build_model(model_config(name)).fit(ctx)
+    paths = sorted((named_folder / "train").glob("*/*.png"))
+    targets = [int(p.parent.name == "hem") for p in paths]  # ImageFolder: all = 0, hem = 1
+    groups = [group_of[p.stem] for p in paths]
+    [weights] = [w for w in drawn if w is not None]  # the training loader's, the val's is None
+    np.testing.assert_allclose(weights, subject_sampling_weights(targets, groups))
+    if name == "resnet50_svm":
+        [svm_weights] = [v for k, v in fitted.items() if k.endswith("__sample_weight")]
+        np.testing.assert_allclose(svm_weights, training_weights(fitted["targets"], groups, True))
+
+
+def test_subject_balance_refuses_ddp_ranks_before_training(named_folder: Path, tmp_path: Path):
+    ctx = train_context(
+        named_folder, tmp_path / "work", subject_balance=True, strategy="ddp", processes=2
+    )
+    with pytest.raises(ConfigError, match="subject_balance: 2 DDP ranks"):
+        build_model(model_config("resnet50")).fit(ctx)
 
 
 def test_a_model_kind_added_later_refuses_subject_balance_before_its_fit_runs(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -66,3 +67,20 @@ def test_color_jitter_changes_the_cells_colour_and_keeps_the_background_black() 
     assert torch.equal(draw(jittered, 1), outputs[1])  # seeded: reproducible
     unjittered = eval_transform(32)(Image.fromarray(image))[:, 16, 16]
     assert torch.equal(draw(plain, 0)[:, 16, 16], unjittered)  # null: no jitter
+
+
+def test_weighted_loader_draws_by_weight_from_its_seed(tmp_path: Path) -> None:
+    """Only images with weight are drawn, an epoch has as many as the folder, and the same
+    seed draws the same epoch; a sampler and weights together are refused."""
+    dataset = image_folder(_folder(tmp_path), "train", eval_transform(8))
+    weights = [0.0] * 6 + [1.0] * 6  # ImageFolder's order: the 6 "all" images, then "hem"
+
+    def epoch(seed: int) -> list[int]:
+        loader = make_loader(dataset, 4, shuffle=True, seed=seed, weights=weights)
+        return [int(t) for _, targets in loader for t in targets]
+
+    drawn = epoch(3)
+    assert len(drawn) == 12 and set(drawn) == {CLASSES.index("hem")}
+    assert epoch(3) == drawn
+    with pytest.raises(ValueError, match="not both"):
+        make_loader(dataset, 4, shuffle=True, seed=3, weights=weights, sampler=[0, 1])
