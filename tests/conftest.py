@@ -89,3 +89,31 @@ def real_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available at {path}")
     return path
+
+
+def write_folder_manifest(data_dir: Path) -> dict[str, str]:
+    """The folder's manifest as the augment stage writes it; subjects of 2, 2 and 5 cells."""
+    import pandas as pd
+
+    from pipeline import manifest
+
+    rows = []
+    for path in sorted(data_dir.glob("*/*/*.png")):
+        label, split = path.parent.name, path.parent.parent.name
+        group = f"{label}:{min(int(path.stem[:3]) // 2, 2)}"
+        rows.append({"id": path.stem, "path": str(path), "label": label, "group": group,
+                     "sha256": "", "source": "", "split": split})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    manifest.write(frame, data_dir / "manifest.csv")
+    return dict(zip(frame["id"], frame["group"], strict=True))
+
+
+@pytest.fixture
+def named_folder(tmp_path: Path) -> Path:
+    """An image folder whose file names are unique across classes, as the augment stage's."""
+    from tests.models.conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "cells", per_class=9)
+    for path in list(root.glob("*/*/*.png")):
+        path.rename(path.with_name(f"{path.stem}{path.parent.name}{path.parent.parent.name}.png"))
+    return root

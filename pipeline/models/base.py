@@ -164,25 +164,3 @@ def balanced_fit_args(
     if weights is None:
         return {}
     return {f"{pipeline.steps[-1][0]}__sample_weight": weights}
-
-
-def training_groups(data_dir: Path, paths: Sequence[str]) -> list[str]:
-    """The group (subject) of each training file, from the dataset folder's `manifest.csv`
-    (written by the augment stage and by every CV fold): `train.subject_balance` needs it."""
-    from pipeline import manifest
-
-    source = Path(data_dir) / "manifest.csv"
-    if not source.is_file():
-        raise ConfigError(
-            f"train.subject_balance: {source} is missing; the dataset folder must come from "
-            "the augment stage or a CV fold, which write the groups of its images there"
-        )
-    frame = manifest.read(source)
-    group_of = dict(zip(frame["id"], frame["group"], strict=True))
-    unknown = [p for p in paths if Path(p).stem not in group_of]
-    if unknown:
-        raise ConfigError(
-            f"train.subject_balance: {len(unknown)} training files are not in {source}, "
-            f"e.g. {unknown[0]}"
-        )
-    return [group_of[Path(p).stem] for p in paths]

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from pipeline.models import params
-from pipeline.models.base import TrainContext, balanced_fit_args, training_groups
+from pipeline.models.base import TrainContext, balanced_fit_args
 from pipeline.models.torchvision_cnn import TorchvisionClassifier, head_attr
 from pipeline.train.data import eval_transform, image_folder, make_loader
 
@@ -57,9 +57,8 @@ class CnnSvmClassifier(TorchvisionClassifier):
             StandardScaler(), CalibratedClassifierCV(svm, method="sigmoid", cv=5, ensemble=False)
         )
         targets = np.asarray(train_set.targets)
-        groups = None
-        if ctx.subject_balance:  # the loader keeps ImageFolder's order: one group per sample
-            groups = training_groups(ctx.data_dir, [path for path, _ in train_set.samples])
+        # the loader keeps ImageFolder's order: one group per sample
+        groups = ctx.subject_groups([path for path, _ in train_set.samples])
         fit_args = balanced_fit_args(self.svm, targets, ctx.class_balance, groups)
         self.svm.fit(features, targets, **fit_args)
         return history

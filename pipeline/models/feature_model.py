@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.pipeline import Pipeline
 
 from pipeline.io import read_image
-from pipeline.models.base import Classifier, TrainContext, balanced_fit_args, training_groups
+from pipeline.models.base import Classifier, TrainContext, balanced_fit_args
 from pipeline.parallel import parallel_map
 from pipeline.train.data import check_images, image_folder
 
@@ -50,21 +50,21 @@ class FeatureClassifier(Classifier):
         """The unfitted estimator (its last step takes `sample_weight`)."""
 
     def _folder_features(
-        self, data_dir: Path, split: str, subject_balance: bool = False
+        self, ctx: TrainContext, split: str, with_groups: bool = False
     ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-        """Features, targets and (with `subject_balance`, looked up before the slow part)
-        the group of every file of one split."""
-        dataset = image_folder(data_dir, split, transform=None)
+        """Features, targets and (`with_groups` and `train.subject_balance`, looked up before
+        the slow part) the group of every file of one split."""
+        dataset = image_folder(ctx.data_dir, split, transform=None)
         paths = [path for path, _ in dataset.samples]
-        groups = training_groups(data_dir, paths) if subject_balance else None
+        groups = ctx.subject_groups(paths) if with_groups else None
         extract = partial(_file_features, model=self)
         features = parallel_map(extract, paths, desc=f"{self.feature_name} {split}")
         return np.stack(features), np.asarray(dataset.targets), groups
 
     def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         self.image_size = ctx.image_size
-        x_train, y_train, groups = self._folder_features(ctx.data_dir, "train", ctx.subject_balance)
-        x_val, y_val, _ = self._folder_features(ctx.data_dir, "val")
+        x_train, y_train, groups = self._folder_features(ctx, "train", with_groups=True)
+        x_val, y_val, _ = self._folder_features(ctx, "val")
         self.pipeline = self.make_pipeline(ctx)
         self.pipeline.fit(
             x_train,

@@ -24,7 +24,6 @@ from pipeline.models.base import (
     CamTarget,
     Classifier,
     TrainContext,
-    training_groups,
     training_weights,
 )
 from pipeline.models.weights import torchvision_weights
@@ -253,9 +252,8 @@ class TorchvisionClassifier(Classifier):
         batch_size = max(1, int(self.config["batch_size"]) // world)
         pin = device.device.type == "cuda"
         train_sampler = val_sampler = draw_weights = None
-        if ctx.subject_balance:
-            paths = [path for path, _ in train_set.samples]
-            groups = training_groups(ctx.data_dir, paths)
+        groups = ctx.subject_groups([path for path, _ in train_set.samples])
+        if groups is not None:
             draw_weights = subject_sampling_weights(train_set.targets, groups)
         if world > 1:
             train_sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=ctx.seed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -52,3 +52,27 @@ class TrainContext(TrainConfig):
             seed=int(cfg.seed),
             on_epoch=on_epoch,
         )
+
+    def subject_groups(self, paths: Sequence[str]) -> list[str] | None:
+        """The subject of each training file when `train.subject_balance` asks for it (None
+        otherwise), from the dataset folder's `manifest.csv`, which the augment stage and every
+        CV fold write."""
+        if not self.subject_balance:
+            return None
+        from pipeline import manifest
+
+        source = self.data_dir / "manifest.csv"
+        if not source.is_file():
+            raise ConfigError(
+                f"train.subject_balance: {source} is missing; the dataset folder must come from "
+                "the augment stage or a CV fold, which write the groups of its images there"
+            )
+        frame = manifest.read(source)
+        group_of = dict(zip(frame["id"], frame["group"], strict=True))
+        unknown = [p for p in paths if Path(p).stem not in group_of]
+        if unknown:
+            raise ConfigError(
+                f"train.subject_balance: {len(unknown)} training files are not in {source}, "
+                f"e.g. {unknown[0]}"
+            )
+        return [group_of[Path(p).stem] for p in paths]

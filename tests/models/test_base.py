@@ -8,12 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import manifest
 from pipeline.config import ConfigError
 from pipeline.models import build_model
-from pipeline.models.base import training_groups, training_weights
-from tests.conftest import train_context
-from tests.models.conftest import make_image_folder
+from pipeline.models.base import training_weights
+from tests.conftest import train_context, write_folder_manifest
 from tests.models.test_models import model_config
 
 # Fold 0's skew in small: one healthy subject with most of the healthy cells, two tiny ones.
@@ -47,43 +45,6 @@ def test_without_groups_weights_are_scikit_learns_class_balance_or_none() -> Non
         training_weights(TARGETS, None, class_balance=True),
         compute_sample_weight("balanced", TARGETS),
     )
-
-
-def write_folder_manifest(data_dir: Path) -> dict[str, str]:
-    """The folder's manifest as the augment stage writes it; subjects of 2, 2 and 5 cells."""
-    rows = []
-    for path in sorted(data_dir.glob("*/*/*.png")):
-        label, split = path.parent.name, path.parent.parent.name
-        group = f"{label}:{min(int(path.stem[:3]) // 2, 2)}"
-        rows.append({"id": path.stem, "path": str(path), "label": label, "group": group,
-                     "sha256": "", "source": "", "split": split})  # fmt: skip
-    frame = pd.DataFrame(rows)
-    manifest.write(frame, data_dir / "manifest.csv")
-    return dict(zip(frame["id"], frame["group"], strict=True))
-
-
-@pytest.fixture
-def named_folder(tmp_path: Path) -> Path:
-    """An image folder whose file names are unique across classes, as the augment stage's."""
-    root = make_image_folder(tmp_path / "cells", per_class=9)
-    for path in list(root.glob("*/*/*.png")):
-        path.rename(path.with_name(f"{path.stem}{path.parent.name}{path.parent.parent.name}.png"))
-    return root
-
-
-def test_training_groups_come_from_the_folder_manifest(named_folder: Path) -> None:
-    group_of = write_folder_manifest(named_folder)
-    paths = [str(p) for p in sorted((named_folder / "train").glob("*/*.png"))]
-    assert training_groups(named_folder, paths) == [group_of[Path(p).stem] for p in paths]
-
-
-def test_training_groups_name_the_missing_manifest_or_file(named_folder: Path) -> None:
-    paths = [str(p) for p in (named_folder / "train").glob("*/*.png")]
-    with pytest.raises(ConfigError, match="train.subject_balance.*manifest.csv"):
-        training_groups(named_folder, paths)
-    write_folder_manifest(named_folder)
-    with pytest.raises(ConfigError, match="not in .*manifest.csv, e.g. .*stray.png"):
-        training_groups(named_folder, [*paths, str(named_folder / "stray.png")])
 
 
 @pytest.mark.parametrize("name", ["cell_features_rf", "svm_hog"])
