@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from pipeline.config import compose
 from pipeline.io import read_image
 from pipeline.preprocess.masks import (
     dice,
@@ -180,7 +181,8 @@ def test_apply_mask_and_crop() -> None:
 
 def test_conf_files_match_schema_and_methods() -> None:
     for path in CONF.glob("*.yaml"):
-        cfg = OmegaConf.merge(OmegaConf.structured(SegmentConfig), OmegaConf.load(path))
+        composed = compose(overrides=[f"segment={path.stem}"]).segment
+        cfg = OmegaConf.merge(OmegaConf.structured(SegmentConfig), composed)
         assert cfg.method == path.stem
 
 
@@ -189,10 +191,7 @@ def test_real_all_idb2_dev_masks_default_config_dice() -> None:
     img_dir, mask_dir = DATA / "ALL_IDB2" / "img", DATA / "ALL_IDB2_masks" / "dev"
     if not mask_dir.is_dir() or not img_dir.is_dir():
         pytest.skip(f"real data not found under {DATA}")
-    # The default config is what conf/config.yaml composes (its `segment:` group).
-    cfg = OmegaConf.merge(
-        OmegaConf.structured(SegmentConfig), OmegaConf.load(CONF / "otsu_active_contour.yaml")
-    )
+    cfg = OmegaConf.merge(OmegaConf.structured(SegmentConfig), compose().segment)
     rows = []
     for path in sorted(img_dir.iterdir()):
         mask = find_mask(mask_dir, path.stem)
