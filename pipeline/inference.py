@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pipeline.io import ImageReadError, read_image
+from pipeline.io import ImageReadError, read_cell_image, read_json
 from pipeline.labels import label_of
 from pipeline.models.base import Classifier, load_model
 from pipeline.preprocess.crop import crop_and_resize
@@ -52,7 +52,7 @@ class Predictor:
             raise FileNotFoundError(
                 f"{directory}: no {PREPROCESS_CARD}; not a trained model folder"
             )
-        return cls(load_model(directory), json.loads(card_path.read_text()))
+        return cls(load_model(directory), read_json(card_path))
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         if self.segment:
@@ -63,7 +63,7 @@ class Predictor:
         rows, prepared = [], []
         for path in files:
             try:
-                prepared.append(self.prepare(read_image(path)))
+                prepared.append(self.prepare(read_cell_image(path)))
                 rows.append({"path": str(path), "error": ""})
             except ImageReadError as exc:
                 rows.append({"path": str(path), "error": str(exc)})

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,35 @@ class ImageReadError(PipelineError, ValueError):
     """A single image could not be decoded; the message names the file and why."""
 
 
+class MalformedFileError(PipelineError, ValueError):
+    """A YAML or JSON file the pipeline reads (params, lock, metrics, model card) is not valid;
+    the message names the file and where its text goes wrong."""
+
+
+def read_yaml(path: Path | str) -> dict[str, Any]:
+    """A YAML mapping (params.yaml, dvc.lock); an empty file is an empty mapping."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise MalformedFileError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MalformedFileError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MalformedFileError(f"{path}: not valid JSON ({exc})") from None
+
+
 def read_image(path: Path | str) -> np.ndarray:
     """Read any supported image as 8-bit RGB (H, W, 3), whatever its mode on disk.
 
@@ -54,6 +84,25 @@ def read_image(path: Path | str) -> np.ndarray:
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
     return to_rgb8(image, source=path)
+
+
+MIN_CELL_SIDE = 8  # px: below this no preprocessing or model can see a cell
+
+
+def read_cell_image(path: Path | str) -> np.ndarray:
+    """`read_image` for a dataset or prediction input: a decodable image that cannot hold a
+    cell (a few pixels, or one flat colour, e.g. a fully transparent PNG) is refused, since any
+    model would still give it a confident P(ALL)."""
+    image = read_image(path)
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_CELL_SIDE:
+        raise ImageReadError(
+            f"{path}: {width}x{height} px is too small to hold a cell "
+            f"(at least {MIN_CELL_SIDE} px a side)"
+        )
+    if image.min() == image.max():
+        raise ImageReadError(f"{path}: blank image (every pixel is {image.flat[0]})")
+    return image
 
 
 def to_rgb8(image: np.ndarray, source: Path | str = "<array>") -> np.ndarray:
@@ -112,7 +161,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_orphaned_staging(target)
+    prefix = f".{target.name}.{os.getpid()}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     staged = tmp / target.name
     try:
         yield staged
@@ -126,6 +177,27 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_orphaned_staging(target: Path) -> None:
+    """Delete the staging folders of `target` that a killed process left (SIGKILL skips the
+    cleanup; on real data each can hold gigabytes). The writer's PID is in the name, so a
+    staging folder of a writer that is still running is never touched."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^/]+\.tmp")
+    for sibling in target.parent.iterdir():
+        match = pattern.fullmatch(sibling.name)
+        if match and sibling.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def atomic_write_text(target: Path | str, text: str) -> Path:

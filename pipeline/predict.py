@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.evaluate.explain import require_cam_target, write_overlays
 from pipeline.inference import Predictor
-from pipeline.io import read_image
+from pipeline.io import atomic_write_text, read_image
 
 
 def list_images(target: Path) -> list[Path]:
@@ -26,7 +26,15 @@ def list_images(target: Path) -> list[Path]:
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"{target}: no such file or folder")
-    return sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("."))
+    # a broken link is listed too: it gets an error row instead of vanishing from the table
+    files = sorted(
+        p
+        for p in target.rglob("*")
+        if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+    )
+    if not files:
+        raise FileNotFoundError(f"{target}: no files to predict in this folder")
+    return files
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = list_images(args.target)
         if args.explain:
             require_cam_target(predictor.model)  # fail before predicting, not after
-    except (PipelineError, FileNotFoundError, ValueError) as exc:
+        if args.output:  # a folder that cannot be made fails now, not after every prediction
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+    except (PipelineError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     table = predictor.predict_files(files)
@@ -61,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{row['path']}: {row['prediction']} (p={row['probability']:.3f})")
     elif args.output:
-        table.to_csv(args.output, index=False)
+        atomic_write_text(args.output, table.to_csv(index=False))
         print(f"wrote {len(table)} predictions to {args.output}")
     else:
         table.to_csv(sys.stdout, index=False)

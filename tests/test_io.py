@@ -1,5 +1,8 @@
 import hashlib
+import os
+import re
 
+import numpy as np
 import pytest
 
 from pipeline.io import file_digest
@@ -17,3 +20,51 @@ def test_file_digest_defaults_to_sha256(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("cell")
     assert file_digest(path) == hashlib.sha256(b"cell").hexdigest()
+
+
+def test_a_killed_writers_staging_folder_is_removed_and_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.io import atomic_write_text
+
+    target = tmp_path / "segmented"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    orphan = tmp_path / f".segmented.{dead}.abc123.tmp"
+    live = tmp_path / f".segmented.{os.getpid()}.def456.tmp"
+    other = tmp_path / f".other.{dead}.abc123.tmp"
+    for folder in (orphan, live, other):
+        (folder / "segmented").mkdir(parents=True)
+    atomic_write_text(target, "done")
+    assert target.read_text() == "done"
+    assert not orphan.exists()
+    assert live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, live.name, other.name]
+    )
+
+
+@pytest.mark.parametrize(
+    "image,message",
+    [
+        (np.zeros((4, 40, 3), np.uint8) + np.arange(40, dtype=np.uint8)[None, :, None], "40x4 px"),
+        (np.zeros((32, 32, 3), np.uint8), "blank image (every pixel is 0)"),
+        (np.zeros((32, 32, 4), np.uint8) + np.arange(32, dtype=np.uint8)[None, :, None], "blank"),
+    ],
+    ids=["too-small", "black", "fully-transparent"],
+)
+def test_an_image_that_cannot_hold_a_cell_is_refused_naming_it(tmp_path, image, message):
+    import cv2
+
+    from pipeline.io import ImageReadError, read_cell_image
+
+    if image.shape[2] == 4:
+        image[:, :, 3] = 0  # any colour, alpha 0: composited on black
+    path = tmp_path / "odd.png"
+    cv2.imwrite(str(path), image)
+    with pytest.raises(ImageReadError, match=rf"odd\.png: .*{re.escape(message)}"):
+        read_cell_image(path)
+    cell = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(path), cell)
+    assert read_cell_image(path).shape == (32, 32, 3)

@@ -64,3 +64,27 @@ def test_predict_single_image_prints_class_and_probability(demo_workspace, capsy
 def test_predict_unknown_model_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), str(tmp_path)]) == 1
     assert "model folder not found" in capsys.readouterr().err
+
+
+def test_predict_writes_into_a_new_folder_and_refuses_an_empty_one(
+    demo_workspace, tmp_path, capsys
+):
+    model = demo_workspace / paths.model_dir("synthetic", "svm_hog")
+    images = tmp_path / "images"
+    images.mkdir()
+    assert main([str(model), str(images)]) == 1
+    assert "no files to predict" in capsys.readouterr().err
+    shutil.copy(sorted((demo_workspace / "artifacts" / "demo" / "smear").glob("*.png"))[0], images)
+    (images / "gone.png").symlink_to(tmp_path / "missing.png")  # a broken link gets a row
+    out = tmp_path / "new" / "deeper" / "predictions.csv"
+    assert main([str(model), str(images), "--output", str(out)]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 2 and table.loc[table["path"].str.endswith("gone.png"), "error"].all()
+
+
+def test_predict_from_an_unknown_registry_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert main(["models:/no-such-model@champion", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "models:/no-such-model@champion: cannot be fetched from the model registry" in err
+    assert "registered models: none" in err and "Traceback" not in err

@@ -46,19 +46,35 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+# Files an operating system drops into folders: never data, so never a "bad file" either.
+OS_CLUTTER = frozenset({"thumbs.db", "desktop.ini"})
+
+
+def _hidden(name: str) -> bool:
+    """Dot files (.DS_Store, .git/, ._* resource forks) and OS clutter (Thumbs.db)."""
+    return name.startswith(".") or name.lower() in OS_CLUTTER
+
+
 def visible_children(folder: Path) -> list[Path]:
-    """Sorted entries of `folder`, without hidden files (.DS_Store, ._* resource forks)."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    """Sorted entries of `folder`, without hidden files and OS clutter."""
+    return sorted(p for p in folder.iterdir() if not _hidden(p.name))
 
 
-def visible_below(folder: Path, root: Path) -> list[Path]:
-    """Sorted non-folder entries anywhere below `folder`, without any under a hidden name
-    (relative to `root`: .DS_Store, .git/, ._* resource forks)."""
-    return [
-        path
-        for path in sorted(folder.rglob("*"))
-        if not path.is_dir() and not any(p.startswith(".") for p in path.relative_to(root).parts)
-    ]
+def visible_below(folder: Path) -> list[Path]:
+    """Sorted files anywhere below `folder`, without hidden ones and OS clutter. Symlinked
+    folders are followed (a batch linked in from elsewhere is part of the class), each real
+    folder once, so a link cycle cannot loop."""
+    found: list[Path] = []
+    walked: set[str] = set()
+    for current, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in walked:
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = sorted(name for name in folders if not _hidden(name))
+        found += [Path(current) / name for name in files if not _hidden(name)]
+    return sorted(found)
 
 
 def check_root(root: Path) -> list[str]:
@@ -212,10 +228,12 @@ def read_folder(
         folder = root / name
         if not folder.is_dir():
             continue
-        for path in visible_below(folder, root):
+        for path in visible_below(folder):
             relative = path.relative_to(root)
             if not is_image(path):
-                listing.file_problems.append(f"{path}: not an image file ({IMAGE_SUFFIXES})")
+                listing.file_problems.append(
+                    f"{path}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})"
+                )
                 continue
             subject_text = relative.as_posix() if group_pattern else None
             _add_entry(listing, path, relative, label, subject_text, group_pattern, ids)
@@ -315,7 +333,7 @@ def read_csv(
             )
     listing.file_problems += [
         f"{path}: image not listed in {table_path}"
-        for path in visible_below(root, root)
+        for path in visible_below(root)
         if path.is_file() and is_image(path) and path not in listed
     ]
     return listing

@@ -19,7 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.config import ADAPTERS, ConfigError
 from pipeline.data.adapters import Listing, read_all_idb2, read_cnmc, read_csv, read_folder
-from pipeline.io import BadInputError, ImageReadError, file_digest, read_image
+from pipeline.io import BadInputError, ImageReadError, file_digest, read_cell_image
 from pipeline.labels import CLASSES
 from pipeline.manifest import COLUMNS, validate
 from pipeline.parallel import parallel_map
@@ -56,7 +56,7 @@ def inspect_image(path: str) -> tuple[str, str | None]:
     """
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        read_image(path)
+        read_cell_image(path)
         return file_digest(path), None
     except (ImageReadError, OSError, cv2.error) as exc:
         return "", str(exc) if isinstance(exc, ImageReadError) else f"{path}: {exc}"
@@ -77,6 +77,21 @@ def merge_duplicate_groups(frame: pd.DataFrame) -> pd.Series:
     _, component = connected_components(edges, directed=False)
     names = pd.Series(groups).groupby(component[:n]).transform("min").to_numpy()
     return pd.Series(names[group_codes], index=frame.index, name="group")
+
+
+def label_conflicts(frame: pd.DataFrame) -> tuple[list[str], set[str]]:
+    """One problem line per image whose byte-identical copies carry different labels, and their
+    sha256s: one image cannot be both ALL and healthy, so one of the folders is wrong (and a
+    model would be scored against its own training copy with the other answer)."""
+    labels_of = frame.groupby("sha256")["label"].agg(lambda labels: sorted(set(labels)))
+    torn = labels_of[labels_of.str.len() > 1]
+    problems = []
+    for sha, labels in torn.items():
+        first, *others = sorted(frame.loc[frame["sha256"] == sha, "path"])
+        problems.append(
+            f"{first}: byte-identical to {', '.join(others)}, but labelled {' and '.join(labels)}"
+        )
+    return problems, set(torn.index)
 
 
 def build_manifest(
@@ -124,6 +139,11 @@ def build_manifest(
         ],
         columns=list(COLUMNS),
     )
+    conflicts, torn = label_conflicts(frame)
+    if conflicts and policy != "skip":
+        raise BadInputError(conflicts, what=f"dataset {dataset['name']}: one image, two labels")
+    frame = frame[~frame["sha256"].isin(torn)]
+    problems += conflicts
     empty = [label for label in CLASSES if not (frame["label"] == label).any()]
     if empty:
         raise BadInputError(

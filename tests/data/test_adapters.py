@@ -166,6 +166,25 @@ def test_all_idb2_duplicates_share_group(tmp_path, write_image, dataset_cfg):
     assert groups["Im002_0"] == "Im002_0"
 
 
+def test_one_image_under_two_labels_is_refused_or_dropped_with_its_copies(
+    tmp_path, write_image, dataset_cfg
+):
+    names = ("Im001_1.png", "Im002_0.png", "Im004_0.png", "Im006_1.png")
+    root = make_all_idb2(tmp_path / "img", write_image, names=names)
+    (root / "Im003_0.png").write_bytes((root / "Im001_1.png").read_bytes())
+    (root / "Im005_1.png").write_bytes((root / "Im004_0.png").read_bytes())
+    with pytest.raises(BadInputError, match="one image, two labels") as info:
+        build_manifest(dataset_cfg(root, "all_idb2"), tmp_path)
+    message = str(info.value)
+    assert "Im001_1.png: byte-identical to " in message and "Im003_0.png" in message
+    assert "Im004_0.png: byte-identical to " in message and "Im005_1.png" in message
+    assert message.count("labelled all and hem") == 2
+
+    frame, problems = build_manifest(dataset_cfg(root, "all_idb2", on_bad_file="skip"), tmp_path)
+    assert frame["id"].tolist() == ["Im002_0", "Im006_1"]
+    assert len(problems) == 2
+
+
 def test_all_idb2_bad_files_listed_together_or_skipped(tmp_path, write_image, dataset_cfg):
     root = make_all_idb2(tmp_path / "img", write_image)
     write_image(root / "Im004_0.png", 4)
@@ -245,6 +264,23 @@ def test_folder_maps_nested_class_folders(tmp_path, write_image, dataset_cfg):
         "blast__x": "all",
     }
     assert frame["group"].tolist() == frame["id"].tolist()
+
+
+def test_folder_follows_linked_batches_once_and_ignores_os_clutter(
+    tmp_path, write_image, dataset_cfg
+):
+    root = make_folder(tmp_path / "ds", write_image)
+    batch = tmp_path / "elsewhere" / "batch"
+    write_image(batch / "linked.png", 8)
+    (root / "Benign" / "linked_batch").symlink_to(batch, target_is_directory=True)
+    (batch / "loop").symlink_to(root / "Benign", target_is_directory=True)  # a link cycle
+    (root / "Benign" / "Thumbs.db").write_bytes(b"\x00" * 16)
+    (root / "Malignant" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    frame, problems = build_manifest(dataset_cfg(root, "folder", classes=CLASSES), tmp_path)
+    assert problems == []
+    labels = frame.set_index("id")["label"]
+    assert labels["Benign__linked_batch__linked"] == "hem"
+    assert len(frame) == 5  # the cycle back into Benign/ adds nothing
 
 
 def test_folder_accepts_omegaconf_section(tmp_path, write_image, dataset_cfg):
