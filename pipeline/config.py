@@ -27,6 +27,14 @@ PARAMS_FILE = "params.yaml"
 ADAPTERS = ("cnmc", "all_idb2", "folder", "csv", "synthetic")
 CSV_COLUMNS = ("path", "label", "subject")  # dataset.columns keys; subject is optional
 SEGMENT_METHODS = ("none", "otsu", "otsu_active_contour")
+SEGMENT_CHANNELS = ("gray", "lab_b", "saturation")
+MONITORS = {"val_accuracy": max, "val_loss": min}  # train.monitor: how its best epoch is picked
+# train.device: auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1' (pipeline/train/device.py)
+DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?|\d+(\s*,\s*\d+)*")
+# A name that becomes a folder (dataset.name, a snapshot, a choose_upstream output): one plain
+# path component, so it can neither escape its parent folder nor stand for the parent itself.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+PLAIN_NAME_RULE = "use letters, digits, '_', '.' or '-' (no '/', no spaces, no leading '.')"
 CROP_RULES = ("bbox", "fraction")
 AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
 SPLITS = ("train", "val", "test")
@@ -34,6 +42,13 @@ SPLITS = ("train", "val", "test")
 
 class ConfigError(PipelineError, ValueError):
     """A config key is unknown, missing or has an invalid value; the message names the key."""
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` when it is one plain path component (`PLAIN_NAME`), else a ConfigError."""
+    if not PLAIN_NAME.fullmatch(name):
+        raise ConfigError(f"{what} {name!r} names a folder; {PLAIN_NAME_RULE}")
+    return name
 
 
 EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
@@ -85,6 +100,8 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             cfg = hydra_compose("config", overrides=list(overrides))
     except HydraException as exc:
         raise ConfigError(f"cannot compose conf/ with overrides {list(overrides)}: {exc}") from exc
+    except yaml.YAMLError as exc:  # its message names the file, line and column
+        raise ConfigError(f"a conf/ file is not valid YAML: {' '.join(str(exc).split())}") from None
     validate(cfg)
     return cfg
 
@@ -108,7 +125,12 @@ def load(params: Path | str | None = None, overrides: Sequence[str] = ()) -> Dic
     path = Path(params) if params else workspace_root() / PARAMS_FILE
     if not path.exists():
         raise ConfigError(f"{path} not found: run `python -m pipeline.config write` first")
-    cfg = OmegaConf.create(yaml.safe_load(path.read_text()) or {})
+    from pipeline.io import MalformedFileError, read_yaml
+
+    try:
+        cfg = OmegaConf.create(read_yaml(path))
+    except MalformedFileError as exc:
+        raise ConfigError(str(exc)) from None
     validate(apply_overrides(cfg, overrides))
     return cfg
 
@@ -119,7 +141,19 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
-        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False, force_add=True)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"override {item!r}: {value!r} is not a YAML value (quote text, close lists)"
+            ) from None
+        if isinstance(cfg.get(key), DictConfig) and not isinstance(parsed, dict):
+            raise ConfigError(
+                f"{item!r}: '{key}' is a config group, chosen when params.yaml is composed: "
+                f"`python -m pipeline.config write {item}` (or `dvc exp run -S {item}`), "
+                f"then run the stage; set one key with {key}.<key>=<value>"
+            )
+        OmegaConf.update(cfg, key, parsed, merge=False, force_add=True)
     return cfg
 
 
@@ -176,6 +210,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 def _dataset_problems(ds: DictConfig) -> list[str]:
     """The keys an adapter reads: classes for folder/csv, the table for csv, a valid pattern."""
     problems = []
+    if not PLAIN_NAME.fullmatch(str(ds.name)):
+        problems.append(f"dataset.name: {ds.name!r} names output folders; {PLAIN_NAME_RULE}")
     tabular = ds.adapter in ("folder", "csv")
     if tabular and set(ds.classes or {}) != {"all", "hem"}:
         what = "folder names" if ds.adapter == "folder" else "label values"
@@ -228,12 +264,29 @@ def _value_problems(cfg: DictConfig) -> list[str]:
         "segment.method",
         f"{cfg.segment.method!r} not in {SEGMENT_METHODS}",
     )
+    seg = cfg.segment
+    check(
+        seg.channel in SEGMENT_CHANNELS,
+        "segment.channel",
+        f"{seg.channel!r} not in {SEGMENT_CHANNELS}",
+    )
+    check(seg.otsu_classes >= 2, "segment.otsu_classes", "must be >= 2 (2 = plain Otsu)")
+    check(seg.min_area_px >= 0, "segment.min_area_px", "must be >= 0")
+    check(seg.reference_side > 0, "segment.reference_side", "must be > 0")
+    check(seg.opening_radius_px >= 0, "segment.opening_radius_px", "must be >= 0")
     check(cfg.crop.rule in CROP_RULES, "crop.rule", f"{cfg.crop.rule!r} not in {CROP_RULES}")
     check(cfg.crop.size >= 16, "crop.size", "must be >= 16")
+    check(0 <= cfg.crop.threshold <= 255, "crop.threshold", "must be a grey level in 0..255")
+    check(cfg.crop.margin >= 0, "crop.margin", "must be >= 0")
     lo, hi = cfg.crop.fraction
     check(0 <= lo < hi <= 1, "crop.fraction", "must be [low, high] with 0 <= low < high <= 1")
     fractions = [cfg.split.train, cfg.split.val, cfg.split.test]
-    check(all(f >= 0 for f in fractions), "split", "fractions must be >= 0")
+    check(
+        all(f > 0 for f in fractions),
+        "split",
+        "train, val and test must each be > 0 (validation picks the checkpoint, test scores it)",
+    )
+    check(cfg.split.tolerance >= 0, "split.tolerance", "must be >= 0")
     check(
         abs(sum(fractions) - 1) < 1e-6,
         "split",
@@ -249,6 +302,17 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     check(0 <= cfg.evaluate.collapse_share < 0.5, "evaluate.collapse_share", "must be in [0, 0.5)")
     threads = cfg.train.threads
     check(threads is None or threads >= 1, "train.threads", "must be null or >= 1")
+    device = str(cfg.train.device).strip().lower()
+    check(
+        DEVICE_SPEC.fullmatch(device) is not None,
+        "train.device",
+        f"{cfg.train.device!r}: expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'",
+    )
+    check(
+        cfg.train.monitor in MONITORS,
+        "train.monitor",
+        f"{cfg.train.monitor!r} not in {sorted(MONITORS)}",
+    )
     members = list(cfg.ensemble.members)
     unknown = sorted(set(members) - set(cfg.models or {}))
     check(not unknown, "ensemble.members", f"{unknown} not in models {sorted(cfg.models or {})}")
@@ -269,10 +333,19 @@ def _value_problems(cfg: DictConfig) -> list[str]:
         f"null or 1..{len(members)} (the number of members)",
     )
     check(top_k is None or weights is None, "ensemble.weights", "must be null with top_k")
+    folds = cfg.cv.folds
+    check(folds == 0 or folds >= 2, "cv.folds", "must be 0 (off) or >= 2")
+    check(cfg.cv.repeats >= 1, "cv.repeats", "must be >= 1")
     for name, section in (cfg.models or {}).items():
         for key in ("lr", "epochs", "batch_size"):
             if key in section:
-                check(section[key] > 0, f"models.{name}.{key}", "must be > 0")
+                value = section[key]  # model sections are free-form: no schema types them
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                check(
+                    number and value > 0,
+                    f"models.{name}.{key}",
+                    f"must be a number > 0, got {value!r}",
+                )
     return problems
 
 

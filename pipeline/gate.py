@@ -129,7 +129,16 @@ def _number(value: object, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise GateError(f"{where}: expected a number or null, got {value!r}")
+    if math.isinf(value):
+        raise GateError(f"{where}: {value!r} is not a measurement")
     return None if math.isnan(value) else float(value)
+
+
+def _flag(value: object, where: str) -> bool:
+    """A flag is JSON true/false (or null/absent = false): the string "false" is not false."""
+    if value is not None and not isinstance(value, bool):
+        raise GateError(f"{where}: expected true, false or null, got {value!r}")
+    return bool(value)
 
 
 def parse_metrics(text: str, where: str) -> dict[str, object]:
@@ -303,7 +312,9 @@ def compare(
     for file in sorted(baseline.keys() | current.keys()):
         old, new = baseline.get(file, {}), current.get(file, {})
         gated = not any(fnmatch.fnmatch(file, pattern) for pattern in flags_only)
-        baseline_collapsed = "collapsed" in flags and bool(old.get("collapsed"))
+        baseline_collapsed = "collapsed" in flags and _flag(
+            old.get("collapsed"), f"baseline {file}: collapsed"
+        )
         for metric, rule in rules.items():
             if metric not in old and metric not in new:
                 continue
@@ -323,7 +334,8 @@ def compare(
         for flag in flags:
             if flag not in old and flag not in new:
                 continue
-            was, now = bool(old.get(flag)), bool(new.get(flag))
+            was = _flag(old.get(flag), f"baseline {file}: {flag}")
+            now = _flag(new.get(flag), f"current {file}: {flag}")
             status = "flipped" if now and not was else "ok"
             rows.append(Row(file, flag, float(was), float(now), 0.0, status))
     return rows
@@ -380,6 +392,8 @@ def _gate_config(params: Path | None) -> DictConfig:
     """The validated `gate` section: params.yaml when present, else conf/ composed afresh."""
     from pipeline import config
 
+    if params is not None and not params.is_file():
+        raise GateError(f"--params {params}: no such file")
     path = params or config.workspace_root() / config.PARAMS_FILE
     try:
         cfg = config.load(path) if path.exists() else config.compose()
@@ -446,8 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     print(verdict_line(rows), file=sys.stderr)
     if args.summary:
-        with args.summary.open("a") as fh:
-            fh.write(table + "\n")
+        try:
+            with args.summary.open("a") as fh:
+                fh.write(table + "\n")
+        except OSError as exc:  # exit 1 would read as a regression
+            print(f"gate error: cannot write the summary: {exc}", file=sys.stderr)
+            return 2
     return int(any(r.failed for r in rows))
 
 

@@ -48,6 +48,41 @@ def test_unknown_key_fails_naming_it(tmp_path):
         load(path)
 
 
+@pytest.mark.parametrize("empty", ["val", "test"])
+def test_an_empty_validation_or_test_split_is_refused(empty):
+    other = "test" if empty == "val" else "val"
+    with pytest.raises(ConfigError, match="train, val and test must each be > 0"):
+        compose([f"split.{empty}=0", f"split.{other}=0.2", "split.train=0.8"])
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "mps", "cuda", "cuda:1", "0,1", " CPU "])
+def test_every_documented_device_spelling_is_accepted(device):
+    assert compose([f"train.device='{device}'"]).train.device == device
+
+
+def test_a_conf_file_that_is_not_yaml_is_named_with_its_line(tmp_path, monkeypatch):
+    import shutil
+
+    import pipeline.config
+
+    conf = shutil.copytree(conf_dir(), tmp_path / "conf")
+    (conf / "dataset" / "broken.yaml").write_text("name: broken\nroot: [unclosed\nadapter: x\n")
+    monkeypatch.setattr(pipeline.config, "conf_dir", lambda: conf)
+    with pytest.raises(ConfigError, match=r"not valid YAML.*broken\.yaml\", line 2"):
+        compose(["dataset=broken"])
+
+
+def test_a_broken_params_file_or_override_value_is_named(tmp_path):
+    from pipeline.config import load, write_params
+
+    params = write_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match=r"override 'cv.folds=\[': '\[' is not a YAML value"):
+        load(params, ["cv.folds=["])
+    params.write_text("<<<<<<< HEAD\nseed: 1\n=======\nseed: [2\n")  # a merge conflict
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML"):
+        load(params)
+
+
 def test_unknown_override_fails_in_hydra():
     with pytest.raises(ConfigError, match="nonexistent"):
         compose(["crop.nonexistent=1"])
@@ -62,6 +97,20 @@ def test_unknown_override_fails_in_hydra():
         ("dataset.adapter=nope", "dataset.adapter"),
         ("augment.ops=[hflip,shear]", "shear"),
         ("crop.size=abc", "crop.size"),
+        ("crop.margin=-5", "crop.margin: must be >= 0"),
+        ("crop.threshold=999", "crop.threshold: must be a grey level"),
+        ("segment.otsu_classes=1", "segment.otsu_classes: must be >= 2"),
+        ("segment.channel=bogus", "segment.channel: 'bogus' not in"),
+        ("split.tolerance=-1", "split.tolerance: must be >= 0"),
+        ("train.device=tpu", "train.device: 'tpu': expected auto"),
+        ("train.monitor=val_bogus", "train.monitor: 'val_bogus' not in"),
+        ("dataset.name=../escaped", "dataset.name: '../escaped' names output folders"),
+        ("dataset.name=a/b", "dataset.name"),
+        ("models.resnet50.epochs=abc", "models.resnet50.epochs: must be a number > 0, got 'abc'"),
+        ("models.resnet50.lr=true", "models.resnet50.lr: must be a number"),
+        ("cv.folds=1", "cv.folds: must be 0"),
+        ("cv.repeats=0", "cv.repeats: must be >= 1"),
+        ("dataset.name='my data'", "dataset.name"),
     ],
 )
 def test_invalid_values_fail_naming_the_key(override, message):

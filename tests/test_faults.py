@@ -156,6 +156,37 @@ def test_unknown_model_on_the_command_line(workspace):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "stage,args,message",
+    [
+        ("ingest", ("-S", "dataset.root=/x"), "too many positional arguments (got ['-S'])"),
+        ("ingest", ("dataset.root",), "too many positional arguments"),
+        ("train", (), "missing a required argument: 'model_name'"),
+    ],
+)
+def test_stray_words_on_a_stage_command_line_print_its_usage(
+    workspace, capsys, stage, args, message
+):
+    before = snapshot(workspace)
+    assert run_stage(workspace, stage, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"usage: python -m pipeline.stages.{stage}" in err
+    assert "Traceback" not in err and snapshot(workspace) == before
+
+
+def test_help_prints_the_stage_usage_and_what_it_does(workspace, capsys):
+    assert run_stage(workspace, "train", "--help") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m pipeline.stages.train <model_name> [key=value ...]")
+    assert "Stage train@<model>" in out
+
+
+def test_a_group_choice_on_a_stage_says_how_to_choose_it(workspace, capsys):
+    err = fails_cleanly(workspace, capsys, "ingest", "dataset=all_idb2")
+    assert "'dataset' is a config group" in err
+    assert "python -m pipeline.config write dataset=all_idb2" in err and one_line(err)
+
+
 def test_every_user_facing_error_derives_from_one_base():
     from pipeline.config import ConfigError
     from pipeline.errors import PipelineError

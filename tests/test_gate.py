@@ -273,6 +273,16 @@ def test_non_numeric_gated_value_is_a_clear_error():
         compare({"m.json": {"accuracy": 0.9}}, {"m.json": {"accuracy": "high"}}, TOL)
 
 
+def test_an_infinite_metric_or_a_flag_that_is_not_a_boolean_is_a_clear_error():
+    with pytest.raises(GateError, match=r"current m.json: accuracy: inf is not a measurement"):
+        compare({"m.json": {"accuracy": 0.9}}, {"m.json": {"accuracy": float("inf")}}, TOL)
+    flags = ["collapsed"]
+    with pytest.raises(GateError, match=r"current m.json: collapsed: .*got 'false'"):
+        compare({"m.json": {"collapsed": False}}, {"m.json": {"collapsed": "false"}}, TOL, flags)
+    with pytest.raises(GateError, match=r"baseline m.json: collapsed: .*got 1"):
+        compare({"m.json": {"collapsed": 1}}, {"m.json": {"collapsed": False}}, TOL, flags)
+
+
 def test_render_lists_failures_first():
     rows = [
         Row("a.json", "accuracy", 0.9, 0.9, 0.02, "ok"),
@@ -316,6 +326,18 @@ def test_summary_file_is_appended(tmp_path):
     assert run_dirs(tmp_path, BASE, "--summary", str(summary)) == 0
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "| synthetic/svm_hog | accuracy |" in text
+
+
+def test_an_unwritable_summary_or_a_missing_params_file_exits_2_not_1(tmp_path, capsys):
+    """Exit 1 means a regression to CI: a gate that could not do its job must say 2."""
+    assert run_dirs(tmp_path, BASE, "--summary", str(tmp_path / "no" / "such" / "dir.md")) == 2
+    assert "gate error: cannot write the summary" in capsys.readouterr().err
+    assert run_dirs(tmp_path, BASE, "--params", str(tmp_path / "absent.yaml")) == 2
+    assert "--params " in (err := capsys.readouterr().err) and "absent.yaml: no such file" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("gate: [unclosed\n")
+    assert run_dirs(tmp_path, BASE, "--params", str(broken)) == 2
+    assert "broken.yaml: not valid YAML" in capsys.readouterr().err
 
 
 def test_no_metrics_and_bad_input_exit_2(tmp_path, capsys):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ConfigError
+from pipeline.io import read_json
 from pipeline.train.context import TrainContext
 
 if TYPE_CHECKING:  # base stays importable without torch (HOG+SVM, tracking)
@@ -122,7 +123,7 @@ def load_model(directory: Path | str) -> Classifier:
     card_path = directory / MODEL_CARD
     if not card_path.exists():
         raise FileNotFoundError(f"{directory}: no {MODEL_CARD}; not a saved model folder")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path)
     model = build_model(card["config"])
     model.image_size = card.get("image_size")
     model._load_weights(directory)

@@ -55,6 +55,12 @@ def read_gt_mask(path: Path | str, shape: tuple[int, ...]) -> tuple[np.ndarray, 
         )
     label = label.reshape(mask.shape[:2]).astype(np.uint8)
     height, width = shape[:2]
+    scaled_height = mask.shape[0] * width / mask.shape[1]  # the image's height, were it the mask's
+    if abs(scaled_height - height) > max(1.5, 0.02 * height):  # beyond rounding of a rescale
+        raise MaskError(
+            f"{path}: a {mask.shape[1]}x{mask.shape[0]} mask cannot be a rescaled "
+            f"{width}x{height} image (another aspect ratio: wrong or cropped mask?)"
+        )
     label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
     return label > 0, label == 1
 

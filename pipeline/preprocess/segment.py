@@ -32,7 +32,8 @@ from skimage.measure import find_contours
 from skimage.morphology import convex_hull_image, disk
 from skimage.segmentation import active_contour
 
-CHANNELS = ("gray", "lab_b", "saturation")
+from pipeline.config import SEGMENT_CHANNELS, ConfigError
+
 # A union of classes reaching this share of the image border holds background, not just the
 # centred cell (the nucleus + cytoplasm classes reach at most 0.25 on all 260 ALL-IDB2 images).
 _MAX_BORDER_SHARE = 1 / 3
@@ -55,7 +56,7 @@ def channel_image(image: np.ndarray, channel: str) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[:, :, 2].astype(np.float32)
     if channel == "saturation":
         return cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[:, :, 1].astype(np.float32)
-    raise ValueError(f"segment.channel: {channel!r} not in {CHANNELS}")
+    raise ConfigError(f"segment.channel: {channel!r} not in {SEGMENT_CHANNELS}")
 
 
 def _scale(image: np.ndarray, cfg: Any) -> float:

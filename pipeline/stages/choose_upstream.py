@@ -42,14 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import config, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
 from pipeline.evaluate.metrics import headline
-from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5
+from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5, read_yaml
 from pipeline.report.table import format_ci
 from pipeline.tracking import code_and_machine
 
@@ -89,10 +88,12 @@ def parse_setting(text: str) -> tuple[str, list[Snapshot]]:
         raise ConfigError(f"setting {text!r}: expected <label>:<snapshot>[,<snapshot>...]")
     snapshots = []
     for folder in folders.split(","):
+        if not folder.strip():
+            raise ConfigError(f"setting {text!r}: an empty snapshot name (a stray comma?)")
         path = Path(folder) if Path(folder).is_dir() else EXPERIMENTS / folder
         if not path.is_dir():
             raise FileNotFoundError(f"setting {label!r}: no snapshot folder {folder!r} ({path})")
-        lock = yaml.safe_load((path / "dvc.lock").read_text()) or {}
+        lock = read_yaml(path / "dvc.lock")
         snapshots.append(Snapshot(path, lock.get("stages") or {}))
     return label, snapshots
 
@@ -141,7 +142,7 @@ def load_setting_run(label: str, snapshots: Sequence[Snapshot], model: str) -> S
         names = ", ".join(s.path.name for s in snapshots)
         raise FileNotFoundError(f"setting {label!r}: no {stage} in the lock of {names}")
     snapshot, entry = found.path, found.stages[stage]
-    params = OmegaConf.create(yaml.safe_load((snapshot / "params.yaml").read_text()))
+    params = OmegaConf.create(read_yaml(snapshot / "params.yaml"))
     folder = snapshot / "cv" / model
     published = paths.cv_dir(params.dataset.name, model).as_posix()
     recorded = _outs(entry).get(published)
@@ -341,15 +342,18 @@ def run(
     """Choose among `settings` ('<label>:<snapshot>,...') for each of `models` (`ensemble`:
     `ensemble.*` overrides); returns the JSON written. Every model is checked before anything
     is written."""
+    config.plain_name(name, "output name")
+    if ensemble and ENSEMBLE not in models:
+        raise ConfigError(f"--ensemble {list(ensemble)} given, but `ensemble` is not in --models")
     parsed = [parse_setting(text) for text in settings]
     if len(parsed) < 2 and not {ENSEMBLE, BEST} & set(models):
         raise ConfigError(
-            "choose_upstream: name at least two settings to choose from, or `best` / "
+            "name at least two settings to choose from, or `best` / "
             "`ensemble` to choose among the models of one"
         )
     trained = [m for m in models if m not in (ENSEMBLE, BEST)]
     if not trained:
-        raise ConfigError("choose_upstream: name at least one model besides the ensemble")
+        raise ConfigError("name at least one model besides the ensemble")
     runs_by_model = {
         model: [load_setting_run(label, snapshots, model) for label, snapshots in parsed]
         for model in trained
@@ -396,7 +400,9 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.stages.choose_upstream", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("name", help="output name under reports/upstream/<dataset>/")
     parser.add_argument(
         "settings", nargs="+", metavar="LABEL:SNAPSHOT[,SNAPSHOT]",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -34,9 +35,19 @@ def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         name = _stage_name(func)
         args = sys.argv[1:] if argv is None else argv
+        usage = _usage(func, name)
+        if {"-h", "--help"} & set(args):
+            print(f"{usage}\n\n{sys.modules[func.__module__].__doc__ or ''}".rstrip())
+            return 0
+        words = [a for a in args if "=" not in a]
+        try:
+            inspect.signature(func).bind(None, *words)
+        except TypeError as exc:  # "missing a required argument", "too many positional ..."
+            print(f"error in stage {name}: {exc} (got {words})\n{usage}", file=sys.stderr)
+            return 2
         try:
             cfg = load(overrides=[a for a in args if "=" in a])
-            func(cfg, *[a for a in args if "=" not in a])
+            func(cfg, *words)
         except Exception as exc:
             if not _is_expected(exc):
                 raise
@@ -54,6 +65,19 @@ def model_config(cfg: DictConfig, model_name: str) -> dict:
     if model_name not in cfg.models:
         raise ConfigError(f"unknown model {model_name!r}; configured: {sorted(cfg.models)}")
     return OmegaConf.to_container(cfg.models[model_name], resolve=True)
+
+
+def _usage(func: Callable[..., None], name: str) -> str:
+    """The command line `func(cfg, ...)` takes, from its signature."""
+    words = []
+    for parameter in list(inspect.signature(func).parameters.values())[1:]:
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            words.append(f"[{parameter.name} ...]")
+        elif parameter.default is parameter.empty:
+            words.append(f"<{parameter.name}>")
+        else:
+            words.append(f"[{parameter.name}]")
+    return " ".join(["usage: python -m pipeline.stages." + name, *words, "[key=value ...]"])
 
 
 def _stage_name(func: Callable[..., None]) -> str:

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from pipeline import config, paths
 from pipeline.config import ConfigError
 from pipeline.data.build import build_manifest
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_write_json, atomic_write_text, read_image
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.masks import find_mask, overlap_row, read_gt_mask, score_segmentations
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config.compose(overrides)
         table = compare(cfg)
-    except ConfigError as exc:
+    except (PipelineError, FileNotFoundError) as exc:  # bad config, images or masks
         log.error("%s", exc)
         return 2
     out = paths.REPORTS / "segmentation" / cfg.dataset.name

@@ -22,7 +22,6 @@ members' `cv` outputs (`ensemble.members`, `weights`, `top_k`).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -36,7 +35,14 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate.metrics import headline
-from pipeline.io import atomic_write_json, atomic_write_text, file_digest
+from pipeline.io import (
+    MalformedFileError,
+    atomic_write_json,
+    atomic_write_text,
+    file_digest,
+    read_json,
+    read_yaml,
+)
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
 from pipeline.report.table import format_ci
 from pipeline.stages.common import log, model_config, stage
@@ -86,7 +92,7 @@ def committed_grouped_cv(
     stage_name = f"cv@{model_name}"
     if not lock.exists():
         return None, f"no {lock}"
-    entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage_name)
+    entry = (read_yaml(lock).get("stages") or {}).get(stage_name)
     if entry is None:
         return None, f"{lock} has no {stage_name}"
     declared = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]["cv"]["params"]
@@ -100,7 +106,7 @@ def committed_grouped_cv(
     recorded_md5 = outs.get(metrics_file.as_posix())
     if not metrics_file.exists() or recorded_md5 != file_digest(metrics_file, "md5"):
         return None, f"{metrics_file} is not the output {lock} records for {stage_name}"
-    summary = json.loads(metrics_file.read_text())
+    summary = read_json(metrics_file)
     if summary.get("selection") != "fixed":
         return None, f"{metrics_file} chose inside the folds (nested); this comparison does not"
     predictions = paths.cv_predictions(cfg.dataset.name, model_name)
@@ -244,10 +250,12 @@ def run(cfg: DictConfig, *model_names: str) -> None:
     frame = manifest.read(paths.cropped(dataset) / "manifest.csv") if trains else None
     out = protocol_path(dataset)
     record = (
-        json.loads(out.with_suffix(".json").read_text())
+        read_json(out.with_suffix(".json"))
         if out.with_suffix(".json").exists()
         else {"dataset": dataset, "models": {}}
     )
+    if not isinstance(record.get("models"), dict):  # checked before hours of training
+        raise MalformedFileError(f"{out.with_suffix('.json')}: no 'models' table")
     for name in model_names:
         started = time.monotonic()
         if name == ENSEMBLE:

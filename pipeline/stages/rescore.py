@@ -17,7 +17,6 @@ Not a DVC stage: it re-derives figures of a finished run; `dvc repro` re-runs `e
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -26,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from pipeline import config, paths, tracking
+from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import compute_metrics
-from pipeline.io import atomic_write_json, file_digest
+from pipeline.io import atomic_write_json, file_digest, read_json, read_yaml
 from pipeline.labels import y_true
 
 log = logging.getLogger(__name__)
 
 
-class RescoreError(ValueError):
+class RescoreError(PipelineError, ValueError):
     """A snapshot whose predictions cannot be proven to be the run's."""
 
 
@@ -64,7 +63,7 @@ def _locked_md5(lock: dict) -> dict[str, str]:
 def run_params(snapshot: Path) -> dict[str, Any]:
     """What the run scored with, from its own params (not validated against today's schema:
     an older run's params may lack keys added since)."""
-    params = yaml.safe_load((snapshot / "params.yaml").read_text()) or {}
+    params = read_yaml(snapshot / "params.yaml")
     wanted = {
         "dataset": ("dataset", "name"),
         "seed": ("seed",),
@@ -86,7 +85,7 @@ def run_params(snapshot: Path) -> dict[str, Any]:
 def scored_files(snapshot: Path, root: Path) -> list[Scored]:
     """The run's test-split and cross-dataset metrics files and the predictions behind them."""
     dataset = run_params(snapshot)["dataset"]
-    lock = yaml.safe_load((snapshot / "dvc.lock").read_text()) or {}
+    lock = read_yaml(snapshot / "dvc.lock")
     locked = _locked_md5(lock)
     found = []
     for as_written in sorted((snapshot / "metrics").glob("*.json")):
@@ -108,6 +107,11 @@ def scored_files(snapshot: Path, root: Path) -> list[Scored]:
             published = paths.cross_dir(dataset) / target / as_written.name
             scored = Scored(table.relative_to(root), md5, as_written.stem, as_written, published)
             found.append(scored)
+    if not found:
+        raise RescoreError(
+            f"{snapshot}: no test-split or cross-dataset metrics whose predictions its dvc.lock "
+            "records (a CV snapshot's figures are recomputed by its cv stage, not rescored)"
+        )
     return found
 
 
@@ -121,8 +125,13 @@ def rescored_metrics(snapshot: Path, root: Path | None = None) -> dict[Path, dic
 def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, dict]]]:
     """The run's lock as a `rescored` record names it (relative to `root`), and (published
     path, the run's own content, today's content) of every scored file."""
-    snapshot = snapshot if snapshot.is_absolute() else root / snapshot
-    run = str(snapshot.relative_to(root) / "dvc.lock")
+    snapshot = (snapshot if snapshot.is_absolute() else root / snapshot).resolve()
+    if not snapshot.is_relative_to(root.resolve()):
+        raise RescoreError(
+            f"{snapshot}: not in this workspace ({root}); rescore a snapshot of this clone's "
+            f"{paths.REPORTS / 'experiments'}, whose predictions it reads"
+        )
+    run = str(snapshot.relative_to(root.resolve()) / "dvc.lock")
     params = run_params(snapshot)
     revision = tracking.code_and_machine()["git_revision"]
     results, tables = [], {}  # a cross-dataset table holds every model's column: read it once
@@ -143,7 +152,7 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
             seed=params["seed"],
             collapse_share=params["collapse_share"],
         )
-        original = json.loads(item.as_written.read_text())
+        original = read_json(item.as_written)
         replaced = {k: original.get(k) for k, v in fresh.items() if original.get(k) != v}
         content = {**original, **fresh}
         if replaced:
@@ -169,7 +178,7 @@ def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
     written = []
     for published, original, content in results:
         target = root / published
-        current = json.loads(target.read_text()) if target.exists() else None
+        current = read_json(target) if target.exists() else None
         if figures(current) == figures(content):
             continue
         rescored_from = ((current or {}).get("rescored") or {}).get("run")
@@ -200,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         written = rescore(args.snapshot)
-    except (FileNotFoundError, RescoreError) as exc:
+    except (FileNotFoundError, PipelineError) as exc:
         print(f"rescore: {exc}", file=sys.stderr)
         return 2
     listing = "".join(f"\n  {path}" for path in written)

@@ -1,4 +1,4 @@
-"""`python -m pipeline.stages.snapshot <name> [--dataset <name>]`: freeze a published experiment.
+"""`python -m pipeline.stages.snapshot <name> [--force]`: freeze a published experiment.
 
 Copies what a reader needs to trust a figure into `reports/experiments/<name>/`: the composed
 `params.yaml` and the `dvc.lock` that produced the outputs, the dataset's metrics, CV and
@@ -10,7 +10,8 @@ produce one).
 
 `--stages ingest crop 'cv@*'` freezes a run of some stages only (`dvc exp run ... cv@resnet50`):
 the lock keeps just those stages, and only the report files they wrote are copied, so files
-of an earlier run of other stages cannot pass for this run's.
+of an earlier run of other stages cannot pass for this run's. An existing snapshot is a
+published record: it is replaced only with `--force`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import os
 import shutil
 import sys
@@ -28,9 +30,10 @@ from pathlib import Path
 import yaml
 
 from pipeline import config, paths, tracking
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, read_yaml
 
 EXPERIMENTS = paths.REPORTS / "experiments"
+log = logging.getLogger("pipeline")
 
 
 def _kept_stages(lock: dict, patterns: Sequence[str]) -> dict:
@@ -60,20 +63,23 @@ def _written(root: Path, stages: dict) -> set[Path]:
 
 def snapshot(
     name: str,
-    dataset: str | None = None,
     stages: Sequence[str] | None = None,
     note: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write `reports/experiments/<name>/` atomically; returns it. `stages`: fnmatch patterns
     of the lock's stages to keep (default: all, and the dataset's whole report folders)."""
     root = config.workspace_root()
+    target = root / EXPERIMENTS / config.plain_name(name, "snapshot name")
+    if target.exists() and not force:
+        raise FileExistsError(f"{target}: a published snapshot exists; --force replaces it")
     params = root / config.PARAMS_FILE
     lock = root / "dvc.lock"
     for required in (params, lock):
         if not required.exists():
             raise FileNotFoundError(f"{required}: run `dvc exp run` / `dvc repro` first")
     cfg = config.load(params)
-    dataset = dataset or cfg.dataset.name
+    dataset = cfg.dataset.name
     sources = {
         "metrics": root / paths.METRICS / dataset,
         "cv": root / paths.REPORTS / "cv" / dataset,
@@ -82,13 +88,20 @@ def snapshot(
     if not sources["metrics"].is_dir():
         raise FileNotFoundError(f"{sources['metrics']}: no metrics for dataset {dataset!r}")
     reports = [paths.REPORTS / "table2.md", paths.REPORTS / "table2.csv"]
-    locked = yaml.safe_load(lock.read_text()) or {}
+    locked = read_yaml(lock)
     kept = None
     if stages:
         kept = {**locked, "stages": _kept_stages(locked, stages)}
         written = _written(root, kept["stages"])
-    wall_minutes = tracking.stage_wall_minutes(cfg, dataset, (kept or locked).get("stages") or {})
-    with atomic_path(root / EXPERIMENTS / name) as staged:
+    try:
+        tracking.check_reachable(cfg)  # MLflow's client would retry for minutes
+        wall_minutes = tracking.stage_wall_minutes(
+            cfg, dataset, (kept or locked).get("stages") or {}
+        )
+    except tracking.TrackingUnavailableError as exc:
+        log.warning("no stage wall times in provenance.json: %s", exc)
+        wall_minutes = None
+    with atomic_path(target) as staged:
         staged.mkdir(parents=True)
         shutil.copy2(params, staged / "params.yaml")
         if kept is None:
@@ -122,21 +135,21 @@ def snapshot(
             "note": note,
         }
         (staged / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return root / EXPERIMENTS / name
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="folder name under reports/experiments/")
-    parser.add_argument("--dataset", help="default: params.yaml's dataset.name")
+    parser.add_argument("--force", action="store_true", help="replace an existing snapshot")
     parser.add_argument(
         "--stages", nargs="+", metavar="PATTERN", help="keep only these stages (fnmatch)"
     )
     parser.add_argument("--note", help="what the files cannot say (e.g. shared machine)")
     args = parser.parse_args(argv)
     try:
-        out = snapshot(args.name, args.dataset, args.stages, args.note)
-    except (FileNotFoundError, ValueError) as exc:
+        out = snapshot(args.name, args.stages, args.note, args.force)
+    except (OSError, ValueError) as exc:
         print(f"snapshot: {exc}", file=sys.stderr)
         return 2
     print(f"snapshot: wrote {out}")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -49,7 +51,7 @@ def resolve_device(spec: str | int = "auto") -> DeviceSpec:
         return DeviceSpec(torch.device("cpu"))
     if text == "mps":
         if not _mps_available():
-            raise ValueError("train.device='mps' but Apple MPS is not available")
+            raise ConfigError("train.device='mps' but Apple MPS is not available")
         return DeviceSpec(torch.device("mps"))
     if text == "cuda":
         ids: tuple[int, ...] = (0,)
@@ -58,18 +60,18 @@ def resolve_device(spec: str | int = "auto") -> DeviceSpec:
     elif re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
         ids = tuple(int(part) for part in text.split(","))
     else:
-        raise ValueError(
+        raise ConfigError(
             f"train.device={spec!r}: expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'"
         )
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     missing = [i for i in ids if i >= available]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"train.device={spec!r}: CUDA device(s) {missing} not available "
             f"({available} CUDA device(s) visible)"
         )
     if len(set(ids)) != len(ids):
-        raise ValueError(f"train.device={spec!r}: repeated GPU id")
+        raise ConfigError(f"train.device={spec!r}: repeated GPU id")
     return DeviceSpec(torch.device("cuda", ids[0]), ids)
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from pipeline.config import MONITORS
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.train import distributed
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
-MONITORS = {"val_accuracy": max, "val_loss": min}
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, compose
 from pipeline.io import BadInputError, read_image
 from pipeline.models import MissingWeightsError, build_model, load_model
 from pipeline.train import loop
@@ -32,9 +35,17 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy"}
 
 
+@functools.cache
+def documented_config(name: str) -> dict[str, Any]:
+    """`conf/model/<name>.yaml` as Hydra composes it (with its `defaults`), opted in if need be."""
+    in_default = (CONF / f"{name}.yaml").exists() and name in compose().models
+    cfg = compose([] if in_default else [f"+model@models.{name}={name}"])
+    return OmegaConf.to_container(cfg.models[name], resolve=True)
+
+
 def model_config(name: str, **changes: Any) -> dict[str, Any]:
     """The documented config of `name` with the tiny test overrides merged in."""
-    config = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    config = copy.deepcopy(documented_config(name))
     for key, value in {**OVERRIDES[name], **changes}.items():
         config[key] = {**(config[key] or {}), **value} if isinstance(value, dict) else value
     return config

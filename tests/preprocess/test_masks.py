@@ -67,6 +67,18 @@ def test_bad_masks_name_the_file(tmp_path: Path) -> None:
         read_gt_mask(photo, (40, 40))
 
 
+def test_a_mask_of_another_aspect_ratio_is_refused_not_stretched(tmp_path: Path) -> None:
+    path = tmp_path / "Im001_1.tif"
+    write_colour_mask(path, side=257)
+    cropped = cv2.imread(str(path))[:, :86]  # a third of its width
+    cv2.imwrite(str(path), cropped)
+    with pytest.raises(MaskError, match=r"Im001_1.tif: a 86x257 mask cannot be a rescaled 103x103"):
+        read_gt_mask(path, (103, 103))
+    write_colour_mask(path, side=257)  # the 0.4-scale ALL-IDB2 image: 257 px -> 103 px
+    assert read_gt_mask(path, (103, 103))[0].shape == (103, 103)
+    assert read_gt_mask(path, (102, 103))[0].shape == (102, 103)  # a rounding pixel is fine
+
+
 def test_find_mask_any_suffix(tmp_path: Path) -> None:
     write_colour_mask(tmp_path / "Im003_1.tif")
     write_colour_mask(tmp_path / "Im005_1.PNG")

@@ -266,6 +266,35 @@ def test_a_bad_ensemble_override_is_refused_by_name(two_settings, capsys, overri
     assert not (root / "reports").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["crop", "bbox:runs/bbox,", "fraction:runs/frac"], "an empty snapshot name"),
+        (["", "bbox:runs/bbox", "fraction:runs/frac"], "output name '' names a folder"),
+        (["../../out", "bbox:runs/bbox", "fraction:runs/frac"], "names a folder"),
+        (
+            ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--ensemble", "top_k=2"],
+            "`ensemble` is not in --models",
+        ),
+    ],
+)
+def test_bad_names_and_a_stray_ensemble_option_are_refused(two_settings, capsys, args, message):
+    root, _, _ = two_settings
+    assert choose_upstream.main([*args, "--models", "svm_hog"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "choose_upstream: choose_upstream" not in err
+    assert not (root / "reports").exists() and not (root.parent / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["stages: [unclosed\n", "- a list\n"])
+def test_a_damaged_snapshot_lock_is_named(two_settings, capsys, damage):
+    root, _, _ = two_settings
+    (root / "runs/frac/dvc.lock").write_text(damage)
+    args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog"]
+    assert choose_upstream.main(args) == 2
+    assert "runs/frac/dvc.lock: " in capsys.readouterr().err
+
+
 def test_an_ensemble_without_its_members_is_refused(two_settings, capsys):
     args = ["crop", "bbox:runs/bbox", "fraction:runs/frac", "--models", "svm_hog", "ensemble"]
     assert choose_upstream.main(args) == 2

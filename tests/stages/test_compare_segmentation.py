@@ -24,3 +24,20 @@ def test_every_variant_is_scored_against_the_masks(tmp_path: Path, monkeypatch, 
         assert table["cell_dice_mean"].between(0, 1).all()
         assert compare_segmentation.main([*TINY_OVERRIDES, "dataset.masks=null"]) == 2
     assert "dataset.masks" in caplog.text
+
+
+def test_a_bad_mask_or_dataset_ends_with_its_message_not_a_traceback(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    root = make_workspace(tmp_path / "ws")
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    assert run_stage(root, "generate_demo") == 0
+    with contextlib.chdir(root):
+        masks = Path("artifacts/demo/smear_masks")
+        damaged = sorted(masks.glob("*.png"))[0]
+        damaged.write_bytes(b"not a mask")
+        assert compare_segmentation.main(list(TINY_OVERRIDES)) == 2
+        assert f"{damaged.name}: not a readable mask image" in caplog.text
+        assert compare_segmentation.main([*TINY_OVERRIDES, "dataset.root=nowhere"]) == 2
+        assert "nowhere" in caplog.text and "Traceback" not in caplog.text
+        assert not Path("reports/segmentation").exists()

@@ -278,6 +278,17 @@ def test_the_ensemble_averages_its_members_kept_predictions_on_each_side(members
     assert "ensemble" in set(pd.read_csv(out.with_suffix(".csv"))["model"])
 
 
+@pytest.mark.parametrize("damage", ["{not json", '{"dataset": "synthetic"}'])
+def test_a_damaged_protocol_record_is_named_before_anything_runs(members_compared, capsys, damage):
+    root, _ = members_compared
+    record = (root / protocol.protocol_path("synthetic")).with_suffix(".json")
+    record.write_text(damage)
+    assert run_stage(root, "protocol", "ensemble") == 1
+    err = capsys.readouterr().err
+    assert f"{record.name}: " in err and "Traceback" not in err
+    assert record.read_text() == damage
+
+
 def test_the_ensemble_names_a_member_without_kept_predictions(members_compared, capsys):
     root, members = members_compared
     (root / protocol.predictions_path("synthetic", members[1], "none")).unlink()

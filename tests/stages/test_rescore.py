@@ -96,6 +96,27 @@ def test_a_missing_param_is_named(tmp_path):
         rescore.rescore(snapshot, tmp_path)
 
 
+def test_what_rescore_cannot_do_is_said_with_exit_2(tmp_path, capsys, monkeypatch):
+    snapshot = make_run(tmp_path / "ws")
+    monkeypatch.chdir(tmp_path / "ws")
+    (tmp_path / "ws" / "dvc.yaml").write_text("stages: {}\n")
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    (elsewhere / "run").symlink_to(snapshot)
+    assert rescore.main([str(elsewhere / "run")]) == 0  # a link into this workspace is fine
+    capsys.readouterr()
+    outside = tmp_path / "outside"
+    (outside / "run").mkdir(parents=True)
+    assert rescore.main([str(outside / "run")]) == 2
+    assert "not in this workspace" in capsys.readouterr().err
+    (snapshot / "dvc.lock").write_text(yaml.safe_dump({"stages": {}}))
+    assert rescore.main([str(snapshot)]) == 2
+    assert "no test-split or cross-dataset metrics" in capsys.readouterr().err
+    (snapshot / "dvc.lock").write_text("stages: [unclosed\n")
+    assert rescore.main([str(snapshot)]) == 2
+    assert "dvc.lock: not valid YAML" in capsys.readouterr().err
+
+
 def committed_runs() -> list[Path]:
     """Snapshots whose test predictions are the workspace's (the lock proves them): the runs
     whose figures `reports/metrics/` publishes. A rerun's snapshot (its own predictions, not

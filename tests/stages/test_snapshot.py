@@ -33,6 +33,32 @@ def test_snapshot_copies_params_lock_and_metrics(tmp_path: Path, capsys) -> None
         assert json.loads((out / "metrics" / "svm_hog.json").read_text()) == {"accuracy": 0.7}
         provenance = json.loads((out / "provenance.json").read_text())
         assert provenance["dataset"] == "synthetic" and provenance["experiment"] == "first"
+        # a published snapshot is replaced only when asked; a name is one folder, never a path
+        assert snapshot.main(["first"]) == 2
+        assert "a published snapshot exists; --force replaces it" in capsys.readouterr().err
+        (metrics / "svm_hog.json").write_text('{"accuracy": 0.8}')
+        assert snapshot.main(["first", "--force"]) == 0
+        assert json.loads((out / "metrics" / "svm_hog.json").read_text()) == {"accuracy": 0.8}
+        for bad in ("", ".", "../escaped", "a/b"):
+            assert snapshot.main([bad]) == 2
+            assert "names a folder" in capsys.readouterr().err
+        assert sorted(p.name for p in Path("reports/experiments").iterdir()) == ["first"]
+        assert not Path("reports/escaped").exists()
+
+
+def test_a_snapshot_does_not_wait_for_an_unreachable_tracking_server(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    root = make_workspace(tmp_path / "ws")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    with contextlib.chdir(root):
+        Path("dvc.lock").write_text("schema: '2.0'\n")
+        Path("reports/metrics/synthetic").mkdir(parents=True)
+        (Path("reports/metrics/synthetic") / "svm_hog.json").write_text('{"accuracy": 0.7}')
+        assert snapshot.main(["offline"]) == 0
+    provenance = json.loads((root / "reports/experiments/offline/provenance.json").read_text())
+    assert provenance["wall_minutes"] is None
 
 
 def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
