@@ -38,6 +38,7 @@ PLAIN_NAME_RULE = "use letters, digits, '_', '.' or '-' (no '/', no spaces, no l
 CROP_RULES = ("bbox", "fraction")
 AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
 SPLITS = ("train", "val", "test")
+STRATEGIES = ("auto", "ddp")
 
 
 class ConfigError(PipelineError, ValueError):
@@ -141,6 +142,13 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
+        if "@" in key or key.startswith("~"):
+            raise ConfigError(
+                f"override {item!r} changes the composition (a group or package): "
+                f"`python -m pipeline.config write {item}` (or `dvc exp run -S {item}`), "
+                "then run the stage"
+            )
+        key = key.lstrip("+")  # Hydra's "add a key": params.yaml takes any key the schema knows
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -295,13 +303,30 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     bad_ops = sorted(set(cfg.augment.ops) - set(AUGMENT_OPS))
     check(not bad_ops, "augment.ops", f"unknown ops {bad_ops}; allowed {AUGMENT_OPS}")
     check(cfg.augment.multiplier >= 1, "augment.multiplier", "must be >= 1")
+    distinct = 1 + len(set(cfg.augment.ops))  # the original and one copy per op
+    check(
+        cfg.augment.multiplier <= distinct,
+        "augment.multiplier",
+        f"at most {distinct} (the original and one copy per op in augment.ops); "
+        "more would repeat byte-identical copies",
+    )
     bad_splits = sorted(set(cfg.augment.splits) - set(SPLITS))
     check(not bad_splits, "augment.splits", f"unknown splits {bad_splits}")
     check(0 < cfg.evaluate.confidence < 1, "evaluate.confidence", "must be in (0, 1)")
+    check(cfg.evaluate.bootstrap_samples >= 1, "evaluate.bootstrap_samples", "must be >= 1")
     check(cfg.evaluate.explain_samples >= 0, "evaluate.explain_samples", "must be >= 0")
     check(0 <= cfg.evaluate.collapse_share < 0.5, "evaluate.collapse_share", "must be in [0, 0.5)")
     threads = cfg.train.threads
     check(threads is None or threads >= 1, "train.threads", "must be null or >= 1")
+    train = cfg.train
+    check(train.num_workers >= 0, "train.num_workers", "must be >= 0 (0 = load in the process)")
+    check(train.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+    check(train.strategy in STRATEGIES, "train.strategy", f"{train.strategy!r} not in {STRATEGIES}")
+    check(train.processes >= 1, "train.processes", "must be >= 1")
+    probe = cfg.probe
+    check(probe.folds >= 2, "probe.folds", "must be >= 2")
+    check(probe.repeats >= 1, "probe.repeats", "must be >= 1")
+    check(probe.bins >= 1, "probe.bins", "must be >= 1")
     device = str(cfg.train.device).strip().lower()
     check(
         DEVICE_SPEC.fullmatch(device) is not None,

@@ -18,19 +18,20 @@ from omegaconf import OmegaConf
 from pipeline.io import ImageReadError, read_cell_image, read_json
 from pipeline.labels import label_of
 from pipeline.models.base import Classifier, load_model
+from pipeline.paths import PREPROCESS_CARD
 from pipeline.preprocess.crop import crop_and_resize
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 
-PREPROCESS_CARD = "preprocess.json"
 
-
-def save_preprocessing(directory: Path, cfg) -> None:
-    """Store with the model exactly how its training images were prepared."""
+def save_preprocessing(directory: Path, cfg, data_digest: str) -> None:
+    """Store with the model exactly how its training images were prepared, and the digest of
+    the prepared dataset's manifest it trained on (evaluate refuses another split)."""
     card = {
         "segment": bool(cfg.dataset.segment) and cfg.segment.method != "none",
         "segment_config": OmegaConf.to_container(cfg.segment, resolve=True),
         "crop_config": OmegaConf.to_container(cfg.crop, resolve=True),
         "dataset": cfg.dataset.name,
+        "data_digest": data_digest,
     }
     (Path(directory) / PREPROCESS_CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
 

@@ -16,6 +16,7 @@ MODELS = Path("models")
 REPORTS = Path("reports")
 METRICS = REPORTS / "metrics"
 PLOTS = REPORTS / "plots"
+PREPROCESS_CARD = "preprocess.json"  # in a model folder: how its images were prepared
 
 
 def dataset_dir(dataset: str) -> Path:

@@ -491,7 +491,15 @@ def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_diges
     _active_run_id()
     if not metrics_path.is_file():
         return False
-    metrics = json.loads(metrics_path.read_text())
+    from pipeline.io import MalformedFileError, read_json
+
+    try:
+        metrics = read_json(metrics_path)
+    except MalformedFileError as exc:  # the model is saved: an old report file must not fail it
+        log.warning("%s; its test metrics are not reused", exc)
+        return False
+    if not isinstance(metrics, dict):
+        return False
     if (metrics.get("model_digest"), metrics.get("data_digest")) != (model_digest, data_digest):
         return False
     log_test_metrics(metrics)

@@ -83,6 +83,15 @@ def test_a_broken_params_file_or_override_value_is_named(tmp_path):
         load(params)
 
 
+def test_a_stage_takes_hydras_plus_syntax_and_names_a_composition_change(tmp_path):
+    from pipeline.config import load, write_params
+
+    params = write_params(tmp_path / "params.yaml")
+    assert load(params, ["+split.tolerance=0.3"]).split.tolerance == 0.3
+    with pytest.raises(ConfigError, match="changes the composition .*pipeline.config write"):
+        load(params, ["+model@models.cell_features_rf=cell_features_rf"])
+
+
 def test_unknown_override_fails_in_hydra():
     with pytest.raises(ConfigError, match="nonexistent"):
         compose(["crop.nonexistent=1"])
@@ -110,6 +119,14 @@ def test_unknown_override_fails_in_hydra():
         ("models.resnet50.lr=true", "models.resnet50.lr: must be a number"),
         ("cv.folds=1", "cv.folds: must be 0"),
         ("cv.repeats=0", "cv.repeats: must be >= 1"),
+        ("evaluate.bootstrap_samples=0", "evaluate.bootstrap_samples: must be >= 1"),
+        ("train.num_workers=-1", "train.num_workers: must be >= 0"),
+        ("train.early_stopping_patience=-1", "train.early_stopping_patience: must be >= 0"),
+        ("train.strategy=foo", "train.strategy: 'foo' not in"),
+        ("train.processes=0", "train.processes: must be >= 1"),
+        ("probe.folds=1", "probe.folds: must be >= 2"),
+        ("probe.bins=0", "probe.bins: must be >= 1"),
+        ("augment.multiplier=8", "augment.multiplier: at most 6"),
         ("dataset.name='my data'", "dataset.name"),
     ],
 )

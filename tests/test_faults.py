@@ -187,6 +187,27 @@ def test_a_group_choice_on_a_stage_says_how_to_choose_it(workspace, capsys):
     assert "python -m pipeline.config write dataset=all_idb2" in err and one_line(err)
 
 
+def test_evaluate_refuses_a_model_trained_on_another_split(workspace, capsys):
+    """A stage run by hand after a re-split: the test split may hold the model's training cells."""
+    prepared = workspace / paths.prepared("synthetic") / "manifest.csv"
+    prepared.write_text(prepared.read_text() + "\n")  # any other version of the manifest
+    err = fails_cleanly(workspace, capsys, "evaluate", "svm_hog")
+    assert "was trained on another version of" in err and "retrain it" in err and one_line(err)
+
+
+def test_a_corrupt_model_file_or_metrics_file_is_named(workspace, capsys):
+    model = workspace / paths.model_dir("synthetic", "svm_hog")
+    weights = next(p for p in model.iterdir() if p.suffix == ".joblib")
+    weights.write_bytes(weights.read_bytes()[:100])
+    err = fails_cleanly(workspace, capsys, "evaluate", "svm_hog")
+    assert f"{model.relative_to(workspace)}: its weights cannot be loaded" in err
+    metrics = workspace / paths.metrics("synthetic", "svm_hog")
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text("<<<<<<< HEAD\n{}")  # a merge conflict in a committed metrics file
+    err = fails_cleanly(workspace, capsys, "report")
+    assert "svm_hog.json: not valid JSON" in err
+
+
 def test_every_user_facing_error_derives_from_one_base():
     from pipeline.config import ConfigError
     from pipeline.errors import PipelineError

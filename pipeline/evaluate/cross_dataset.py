@@ -16,9 +16,10 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.config import ConfigError, compose, conf_dir
-from pipeline.inference import PREPROCESS_CARD, Predictor
+from pipeline.inference import Predictor
 from pipeline.io import read_image
 from pipeline.models.base import load_model
+from pipeline.paths import PREPROCESS_CARD
 
 
 def target_dataset(name: str, roots: Mapping[str, str] | None = None) -> DictConfig:

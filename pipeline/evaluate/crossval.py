@@ -475,12 +475,12 @@ def ensemble_cv(
     for name in names[1:]:
         other = members[name].sort_values(keys).reset_index(drop=True)
         if not other[keys].equals(base[keys]):
-            raise ValueError(
+            raise ConfigError(
                 f"ensemble: {name}'s CV predictions are not on the same folds as {names[0]}'s "
                 "(re-run their cv stages with the same cv, split and seed settings)"
             )
     if top_k is not None and "val" not in set(base["part"]):
-        raise ValueError(
+        raise ConfigError(
             "ensemble.top_k needs the members' validation rows: re-run their cv stages"
         )
     stacked = np.stack(

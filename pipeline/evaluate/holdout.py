@@ -6,7 +6,6 @@ computed, written and logged the same way.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -18,10 +17,18 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline import manifest, paths, tracking
+from pipeline.errors import PipelineError
 from pipeline.evaluate.explain import write_overlays
 from pipeline.evaluate.metrics import collapse_warning, compute_metrics
 from pipeline.evaluate.plots import write_plot_data
-from pipeline.io import atomic_path, atomic_write_json, file_digest, folder_digest, read_image
+from pipeline.io import (
+    atomic_path,
+    atomic_write_json,
+    file_digest,
+    folder_digest,
+    read_image,
+    read_json,
+)
 from pipeline.labels import y_true
 from pipeline.models.base import Classifier, load_model
 
@@ -48,6 +55,20 @@ def log_gradcam(model: Classifier, frame: pd.DataFrame, n: int, seed: int) -> No
         tracking.log_artifacts([folder])
 
 
+def require_trained_on(model_dir: Path, manifest_path: Path) -> None:
+    """Refuse to score a model on a dataset re-split or re-augmented since it trained: its test
+    split may hold the model's own training images. (`dvc repro` retrains it first; a stage run
+    by hand does not.)"""
+    card = model_dir / paths.PREPROCESS_CARD
+    trained_on = read_json(card).get("data_digest") if card.is_file() else None
+    if trained_on is not None and trained_on != file_digest(manifest_path):
+        raise PipelineError(
+            f"{model_dir} was trained on another version of {manifest_path} (digest "
+            f"{trained_on[:12]}, now {file_digest(manifest_path)[:12]}): its test split may hold "
+            "the model's training images; retrain it (`dvc repro` does)"
+        )
+
+
 def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     """Score `models/<dataset>/<model_name>` on the test split; write its metrics and plot data
     and log them to the MLflow run that trained the model (the newest run tagged with the model
@@ -59,6 +80,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     model_dir = paths.model_dir(dataset, model_name)
     model = load_model(model_dir)
     manifest_path = paths.prepared(dataset) / "manifest.csv"
+    require_trained_on(model_dir, manifest_path)
     table = manifest.read(manifest_path)
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = y_true(test["label"])
@@ -72,7 +94,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
         seed=cfg.seed,
         collapse_share=cfg.evaluate.collapse_share,
     )
-    history = json.loads((model_dir / "history.json").read_text())
+    history = read_json(model_dir / "history.json")
     plot_dir = paths.plots(dataset, model_name)
     with atomic_path(plot_dir) as staged:
         written = write_plot_data(staged, labels, p_all, history)

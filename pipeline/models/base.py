@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ConfigError
-from pipeline.io import read_json
+from pipeline.errors import PipelineError
+from pipeline.io import MalformedFileError, read_json
 from pipeline.train.context import TrainContext
 
 if TYPE_CHECKING:  # base stays importable without torch (HOG+SVM, tracking)
@@ -124,9 +125,19 @@ def load_model(directory: Path | str) -> Classifier:
     if not card_path.exists():
         raise FileNotFoundError(f"{directory}: no {MODEL_CARD}; not a saved model folder")
     card = read_json(card_path)
+    if not isinstance(card, dict) or not isinstance(card.get("config"), dict):
+        raise MalformedFileError(f"{card_path}: not a model card (no 'config' section)")
     model = build_model(card["config"])
     model.image_size = card.get("image_size")
-    model._load_weights(directory)
+    try:
+        model._load_weights(directory)
+    except PipelineError:
+        raise
+    except Exception as exc:  # torch, joblib and pickle each fail their own way on a bad file
+        raise MalformedFileError(
+            f"{directory}: its weights cannot be loaded ({type(exc).__name__}: {exc}); "
+            "retrain it (`dvc repro`) or fetch it again (`dvc pull`)"
+        ) from exc
     return model
 
 

@@ -66,7 +66,8 @@ def hold_out(
     fractions = [1 - fraction, fraction]
     k = max(2, int(round(1 / fraction)))
     parts = np.zeros(len(frame), dtype=int)
-    if k <= frame["label"].value_counts().max():  # else scikit-learn refuses k folds outright
+    # else scikit-learn refuses k folds outright; the search below says what is missing
+    if k <= frame["label"].value_counts().max() and k <= groups.nunique():
         _, held = next(_sgkf(frame, groups, k, seed))
         parts[held] = 1
     if not _acceptable(frame, parts, fractions, tolerance):

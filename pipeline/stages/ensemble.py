@@ -24,9 +24,9 @@ import pandas as pd
 
 from pipeline import paths, tracking
 from pipeline.evaluate import crossval
-from pipeline.evaluate.holdout import evaluate_model
+from pipeline.evaluate.holdout import evaluate_model, require_trained_on
 from pipeline.inference import save_preprocessing
-from pipeline.io import atomic_path, file_digest, folder_digest
+from pipeline.io import atomic_path, file_digest, folder_digest, read_json
 from pipeline.models import EnsembleClassifier, load_model
 from pipeline.stages.common import log, stage
 from pipeline.stages.ensemble_member import recorded_folder
@@ -44,7 +44,7 @@ def check_records(dataset: str, members: list[str], part: str) -> None:
         if not record_path.exists():
             stale.append(f"{member}: no record {record_path}")
             continue
-        record = json.loads(record_path.read_text())
+        record = read_json(record_path)
         if record["digest"] != folder_digest(recorded_folder(dataset, member, part)):
             stale.append(f"{member}: its outputs changed since {record_path} was written")
     if stale:
@@ -56,10 +56,12 @@ def check_records(dataset: str, members: list[str], part: str) -> None:
 
 def single_split(cfg, members: list[str]) -> None:
     dataset = cfg.dataset.name
+    for name in members:  # the ensemble is scored on today's split: so were its members
+        require_trained_on(paths.model_dir(dataset, name), paths.prepared(dataset) / "manifest.csv")
     models = {name: load_model(paths.model_dir(dataset, name)) for name in members}
     kept_rows = {
         name: selected_epoch(
-            json.loads((paths.model_dir(dataset, name) / "history.json").read_text()),
+            read_json(paths.model_dir(dataset, name) / "history.json"),
             cfg.train.monitor,
         )
         for name in members
@@ -81,7 +83,7 @@ def single_split(cfg, members: list[str]) -> None:
     with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, dataset_hash=data_hash):
         with atomic_path(final) as staged:
             ensemble.save(staged)
-            save_preprocessing(staged, cfg)
+            save_preprocessing(staged, cfg, data_hash)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
             digest = folder_digest(staged)
         tracking.set_tags(

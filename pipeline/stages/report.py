@@ -3,7 +3,6 @@ beside the paper's figures, the other result sections, loud warnings (collapsed 
 shortcuts, the image-level protocol), and the champion per dataset registered in MLflow (by
 validation score)."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 
 from pipeline import paths, tracking
 from pipeline.evaluate.probes import warning_lines
+from pipeline.io import MalformedFileError, read_json
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
 from pipeline.report import sections
 from pipeline.report.table import build_table, write_report
@@ -23,9 +23,16 @@ DATASET_FILES = ("segmentation", "shortcut", "split")
 def _read(pattern: str) -> dict[tuple[str, ...], dict]:
     """Metrics files matching `pattern` under reports/metrics, keyed by their path parts."""
     return {
-        path.relative_to(paths.METRICS).with_suffix("").parts: json.loads(path.read_text())
+        path.relative_to(paths.METRICS).with_suffix("").parts: _metrics_file(path)
         for path in sorted(paths.METRICS.glob(pattern))
     }
+
+
+def _metrics_file(path: Path) -> dict:
+    content = read_json(path)
+    if not isinstance(content, dict):
+        raise MalformedFileError(f"{path}: expected a JSON object of metrics")
+    return content
 
 
 def collect_metrics() -> dict[tuple[str, str], dict]:

@@ -54,7 +54,7 @@ def run(cfg, model_name: str) -> None:
         final = paths.model_dir(dataset, model_name)
         with atomic_path(final) as staged:
             classifier.save(staged)
-            save_preprocessing(staged, cfg)
+            save_preprocessing(staged, cfg, data_hash)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
             digest = folder_digest(staged)
         tracking.set_tags({tracking.MODEL_DIGEST_TAG: digest})

@@ -19,10 +19,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline.config import ConfigError
+from pipeline.config import STRATEGIES, ConfigError
 from pipeline.train.device import DeviceSpec
 
-STRATEGIES = ("auto", "ddp")
 MASTER = "127.0.0.1"
 
 

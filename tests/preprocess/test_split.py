@@ -168,3 +168,14 @@ def test_a_held_out_share_finer_than_the_classes_still_holds_both():
     held = hold_out(data, data["group"], 1 / 9, seed=3, tolerance=0.25, what="the validation part")
     assert set(data.loc[held, "label"]) == {"all", "hem"}
     assert held.sum() < 8
+
+
+def test_fewer_subjects_than_a_hold_out_needs_folds_is_a_split_or_one_clear_error():
+    """1/10 held out asks scikit-learn for 10 grouped folds: with 8 subjects it refuses ("n_splits
+    greater than the number of groups"); the search splits them, or names the short class."""
+    data = frame(n_subjects=8, per_subject=6)
+    held = hold_out(data, data["group"], 0.1, seed=0, tolerance=0.25, what="the test split")
+    assert set(data.loc[held, "label"]) == {"all", "hem"}
+    tiny = frame(n_subjects=4, per_subject=6)  # 2 subjects a class: too few for 3 parts
+    with pytest.raises(ConfigError, match=r"class '(all|hem)' has 1 subject"):
+        assign_splits(tiny, SPLIT, seed=0)
