@@ -55,16 +55,16 @@ def log_gradcam(model: Classifier, frame: pd.DataFrame, n: int, seed: int) -> No
         tracking.log_artifacts([folder])
 
 
-def require_trained_on(model_dir: Path, manifest_path: Path) -> None:
-    """Refuse to score a model on a dataset re-split or re-augmented since it trained: its test
-    split may hold the model's own training images. (`dvc repro` retrains it first; a stage run
-    by hand does not.)"""
+def require_trained_on(model_dir: Path, manifest_path: Path, data_digest: str) -> None:
+    """Refuse to score a model on a dataset re-split or re-augmented since it trained (today's
+    `manifest_path` has `data_digest`): its test split may hold the model's own training
+    images. (`dvc repro` retrains it first; a stage run by hand does not.)"""
     card = model_dir / paths.PREPROCESS_CARD
     trained_on = read_json(card).get("data_digest") if card.is_file() else None
-    if trained_on is not None and trained_on != file_digest(manifest_path):
+    if trained_on is not None and trained_on != data_digest:
         raise PipelineError(
             f"{model_dir} was trained on another version of {manifest_path} (digest "
-            f"{trained_on[:12]}, now {file_digest(manifest_path)[:12]}): its test split may hold "
+            f"{trained_on[:12]}, now {data_digest[:12]}): its test split may hold "
             "the model's training images; retrain it (`dvc repro` does)"
         )
 
@@ -78,9 +78,10 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     dataset = cfg.dataset.name
     started = time.perf_counter()
     model_dir = paths.model_dir(dataset, model_name)
-    model = load_model(model_dir)
     manifest_path = paths.prepared(dataset) / "manifest.csv"
-    require_trained_on(model_dir, manifest_path)
+    data_digest = file_digest(manifest_path)
+    require_trained_on(model_dir, manifest_path, data_digest)
+    model = load_model(model_dir)
     table = manifest.read(manifest_path)
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = y_true(test["label"])
@@ -101,7 +102,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
         # no `source`: absolute paths would make this committed file differ between clones
         test[PREDICTION_COLUMNS].assign(p_all=p_all).to_csv(staged / "predictions.csv", index=False)
     digest = folder_digest(model_dir)
-    metrics.update(model_digest=digest, data_digest=file_digest(manifest_path))
+    metrics.update(model_digest=digest, data_digest=data_digest)
     atomic_write_json(paths.metrics(dataset, model_name), metrics)
     if metrics["collapsed"]:
         log.warning(collapse_warning(model_name, metrics))

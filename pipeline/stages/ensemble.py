@@ -56,8 +56,10 @@ def check_records(dataset: str, members: list[str], part: str) -> None:
 
 def single_split(cfg, members: list[str]) -> None:
     dataset = cfg.dataset.name
+    data_dir = paths.prepared(dataset)
+    data_hash = file_digest(data_dir / "manifest.csv")
     for name in members:  # the ensemble is scored on today's split: so were its members
-        require_trained_on(paths.model_dir(dataset, name), paths.prepared(dataset) / "manifest.csv")
+        require_trained_on(paths.model_dir(dataset, name), data_dir / "manifest.csv", data_hash)
     models = {name: load_model(paths.model_dir(dataset, name)) for name in members}
     kept_rows = {
         name: selected_epoch(
@@ -75,11 +77,9 @@ def single_split(cfg, members: list[str]) -> None:
     ensemble = EnsembleClassifier.assemble(
         [models[name] for name in chosen], weights, image_size=int(cfg.crop.size)
     )
-    data_dir = paths.prepared(dataset)
     started = time.perf_counter()
     history = [ensemble.score_split(data_dir, "val")]
     final = paths.model_dir(dataset, NAME)
-    data_hash = file_digest(data_dir / "manifest.csv")
     with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, dataset_hash=data_hash):
         with atomic_path(final) as staged:
             ensemble.save(staged)
