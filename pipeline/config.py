@@ -29,8 +29,7 @@ CSV_COLUMNS = ("path", "label", "subject")  # dataset.columns keys; subject is o
 SEGMENT_METHODS = ("none", "otsu", "otsu_active_contour")
 SEGMENT_CHANNELS = ("gray", "lab_b", "saturation")
 MONITORS = {"val_accuracy": max, "val_loss": min}  # train.monitor: how its best epoch is picked
-# train.device: auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1' (pipeline/train/device.py)
-DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?|\d+(\s*,\s*\d+)*")
+DEVICE_RULE = "expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'"
 # A name that becomes a folder (dataset.name, a snapshot, a choose_upstream output): one plain
 # path component, so it can neither escape its parent folder nor stand for the parent itself.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -256,6 +255,24 @@ def _dataset_problems(ds: DictConfig) -> list[str]:
     return problems
 
 
+def parse_device(spec: str | int) -> tuple[str, tuple[int, ...]]:
+    """`train.device` as (auto | cpu | mps | cuda, CUDA ids): its grammar, checked before any
+    stage runs; `train.device.resolve_device` then checks that the machine has it."""
+    text = str(spec).strip().lower()
+    if text in ("auto", "cpu", "mps"):
+        return text, ()
+    if text == "cuda":
+        return "cuda", (0,)
+    if match := re.fullmatch(r"cuda:(\d+)", text):
+        return "cuda", (int(match.group(1)),)
+    if re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
+        ids = tuple(int(part) for part in text.split(","))
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"train.device={spec!r}: repeated GPU id")
+        return "cuda", ids
+    raise ConfigError(f"train.device={spec!r}: {DEVICE_RULE}")
+
+
 def _value_problems(cfg: DictConfig) -> list[str]:
     problems = []
 
@@ -327,12 +344,10 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     check(probe.folds >= 2, "probe.folds", "must be >= 2")
     check(probe.repeats >= 1, "probe.repeats", "must be >= 1")
     check(probe.bins >= 1, "probe.bins", "must be >= 1")
-    device = str(cfg.train.device).strip().lower()
-    check(
-        DEVICE_SPEC.fullmatch(device) is not None,
-        "train.device",
-        f"{cfg.train.device!r}: expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'",
-    )
+    try:
+        parse_device(cfg.train.device)
+    except ConfigError as exc:
+        problems.append(str(exc))
     check(
         cfg.train.monitor in MONITORS,
         "train.monitor",

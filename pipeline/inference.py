@@ -1,13 +1,12 @@
 """Inference with a trained model: the model plus the preprocessing it was trained with.
 
-A model folder carries `preprocess.json` (segmentation and crop settings as at training), so
-prediction prepares a raw image exactly as the pipeline prepared the training images. The
+A model folder carries `preprocess.json` (how the data stages segmented and cropped its
+training images), so prediction prepares a raw image exactly as they were prepared. The
 predict CLI, cross-dataset evaluation and the MLflow model all go through `Predictor`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,25 +14,21 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pipeline.io import ImageReadError, read_cell_image, read_json
+from pipeline.io import ImageReadError, read_cell_image
 from pipeline.labels import label_of
 from pipeline.models.base import Classifier, load_model
 from pipeline.paths import PREPROCESS_CARD
+from pipeline.preprocess.card import read_card
 from pipeline.preprocess.crop import crop_and_resize
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 
 
-def save_preprocessing(directory: Path, cfg, data_digest: str) -> None:
-    """Store with the model exactly how its training images were prepared, and the digest of
-    the prepared dataset's manifest it trained on (evaluate refuses another split)."""
-    card = {
-        "segment": bool(cfg.dataset.segment) and cfg.segment.method != "none",
-        "segment_config": OmegaConf.to_container(cfg.segment, resolve=True),
-        "crop_config": OmegaConf.to_container(cfg.crop, resolve=True),
-        "dataset": cfg.dataset.name,
-        "data_digest": data_digest,
-    }
-    (Path(directory) / PREPROCESS_CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
+def training_card(data_dir: Path, dataset: str, data_digest: str) -> dict:
+    """The card a model trained on `data_dir` carries: how its images were prepared (the card
+    the data stages wrote beside them, not today's params) and the digest of the manifest it
+    trained on (evaluate refuses another split). Read before training, so a dataset without
+    one fails first."""
+    return {**read_card(data_dir), "dataset": dataset, "data_digest": data_digest}
 
 
 class Predictor:
@@ -48,12 +43,7 @@ class Predictor:
     @classmethod
     def load(cls, source: str | Path) -> Predictor:
         directory = resolve_model_dir(str(source))
-        card_path = directory / PREPROCESS_CARD
-        if not card_path.exists():
-            raise FileNotFoundError(
-                f"{directory}: no {PREPROCESS_CARD}; not a trained model folder"
-            )
-        return cls(load_model(directory), read_json(card_path))
+        return cls(load_model(directory), read_card(directory))
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         if self.segment:

@@ -60,12 +60,31 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
+# Files an operating system drops into folders: never data, so never a "bad file" either.
+OS_CLUTTER = frozenset({"thumbs.db", "desktop.ini"})
+
+
+def is_hidden(name: str) -> bool:
+    """Dot files and folders (.DS_Store, .git/, ._* resource forks) and OS clutter (Thumbs.db):
+    what ingest and predict never read as images."""
+    return name.startswith(".") or name.lower() in OS_CLUTTER
+
+
 def read_json(path: Path | str) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise MalformedFileError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_json_object(path: Path | str, what: str = "a JSON object") -> dict[str, Any]:
+    """A JSON file that must hold an object (metrics, model and preparation cards); `what`
+    names what was expected in the error."""
+    content = read_json(path)
+    if not isinstance(content, dict):
+        raise MalformedFileError(f"{path}: expected {what}, got {type(content).__name__}")
+    return content
 
 
 def read_image(path: Path | str) -> np.ndarray:

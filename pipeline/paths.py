@@ -16,7 +16,8 @@ MODELS = Path("models")
 REPORTS = Path("reports")
 METRICS = REPORTS / "metrics"
 PLOTS = REPORTS / "plots"
-PREPROCESS_CARD = "preprocess.json"  # in a model folder: how its images were prepared
+MODEL_CARD = "model.json"  # in a model folder: its kind, config and input side
+PREPROCESS_CARD = "preprocess.json"  # beside prepared images and in a model folder: how made
 
 
 def dataset_dir(dataset: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.evaluate.explain import require_cam_target, write_overlays
 from pipeline.inference import Predictor
-from pipeline.io import atomic_write_text, read_image
+from pipeline.io import atomic_write_text, is_hidden, read_image
 
 
 def list_images(target: Path) -> list[Path]:
@@ -30,7 +30,8 @@ def list_images(target: Path) -> list[Path]:
     files = sorted(
         p
         for p in target.rglob("*")
-        if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+        if (p.is_file() or p.is_symlink())
+        and not any(is_hidden(part) for part in p.relative_to(target).parts)
     )
     if not files:
         raise FileNotFoundError(f"{target}: no files to predict in this folder")

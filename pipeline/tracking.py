@@ -42,7 +42,7 @@ import mlflow.data
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -145,11 +145,31 @@ def check_reachable(cfg: DictConfig) -> str:
             raise TrackingUnavailableError(f"MLflow store {uri}: {db} is not writable")
         # Parallel stages (`dvc queue start -j N`) would race to create and migrate the
         # schema ("No such index ..."): the first one does it under a lock, the others wait.
-        with FileLock(f"{db}.lock", timeout=SCHEMA_LOCK_TIMEOUT_S):
-            _probe_store(uri)
+        lock = _schema_lock(uri, db)
+        try:
+            with lock:
+                _probe_store(uri)
+        except Timeout:
+            raise TrackingUnavailableError(
+                f"MLflow store {uri}: another process has held {lock.lock_file} for "
+                f"{SCHEMA_LOCK_TIMEOUT_S} s; if none is running, delete that file"
+            ) from None
         return uri
     _probe_store(uri)
     return uri
+
+
+def _schema_lock(uri: str, db: Path) -> FileLock:
+    """The lock beside the database, its file created first: filelock retries a file it
+    cannot create (root on a read-only mount, where `os.access` says yes) until its timeout."""
+    path = f"{db}.lock"
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise TrackingUnavailableError(
+            f"MLflow store {uri}: cannot create its lock file {path}: {exc.strerror}"
+        ) from None
+    return FileLock(path, timeout=SCHEMA_LOCK_TIMEOUT_S)
 
 
 def _probe_store(uri: str) -> None:
@@ -491,14 +511,12 @@ def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_diges
     _active_run_id()
     if not metrics_path.is_file():
         return False
-    from pipeline.io import MalformedFileError, read_json
+    from pipeline.io import MalformedFileError, read_json_object
 
     try:
-        metrics = read_json(metrics_path)
+        metrics = read_json_object(metrics_path, "a JSON object of metrics")
     except MalformedFileError as exc:  # the model is saved: an old report file must not fail it
         log.warning("%s; its test metrics are not reused", exc)
-        return False
-    if not isinstance(metrics, dict):
         return False
     if (metrics.get("model_digest"), metrics.get("data_digest")) != (model_digest, data_digest):
         return False

@@ -195,6 +195,14 @@ def test_evaluate_refuses_a_model_trained_on_another_split(workspace, capsys):
     assert "was trained on another version of" in err and "retrain it" in err and one_line(err)
 
 
+def test_a_prepared_dataset_without_its_card_fails_before_training(workspace, capsys):
+    """How its images were cropped is unknown, so predict could not prepare a raw image."""
+    card = workspace / paths.prepared("synthetic") / paths.PREPROCESS_CARD
+    card.unlink()
+    err = fails_cleanly(workspace, capsys, "train", "resnet50")
+    assert f"no {paths.PREPROCESS_CARD}" in err and "dvc repro" in err and one_line(err)
+
+
 def test_a_corrupt_model_file_or_metrics_file_is_named(workspace, capsys):
     model = workspace / paths.model_dir("synthetic", "svm_hog")
     weights = next(p for p in model.iterdir() if p.suffix == ".joblib")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pipeline import paths
-from pipeline.predict import main
+from pipeline.predict import list_images, main
 
 
 def test_predict_folder_reports_a_corrupt_file_and_classifies_the_rest(
@@ -88,3 +88,11 @@ def test_predict_from_an_unknown_registry_model_is_a_clear_error(tmp_path, capsy
     err = capsys.readouterr().err
     assert "models:/no-such-model@champion: cannot be fetched from the model registry" in err
     assert "registered models: none" in err and "Traceback" not in err
+
+
+def test_predict_lists_what_ingest_would_read_not_hidden_files_or_os_clutter(tmp_path):
+    for name in ("a.png", "sub/b.png", ".DS_Store", "Thumbs.db", "desktop.ini",
+                 ".ipynb_checkpoints/a-checkpoint.png", "sub/._b.png"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert list_images(tmp_path) == [tmp_path / "a.png", tmp_path / "sub" / "b.png"]

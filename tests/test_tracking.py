@@ -273,6 +273,26 @@ def test_check_reachable_sqlite(cfg, tmp_path, monkeypatch):
         tracking.check_reachable(cfg)
 
 
+def test_a_schema_lock_that_cannot_be_created_is_named_at_once(cfg, tmp_path, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    (tmp_path / "mlflow.db.lock").mkdir()  # something in the lock file's place
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    with pytest.raises(tracking.TrackingUnavailableError, match="cannot create its lock file"):
+        tracking.check_reachable(cfg)
+
+
+def test_a_schema_lock_held_too_long_is_named(cfg, tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setattr(tracking, "SCHEMA_LOCK_TIMEOUT_S", 0.1)
+    held = FileLock(f"{db}.lock")  # as another process would hold it
+    expected = pytest.raises(tracking.TrackingUnavailableError, match="mlflow.db.lock for 0.1 s")
+    with held, expected:
+        tracking.check_reachable(cfg)
+
+
 def train_and_log(cfg, tmp_path, scale, val_accuracy, test_accuracy):
     classifier = MeanIntensity({"kind": MeanIntensity.kind, "name": "mean", "scale": scale})
     model_dir = classifier.save(tmp_path / f"model-{scale}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.io import IMAGE_SUFFIXES
+from pipeline.io import IMAGE_SUFFIXES, is_hidden
 from pipeline.labels import CLASSES, NEGATIVE, POSITIVE
 
 CNMC_NAME = re.compile(r"^UID_(?P<subject>H?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)$")
@@ -46,18 +46,9 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-# Files an operating system drops into folders: never data, so never a "bad file" either.
-OS_CLUTTER = frozenset({"thumbs.db", "desktop.ini"})
-
-
-def _hidden(name: str) -> bool:
-    """Dot files (.DS_Store, .git/, ._* resource forks) and OS clutter (Thumbs.db)."""
-    return name.startswith(".") or name.lower() in OS_CLUTTER
-
-
 def visible_children(folder: Path) -> list[Path]:
     """Sorted entries of `folder`, without hidden files and OS clutter."""
-    return sorted(p for p in folder.iterdir() if not _hidden(p.name))
+    return sorted(p for p in folder.iterdir() if not is_hidden(p.name))
 
 
 def visible_below(folder: Path) -> list[Path]:
@@ -72,8 +63,8 @@ def visible_below(folder: Path) -> list[Path]:
             folders[:] = []
             continue
         walked.add(real)
-        folders[:] = sorted(name for name in folders if not _hidden(name))
-        found += [Path(current) / name for name in files if not _hidden(name)]
+        folders[:] = sorted(name for name in folders if not is_hidden(name))
+        found += [Path(current) / name for name in files if not is_hidden(name)]
     return sorted(found)
 
 

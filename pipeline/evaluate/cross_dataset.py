@@ -19,7 +19,7 @@ from pipeline.config import ConfigError, compose, conf_dir
 from pipeline.inference import Predictor
 from pipeline.io import read_image
 from pipeline.models.base import load_model
-from pipeline.paths import PREPROCESS_CARD
+from pipeline.preprocess.card import read_card
 
 
 def target_dataset(name: str, roots: Mapping[str, str] | None = None) -> DictConfig:
@@ -51,10 +51,7 @@ def target_predictor(model_dir: Path, target_segment: bool) -> tuple[str, Predic
 
     Returns a key identifying the preprocessing, so images are prepared once per distinct key.
     """
-    card_path = Path(model_dir) / PREPROCESS_CARD
-    if not card_path.exists():
-        raise FileNotFoundError(f"{model_dir}: no {PREPROCESS_CARD}; not a trained model folder")
-    card = json.loads(card_path.read_text())
+    card = read_card(model_dir)
     segment = bool(target_segment) and card["segment_config"]["method"] != "none"
     card = {**card, "segment": segment}
     key = json.dumps(

@@ -363,6 +363,7 @@ class CandidatePlan:
         configs = [apply_candidate(cfg, candidate) for candidate in candidates]
         digest = data_digest(frame)
         store = FoldStore(paths.cv_fold_store(cfg.dataset.name, model_name))
+        store.check_writable()
         fingerprints = [fingerprint(c, model_name, digest) for c in configs]
         return cls(model_name, configs, fingerprints, store)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,33 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+class FoldStoreError(PipelineError):
+    """The fold store's folder cannot be created or written."""
+
+
 class FoldStore:
     """The resumable results of one CV: `root/<key>.json` per trained (fold, candidate)."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.written: list[Path] = []
+
+    def check_writable(self) -> None:
+        """Fail before the first fold trains (an hour per network fold on C-NMC), not when it
+        is saved: a mistyped `ALL_DETECT_CV_STORE`, a file in its place, a read-only mount."""
+        probe = self.root / f".write-check-{os.getpid()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            shared = "ALL_DETECT_CV_STORE" in os.environ
+            raise FoldStoreError(
+                f"cv fold store {self.root}"
+                + (" (under ALL_DETECT_CV_STORE)" if shared else "")
+                + f" cannot be written: {exc.strerror or exc}"
+                + (f" ({exc.filename})" if exc.filename else "")
+            ) from None
 
     def key(self, fingerprint: str, fold_name: str) -> str:
         text = json.dumps([fingerprint, fold_name, source_digest()])

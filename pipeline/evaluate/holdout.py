@@ -31,6 +31,7 @@ from pipeline.io import (
 )
 from pipeline.labels import y_true
 from pipeline.models.base import Classifier, load_model
+from pipeline.preprocess.card import read_card
 
 log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["id", "path", "label", "group", "split", "augmented_from"]
@@ -59,8 +60,7 @@ def require_trained_on(model_dir: Path, manifest_path: Path, data_digest: str) -
     """Refuse to score a model on a dataset re-split or re-augmented since it trained (today's
     `manifest_path` has `data_digest`): its test split may hold the model's own training
     images. (`dvc repro` retrains it first; a stage run by hand does not.)"""
-    card = model_dir / paths.PREPROCESS_CARD
-    trained_on = read_json(card).get("data_digest") if card.is_file() else None
+    trained_on = read_card(model_dir, needs=()).get("data_digest")
     if trained_on is not None and trained_on != data_digest:
         raise PipelineError(
             f"{model_dir} was trained on another version of {manifest_path} (digest "

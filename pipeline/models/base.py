@@ -20,13 +20,13 @@ import pandas as pd
 
 from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
-from pipeline.io import MalformedFileError, read_json
+from pipeline.io import MalformedFileError, read_json_object
+from pipeline.labels import CLASSES
+from pipeline.paths import MODEL_CARD
 from pipeline.train.context import TrainContext
 
 if TYPE_CHECKING:  # base stays importable without torch (HOG+SVM, tracking)
     import torch
-
-MODEL_CARD = "model.json"
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def load_model(directory: Path | str) -> Classifier:
     card_path = directory / MODEL_CARD
     if not card_path.exists():
         raise FileNotFoundError(f"{directory}: no {MODEL_CARD}; not a saved model folder")
-    card = read_json(card_path)
-    if not isinstance(card, dict) or not isinstance(card.get("config"), dict):
+    card = read_json_object(card_path, "a model card")
+    if not isinstance(card.get("config"), dict):
         raise MalformedFileError(f"{card_path}: not a model card (no 'config' section)")
     model = build_model(card["config"])
     model.image_size = card.get("image_size")
@@ -166,13 +166,43 @@ def training_weights(
     return weights.to_numpy(dtype=np.float64)
 
 
-def balanced_fit_args(
-    pipeline: Any, targets: np.ndarray, balance: bool, groups: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """`fit` arguments of a scikit-learn pipeline whose last step takes `sample_weight`: the
+PLATT_FOLDS = 5
+
+
+def platt_scaled(svm: Any) -> Any:
+    """An SVM whose P(ALL) is Platt-scaled on out-of-fold decision values, with one final SVM
+    on all training data: what `SVC(probability=True)` did before scikit-learn deprecated it."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    return CalibratedClassifierCV(svm, method="sigmoid", cv=PLATT_FOLDS, ensemble=False)
+
+
+def fit_pipeline(
+    pipeline: Any,
+    features: np.ndarray,
+    targets: np.ndarray,
+    balance: bool,
+    groups: Sequence[str] | None,
+    where: str,
+) -> None:
+    """Fit a scikit-learn pipeline whose last step takes `sample_weight`: the
     `training_weights` reach the estimator *and* an SVM's Platt scaling (class_weight on the
-    SVM alone would be undone by a calibration fitted to the majority's prior)."""
+    SVM alone would be undone by a calibration fitted to the majority's prior). Platt scaling
+    takes fewer folds when a class has fewer training images than `PLATT_FOLDS` (a tiny
+    dataset), and a class with one image is named (`where`: the model) instead of
+    scikit-learn's traceback."""
+    from sklearn.calibration import CalibratedClassifierCV
+
+    last_name, last = pipeline.steps[-1]
+    if isinstance(last, CalibratedClassifierCV):
+        counts = np.bincount(np.asarray(targets, dtype=int), minlength=len(CLASSES))
+        fewest = int(counts.min())
+        if fewest < 2:
+            raise PipelineError(
+                f"{where}: the training split has {fewest} '{CLASSES[int(counts.argmin())]}' "
+                "image(s); its Platt-scaled SVM needs at least 2 per class"
+            )
+        last.cv = min(PLATT_FOLDS, fewest)
     weights = training_weights(targets, groups, balance)
-    if weights is None:
-        return {}
-    return {f"{pipeline.steps[-1][0]}__sample_weight": weights}
+    fit_args = {} if weights is None else {f"{last_name}__sample_weight": weights}
+    pipeline.fit(features, targets, **fit_args)

@@ -9,13 +9,12 @@ from typing import Any, ClassVar
 import joblib
 import numpy as np
 import torch
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from pipeline.models import params
-from pipeline.models.base import TrainContext, balanced_fit_args
+from pipeline.models.base import TrainContext, fit_pipeline, platt_scaled
 from pipeline.models.torchvision_cnn import TorchvisionClassifier, head_attr
 from pipeline.train.data import eval_transform, image_folder, make_loader
 
@@ -53,14 +52,12 @@ class CnnSvmClassifier(TorchvisionClassifier):
         )  # fmt: skip
         features = self._features(images for images, _ in loader)
         svm = SVC(kernel=self.config["svm_kernel"], C=float(self.config["C"]))
-        self.svm = make_pipeline(
-            StandardScaler(), CalibratedClassifierCV(svm, method="sigmoid", cv=5, ensemble=False)
-        )
+        self.svm = make_pipeline(StandardScaler(), platt_scaled(svm))
         targets = np.asarray(train_set.targets)
         # the loader keeps ImageFolder's order: one group per sample
         groups = ctx.subject_groups([path for path, _ in train_set.samples])
-        fit_args = balanced_fit_args(self.svm, targets, ctx.class_balance, groups)
-        self.svm.fit(features, targets, **fit_args)
+        where = self.config.get("name", self.kind)
+        fit_pipeline(self.svm, features, targets, ctx.class_balance, groups, where)
         return history
 
     def _features(self, batches: Iterable[torch.Tensor]) -> np.ndarray:

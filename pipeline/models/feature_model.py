@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.pipeline import Pipeline
 
 from pipeline.io import read_image
-from pipeline.models.base import Classifier, TrainContext, balanced_fit_args
+from pipeline.models.base import Classifier, TrainContext, fit_pipeline
 from pipeline.parallel import parallel_map
 from pipeline.train.data import check_images, image_folder
 
@@ -66,11 +66,8 @@ class FeatureClassifier(Classifier):
         x_train, y_train, groups = self._folder_features(ctx, "train", with_groups=True)
         x_val, y_val, _ = self._folder_features(ctx, "val")
         self.pipeline = self.make_pipeline(ctx)
-        self.pipeline.fit(
-            x_train,
-            y_train,
-            **balanced_fit_args(self.pipeline, y_train, ctx.class_balance, groups),
-        )
+        where = self.config.get("name", self.kind)
+        fit_pipeline(self.pipeline, x_train, y_train, ctx.class_balance, groups, where)
         row = {"epoch": 1}
         for split, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
             proba = self.pipeline.predict_proba(x)

@@ -7,14 +7,13 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 from skimage.feature import hog
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from pipeline.config import ConfigError
 from pipeline.models import params
-from pipeline.models.base import TrainContext
+from pipeline.models.base import TrainContext, platt_scaled
 from pipeline.models.feature_model import BACKGROUND_LEVEL, FeatureClassifier
 
 
@@ -89,6 +88,4 @@ class HogSvmClassifier(FeatureClassifier):
 
     def make_pipeline(self, ctx: TrainContext) -> Pipeline:
         svm = LinearSVC(C=float(self.config["C"]), dual="auto", random_state=ctx.seed)
-        return make_pipeline(
-            StandardScaler(), CalibratedClassifierCV(svm, method="sigmoid", cv=5, ensemble=False)
-        )
+        return make_pipeline(StandardScaler(), platt_scaled(svm))

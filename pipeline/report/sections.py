@@ -151,6 +151,24 @@ def subjects_table(results: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFr
     return pd.DataFrame(list(rows.values()))
 
 
+def data_version_lines(metrics: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
+    """One warning per dataset whose models' test metrics come from different versions of its
+    prepared data (`data_digest`: another split or augmentation): not one test set, so their
+    rows must not be compared. A stage run by hand after a re-split leaves such a mix."""
+    versions: dict[str, dict[str, list[str]]] = {}
+    for (dataset, model), m in sorted(metrics.items()):
+        digest = str(m.get("data_digest") or "not recorded")[:12]
+        versions.setdefault(dataset, {}).setdefault(digest, []).append(model)
+    return [
+        f"**Warning (data versions, {dataset}):** its test metrics come from "
+        f"{len(by_digest)} versions of the prepared data, so they are not one test set: "
+        + "; ".join(f"{digest}: {', '.join(models)}" for digest, models in by_digest.items())
+        + " (`dvc repro` retrains and re-scores them on one)."
+        for dataset, by_digest in versions.items()
+        if len(by_digest) > 1
+    ]
+
+
 def collapse_lines(metrics: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[str]:
     """One warning per (dataset, model) whose test predictions are (almost) all one class."""
     lines = []

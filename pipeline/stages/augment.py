@@ -11,6 +11,7 @@ from pipeline.preprocess.augment import (
     plan_augmentation,
     relocate,
 )
+from pipeline.preprocess.card import read_card, write_card
 from pipeline.stages.common import log, stage
 
 
@@ -19,11 +20,13 @@ def run(cfg) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.split_table(name))
     table = augmented_table(frame, plan_augmentation(frame, cfg.augment, cfg.seed))
+    card = read_card(paths.cropped(name))  # before hours of writing: the crops must have one
     final = paths.prepared(name)
     with atomic_path(final) as staged:
         written = materialise(table, staged, f"augment {name}")
         # the manifest names the files where they will live once the folder is in place
         manifest.write(relocate(written, final), staged / "manifest.csv")
+        write_card(staged, card)
     log.info("dataset sizes:\n%s", table.groupby(["split", "label"]).size().unstack())
 
 

@@ -19,8 +19,11 @@ log = logging.getLogger("pipeline")
 # Errors whose message already says what is wrong and where: no traceback for the user.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (PipelineError, FileNotFoundError)
 # The machine, not the code, is at fault (full disk, quota, read-only or forbidden folder): the
-# errno text and file name say it all, and atomic writes left the previous outputs in place.
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
+# errno text and file name say it all, and atomic writes left the previous outputs in place
+# (ENOTDIR: a file where a folder should be, e.g. a mistyped ALL_DETECT_CV_STORE).
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR}
+)
 
 
 def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:

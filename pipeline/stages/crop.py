@@ -6,6 +6,7 @@ from functools import partial
 from pipeline import manifest, paths
 from pipeline.io import atomic_path, read_image, write_image
 from pipeline.parallel import parallel_map
+from pipeline.preprocess.card import SEGMENT_KEYS, read_card, with_crop, write_card
 from pipeline.preprocess.crop import crop_and_resize
 from pipeline.stages.common import log, stage
 
@@ -20,6 +21,7 @@ def _crop_one(row: dict, cfg, out_dir) -> None:
 def run(cfg) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.segmented(name) / "manifest.csv")
+    card = with_crop(read_card(paths.segmented(name), SEGMENT_KEYS), cfg.crop)
     final = paths.cropped(name)
     with atomic_path(final) as staged:
         parallel_map(
@@ -29,6 +31,7 @@ def run(cfg) -> None:
         )
         frame["path"] = [str(final / "images" / f"{i}.png") for i in frame["id"]]
         manifest.write(frame, staged / "manifest.csv")
+        write_card(staged, card)
     log.info("cropped %d images to %dx%d", len(frame), cfg.crop.size, cfg.crop.size)
 
 

@@ -24,11 +24,18 @@ def run(cfg, *model_names: str) -> None:
     dataset = cfg.dataset.name
     if cfg.cross.on_missing not in ON_MISSING:
         raise ConfigError(f"cross.on_missing: {cfg.cross.on_missing!r} not in {ON_MISSING}")
+    stray_roots = sorted(set(cfg.cross.roots) - set(cfg.cross.targets))
+    if stray_roots:  # a misspelt name: its target would silently read its default root
+        raise ConfigError(
+            f"cross.roots.{stray_roots[0]}: not one of cross.targets {list(cfg.cross.targets)}; "
+            "a root is only read for a target (check the spelling, or add it to cross.targets)"
+        )
     names = list(model_names) or list(cfg.models)
     for name in names:
         model_config(cfg, name)  # fails clearly on an unknown name
     model_dirs = {name: paths.model_dir(dataset, name) for name in names}
     training = manifest.read(paths.manifest(dataset))
+    evaluated = []
     with atomic_path(paths.cross_dir(dataset)) as staged:
         staged.mkdir()
         for target_name in cfg.cross.targets:
@@ -62,6 +69,7 @@ def run(cfg, *model_names: str) -> None:
             out = staged / target_name
             out.mkdir()
             predictions.to_csv(out / "predictions.csv", index=False)
+            evaluated.append(target_name)
             for name in names:
                 metrics = compute_metrics(
                     y,
@@ -83,6 +91,12 @@ def run(cfg, *model_names: str) -> None:
                     metrics["roc_auc"],
                     metrics["n"],
                 )
+    if not evaluated:
+        log.warning(
+            "cross_eval: no target evaluated (cross.targets %s; a missing root is skipped "
+            "under cross.on_missing=skip)",
+            list(cfg.cross.targets),
+        )
 
 
 main = run

@@ -25,9 +25,10 @@ import pandas as pd
 from pipeline import paths, tracking
 from pipeline.evaluate import crossval
 from pipeline.evaluate.holdout import evaluate_model, require_trained_on
-from pipeline.inference import save_preprocessing
+from pipeline.inference import training_card
 from pipeline.io import atomic_path, file_digest, folder_digest, read_json
 from pipeline.models import EnsembleClassifier, load_model
+from pipeline.preprocess.card import write_card
 from pipeline.stages.common import log, stage
 from pipeline.stages.ensemble_member import recorded_folder
 from pipeline.train.device import pin_threads
@@ -58,6 +59,7 @@ def single_split(cfg, members: list[str]) -> None:
     dataset = cfg.dataset.name
     data_dir = paths.prepared(dataset)
     data_hash = file_digest(data_dir / "manifest.csv")
+    card = training_card(data_dir, dataset, data_hash)
     for name in members:  # the ensemble is scored on today's split: so were its members
         require_trained_on(paths.model_dir(dataset, name), data_dir / "manifest.csv", data_hash)
     models = {name: load_model(paths.model_dir(dataset, name)) for name in members}
@@ -83,7 +85,7 @@ def single_split(cfg, members: list[str]) -> None:
     with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, dataset_hash=data_hash):
         with atomic_path(final) as staged:
             ensemble.save(staged)
-            save_preprocessing(staged, cfg, data_hash)
+            write_card(staged, card)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
             digest = folder_digest(staged)
         tracking.set_tags(

@@ -11,6 +11,10 @@ from pipeline.config import ConfigError
 from pipeline.io import atomic_write_json, folder_digest
 from pipeline.stages.common import log, model_config, stage
 
+# What a finished member's folder holds: a saved model with its preparation card, or CV outputs
+FINISHED_BY = {"split": (paths.MODEL_CARD, paths.PREPROCESS_CARD), "cv": ("predictions.csv",)}
+PRODUCED_BY = {"split": "train", "cv": "cv"}
+
 
 def recorded_folder(dataset: str, member: str, part: str) -> Path:
     """What a record of `part` stands for: the member's model folder or its CV outputs."""
@@ -25,11 +29,14 @@ def recorded_folder(dataset: str, member: str, part: str) -> Path:
 def run(cfg, model_name: str, part: str) -> None:
     dataset = cfg.dataset.name
     model_config(cfg, model_name)
-    record = {
-        "member": model_name,
-        "part": part,
-        "digest": folder_digest(recorded_folder(dataset, model_name, part)),
-    }
+    folder = recorded_folder(dataset, model_name, part)
+    missing = [name for name in FINISHED_BY[part] if not (folder / name).is_file()]
+    if missing:  # an empty or half-copied folder: its digest would vouch for nothing
+        raise FileNotFoundError(
+            f"ensemble member {model_name}: {folder} has no {missing[0]}; run "
+            f"`dvc repro {PRODUCED_BY[part]}@{model_name}` first"
+        )
+    record = {"member": model_name, "part": part, "digest": folder_digest(folder)}
     atomic_write_json(paths.ensemble_record(dataset, part, model_name), record)
     log.info("ensemble member %s recorded (%s)", model_name, part)
 

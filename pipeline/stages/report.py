@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline import paths, tracking
 from pipeline.evaluate.probes import warning_lines
-from pipeline.io import MalformedFileError, read_json
+from pipeline.io import read_json_object
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
 from pipeline.report import sections
 from pipeline.report.table import build_table, write_report
@@ -29,10 +29,7 @@ def _read(pattern: str) -> dict[tuple[str, ...], dict]:
 
 
 def _metrics_file(path: Path) -> dict:
-    content = read_json(path)
-    if not isinstance(content, dict):
-        raise MalformedFileError(f"{path}: expected a JSON object of metrics")
-    return content
+    return read_json_object(path, "a JSON object of metrics")
 
 
 def collect_metrics() -> dict[tuple[str, str], dict]:
@@ -70,7 +67,8 @@ def extra_sections() -> tuple[dict[str, pd.DataFrame], list[str]]:
         "Cross-dataset (train → test)": sections.cross_table(cross),
         "Shortcut audit (background vs cell)": sections.shortcut_table(probes),
     }
-    warnings = sections.collapse_lines(collect_metrics())
+    test_metrics = collect_metrics()
+    warnings = sections.data_version_lines(test_metrics) + sections.collapse_lines(test_metrics)
     warnings += [
         f"**Warning (shortcut audit, {d}):** {line}."
         for d, v in sorted(probes.items())

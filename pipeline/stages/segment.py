@@ -12,6 +12,7 @@ from pipeline import manifest, paths
 from pipeline.config import workspace_root
 from pipeline.io import atomic_path, atomic_write_json, read_image, write_image
 from pipeline.parallel import parallel_map
+from pipeline.preprocess.card import segmentation_card, write_card
 from pipeline.preprocess.masks import find_mask, overlap_row, read_gt_mask, score_segmentations
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 from pipeline.stages.common import log, stage
@@ -38,10 +39,12 @@ def run(cfg) -> None:
     frame = manifest.read(paths.manifest(name))
     final = paths.segmented(name)
     metrics_path = paths.metrics(name, "segmentation")
-    if not cfg.dataset.segment or cfg.segment.method == "none":
+    card = segmentation_card(cfg.dataset, cfg.segment)
+    if not card["segment"]:
         with atomic_path(final) as staged:
             staged.mkdir()
             manifest.write(frame, staged / "manifest.csv")
+            write_card(staged, card)
         atomic_write_json(metrics_path, {"segmented": False, "n_images": len(frame)})
         log.info("%s: segment=false, images pass through unchanged", name)
         return
@@ -57,6 +60,7 @@ def run(cfg) -> None:
         frame["path"] = [str(final / "images" / f"{i}.png") for i in frame["id"]]
         frame["mask"] = [str(final / "masks" / f"{i}.png") for i in frame["id"]]
         manifest.write(frame, staged / "manifest.csv")
+        write_card(staged, card)
         not_found = [r["id"] for r in results if not r["found"]]
         summary = {
             "segmented": True,

@@ -10,9 +10,10 @@ import sys
 import time
 
 from pipeline import manifest, paths, tracking
-from pipeline.inference import save_preprocessing
+from pipeline.inference import training_card
 from pipeline.io import atomic_path, file_digest, folder_digest
 from pipeline.models.base import build_model
+from pipeline.preprocess.card import write_card
 from pipeline.stages.common import log, model_config, stage
 from pipeline.train.context import TrainContext
 from pipeline.train.device import pin_threads, resolve_device
@@ -25,9 +26,10 @@ def run(cfg, model_name: str) -> None:
     classifier = build_model(model_config(cfg, model_name))
     threads = pin_threads(cfg.train.threads)
     data_dir = paths.prepared(dataset)
+    data_hash = file_digest(data_dir / "manifest.csv")
+    card = training_card(data_dir, dataset, data_hash)
     tracking.check_reachable(cfg)
     tracking.close_stale_runs(cfg, dataset, model_name)
-    data_hash = file_digest(data_dir / "manifest.csv")
     with tracking.start_run(
         cfg,
         dataset=dataset,
@@ -54,7 +56,7 @@ def run(cfg, model_name: str) -> None:
         final = paths.model_dir(dataset, model_name)
         with atomic_path(final) as staged:
             classifier.save(staged)
-            save_preprocessing(staged, cfg, data_hash)
+            write_card(staged, card)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
             digest = folder_digest(staged)
         tracking.set_tags({tracking.MODEL_DIGEST_TAG: digest})

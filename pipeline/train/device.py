@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, parse_device
 
 
 @dataclass(frozen=True)
@@ -40,29 +39,19 @@ def resolve_device(spec: str | int = "auto") -> DeviceSpec:
     'auto' prefers CUDA, then Apple MPS, then CPU. Asking for a GPU that is not there is an
     error rather than a silent CPU fallback, so a run never reports CPU timings as GPU ones.
     """
-    text = str(spec).strip().lower()
-    if text == "auto":
+    kind, ids = parse_device(spec)
+    if kind == "auto":
         if torch.cuda.is_available():
             return DeviceSpec(torch.device("cuda", 0), (0,))
         if _mps_available():
             return DeviceSpec(torch.device("mps"))
         return DeviceSpec(torch.device("cpu"))
-    if text == "cpu":
+    if kind == "cpu":
         return DeviceSpec(torch.device("cpu"))
-    if text == "mps":
+    if kind == "mps":
         if not _mps_available():
             raise ConfigError("train.device='mps' but Apple MPS is not available")
         return DeviceSpec(torch.device("mps"))
-    if text == "cuda":
-        ids: tuple[int, ...] = (0,)
-    elif match := re.fullmatch(r"cuda:(\d+)", text):
-        ids = (int(match.group(1)),)
-    elif re.fullmatch(r"\d+(\s*,\s*\d+)*", text):
-        ids = tuple(int(part) for part in text.split(","))
-    else:
-        raise ConfigError(
-            f"train.device={spec!r}: expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'"
-        )
     available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     missing = [i for i in ids if i >= available]
     if missing:
@@ -70,8 +59,6 @@ def resolve_device(spec: str | int = "auto") -> DeviceSpec:
             f"train.device={spec!r}: CUDA device(s) {missing} not available "
             f"({available} CUDA device(s) visible)"
         )
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"train.device={spec!r}: repeated GPU id")
     return DeviceSpec(torch.device("cuda", ids[0]), ids)
 
 

@@ -11,7 +11,7 @@ import pytest
 from pipeline import paths
 from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
-from pipeline.evaluate.fold_store import FoldStore
+from pipeline.evaluate.fold_store import FoldStore, FoldStoreError
 from pipeline.io import write_image
 from pipeline.stages.cv import parse_fold_numbers
 from tests.evaluate.test_crossval import frame as subject_frame
@@ -191,6 +191,22 @@ def test_a_shard_scores_nothing_and_writes_only_the_store(images, cv_cfg, monkey
     assert [p.suffix for p in store.iterdir()] == [".json"]
     assert not paths.cv_metrics(cv_cfg.dataset.name, "svm_hog").exists()
     assert not paths.cv_dir(cv_cfg.dataset.name, "svm_hog").exists()
+
+
+@pytest.mark.parametrize("whole_cv", [True, False])
+def test_an_unwritable_store_fails_before_any_fold_trains(
+    images, cv_cfg, monkeypatch, tmp_path, whole_cv
+):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("ALL_DETECT_CV_STORE", str(blocker / "store"))
+    training = FakeTraining()
+    with pytest.raises(FoldStoreError, match=rf"{blocker}.*ALL_DETECT_CV_STORE.*cannot be written"):
+        if whole_cv:
+            run_cv(images, cv_cfg, training, monkeypatch)
+        else:
+            shard(images, cv_cfg, training, monkeypatch, [0])
+    assert training.calls == 0
 
 
 @pytest.mark.parametrize("numbers", [[FOLDS], [-1], []])

@@ -1,4 +1,5 @@
-"""Fit weights: classes and subjects weigh what `train.class_balance` / `subject_balance` say."""
+"""Fitting: classes and subjects weigh what `train.class_balance` / `subject_balance` say; an
+SVM's Platt scaling copes with a tiny class."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pandas as pd
 import pytest
 
 from pipeline.config import ConfigError
+from pipeline.errors import PipelineError
 from pipeline.models import build_model
-from pipeline.models.base import training_weights
+from pipeline.models.base import PLATT_FOLDS, training_weights
 from tests.conftest import train_context, write_folder_manifest
+from tests.models.conftest import make_image_folder
 from tests.models.test_models import model_config
 
 # Fold 0's skew in small: one healthy subject with most of the healthy cells, two tiny ones.
@@ -70,6 +73,25 @@ def test_feature_models_fit_with_the_subject_weights(
     np.testing.assert_allclose(weights, training_weights(seen["targets"], groups, True))
     class_weights = training_weights(seen["targets"], None, True)
     assert not np.allclose(weights, class_weights)  # subjects of unequal size
+
+
+def test_an_svm_with_fewer_training_images_of_a_class_than_platt_folds_still_fits(
+    tmp_path: Path,
+) -> None:
+    """A tiny dataset: Platt scaling takes as many folds as the smallest class allows."""
+    fewest = PLATT_FOLDS - 2
+    data = make_image_folder(tmp_path / "cells", counts={"all": 12, "hem": fewest})
+    model = build_model(model_config("svm_hog"))
+    model.fit(train_context(data, tmp_path / "work"))
+    assert model.pipeline.steps[-1][1].cv == fewest
+    assert model.predict_proba(np.zeros((2, 32, 32, 3), dtype=np.uint8)).shape == (2,)
+
+
+def test_an_svm_with_one_training_image_of_a_class_is_named(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "cells", counts={"all": 12, "hem": 1})
+    model = build_model(model_config("svm_hog"))
+    with pytest.raises(PipelineError, match="svm_hog: the training split has 1 'hem' image"):
+        model.fit(train_context(data, tmp_path / "work"))
 
 
 def test_yolo_refuses_subject_balance_and_names_the_kinds_that_can(

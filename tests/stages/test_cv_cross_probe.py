@@ -302,3 +302,23 @@ def test_a_missing_target_root_is_skipped_when_asked(trained_view, tmp_path, cap
     assert "skipped" in caplog.text and str(missing) in caplog.text
     cross = root / paths.cross_dir("synthetic")
     assert sorted(p.name for p in cross.iterdir()) == ["synthetic_cnmc"]
+
+
+def test_a_root_for_a_dataset_that_is_no_target_is_named(trained_view, tmp_path, capsys):
+    """A misspelt root would leave its target reading the default root without a word."""
+    root = trained_view(f"+cross.roots.synthetic_cmnc={tmp_path}")
+    assert run_stage(root, "cross_eval", "svm_hog") == 1
+    err = capsys.readouterr().err
+    assert "cross.roots.synthetic_cmnc: not one of cross.targets ['synthetic_cnmc']" in err
+    assert not (root / paths.cross_dir("synthetic")).exists()
+
+
+def test_nothing_evaluated_is_said(trained_view, tmp_path, caplog):
+    root = trained_view(
+        "cross.targets=[all_idb2]",
+        f"+cross.roots.all_idb2={tmp_path}/nowhere",
+        "cross.on_missing=skip",
+    )
+    with caplog.at_level(logging.WARNING):
+        assert run_stage(root, "cross_eval", "svm_hog") == 0
+    assert "no target evaluated" in caplog.text

@@ -73,3 +73,16 @@ def test_an_unknown_ensemble_part_is_named(members_cv, capsys, stage):
     args = ["bogus"] if stage == "ensemble" else ["svm_hog", "bogus"]
     assert run_stage(members_cv, stage, *args) == 1
     assert "unknown ensemble part 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part", ["split", "cv"])
+def test_an_unfinished_member_folder_is_not_recorded(members_cv, capsys, part):
+    """An empty or half-copied folder (a crashed copy, a DVC checkout of another stage)."""
+    if part == "cv":
+        (members_cv / paths.cv_predictions(DATASET, "svm_hog")).unlink()
+    else:
+        (members_cv / paths.model_dir(DATASET, "svm_hog")).mkdir(parents=True)
+    assert run_stage(members_cv, "ensemble_member", "svm_hog", part) == 1
+    produced_by = {"split": "train", "cv": "cv"}[part]
+    assert f"`dvc repro {produced_by}@svm_hog` first" in capsys.readouterr().err
+    assert not (members_cv / paths.ensemble_record(DATASET, part, "svm_hog")).exists()

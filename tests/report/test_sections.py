@@ -1,0 +1,40 @@
+"""Report sections and warnings built from the metrics files."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline import paths
+from pipeline.report.sections import data_version_lines
+from tests.workspace import copy_workspace, run_stage
+
+
+def test_models_scored_on_different_versions_of_a_dataset_are_named():
+    metrics = {
+        ("ds", "a"): {"data_digest": "1" * 64},
+        ("ds", "b"): {"data_digest": "1" * 64},
+        ("ds", "c"): {"data_digest": "2" * 64},
+        ("other", "a"): {"data_digest": "3" * 64},
+        ("old", "a"): {},  # written before digests were recorded: one version, no warning
+        ("old", "b"): {},
+    }
+    [line] = data_version_lines(metrics)
+    assert line.startswith("**Warning (data versions, ds):** its test metrics come from 2 ")
+    assert f"{'1' * 12}: a, b; {'2' * 12}: c" in line
+
+
+def test_the_report_warns_about_a_mix_of_data_versions(demo_workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    root = copy_workspace(
+        demo_workspace, tmp_path / "ws", ["tracking.register_best=false"], ("reports",)
+    )
+    report = root / paths.REPORTS / "table2.md"
+    assert run_stage(root, "report") == 0
+    assert "data versions" not in report.read_text()
+    metrics_file = root / paths.metrics("synthetic", "svm_hog")
+    metrics_file.write_text(
+        json.dumps({**json.loads(metrics_file.read_text()), "data_digest": "f" * 64})
+    )
+    assert run_stage(root, "report") == 0
+    assert "**Warning (data versions, synthetic):**" in report.read_text()
+    assert f"{'f' * 12}: svm_hog" in report.read_text()
