@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import re
 import sys
@@ -38,6 +39,8 @@ CROP_RULES = ("bbox", "fraction")
 AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("auto", "ddp")
+GROUP_BY = ("subject", "none")  # split.group_by: subjects kept apart, or the paper's image level
+ON_MISSING = ("error", "skip")  # cross.on_missing: a target whose root does not exist
 
 
 class ConfigError(PipelineError, ValueError):
@@ -206,12 +209,35 @@ def validate(cfg: DictConfig) -> DictConfig:
     unset = sorted(OmegaConf.missing_keys(typed))
     if unset:
         raise ConfigError(f"config keys without a value (conf/ defines every default): {unset}")
-    problems = _value_problems(typed)
+    problems = _quoted_values(
+        OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(typed, resolve=True)
+    )
+    problems = problems or _value_problems(typed)
     if len(problems) == 1:
         raise ConfigError(f"invalid config value: {problems[0]}")
     if problems:
         raise ConfigError("invalid config values:\n  " + "\n  ".join(problems))
     return typed
+
+
+def _quoted_values(raw: Any, typed: Any, key: str = "") -> list[str]:
+    """Keys whose value is text where the schema wants a boolean or a number ("false", "48"):
+    the stages read the text as written, and `bool("false")` is True."""
+    if isinstance(raw, dict) and isinstance(typed, dict):
+        return [
+            problem
+            for name, value in raw.items()
+            for problem in _quoted_values(value, typed.get(name), f"{key}.{name}".lstrip("."))
+        ]
+    if isinstance(raw, list) and isinstance(typed, list):
+        return [
+            problem
+            for i, (value, typed_value) in enumerate(zip(raw, typed, strict=False))
+            for problem in _quoted_values(value, typed_value, f"{key}[{i}]")
+        ]
+    if isinstance(raw, str) and isinstance(typed, bool | int | float):
+        return [f"{key}: {raw!r} is text; write it without quotes ({json.dumps(typed)})"]
+    return []
 
 
 def _dataset_problems(ds: DictConfig) -> list[str]:
@@ -303,8 +329,33 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     check(cfg.crop.size >= 16, "crop.size", "must be >= 16")
     check(0 <= cfg.crop.threshold <= 255, "crop.threshold", "must be a grey level in 0..255")
     check(cfg.crop.margin >= 0, "crop.margin", "must be >= 0")
-    lo, hi = cfg.crop.fraction
-    check(0 <= lo < hi <= 1, "crop.fraction", "must be [low, high] with 0 <= low < high <= 1")
+    fraction = list(cfg.crop.fraction)
+    check(
+        len(fraction) == 2 and 0 <= fraction[0] < fraction[-1] <= 1,
+        "crop.fraction",
+        f"must be [low, high] with 0 <= low < high <= 1, got {fraction}",
+    )
+    check(0 <= cfg.seed < 2**32, "seed", "must be in 0..2**32-1 (numpy's seed range)")
+    check(
+        cfg.split.group_by in GROUP_BY,
+        "split.group_by",
+        f"{cfg.split.group_by!r} not in {GROUP_BY}",
+    )
+    check(
+        cfg.cross.on_missing in ON_MISSING,
+        "cross.on_missing",
+        f"{cfg.cross.on_missing!r} not in {ON_MISSING}",
+    )
+    rankable = sorted(m.removeprefix("val_") for m in MONITORS)
+    check(
+        cfg.tracking.register_metric in rankable,
+        "tracking.register_metric",
+        f"{cfg.tracking.register_metric!r} not in {rankable} (validation metrics of every run)",
+    )
+    demo = cfg.demo
+    check(demo.n_per_class >= 1, "demo.n_per_class", "must be >= 1")
+    check(min(demo.smear_side, demo.cnmc_side) >= 16, "demo", "smear_side, cnmc_side: >= 16")
+    check(demo.cnmc_subjects >= 1, "demo.cnmc_subjects", "must be >= 1")
     fractions = [cfg.split.train, cfg.split.val, cfg.split.test]
     check(
         all(f > 0 for f in fractions),
@@ -380,11 +431,13 @@ def _value_problems(cfg: DictConfig) -> list[str]:
         for key in ("lr", "epochs", "batch_size"):
             if key in section:
                 value = section[key]  # model sections are free-form: no schema types them
-                number = isinstance(value, int | float) and not isinstance(value, bool)
+                counted = key != "lr"  # epochs and images are whole numbers
+                kinds = int if counted else int | float
+                number = isinstance(value, kinds) and not isinstance(value, bool)
                 check(
                     number and value > 0,
                     f"models.{name}.{key}",
-                    f"must be a number > 0, got {value!r}",
+                    f"must be {'an integer' if counted else 'a number'} > 0, got {value!r}",
                 )
     return problems
 

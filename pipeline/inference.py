@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from pipeline.errors import PipelineError
 from pipeline.io import ImageReadError, read_cell_image
 from pipeline.labels import label_of
 from pipeline.models.base import Classifier, load_model
@@ -31,6 +32,10 @@ def training_card(data_dir: Path, dataset: str, data_digest: str) -> dict:
     return {**read_card(data_dir), "dataset": dataset, "data_digest": data_digest}
 
 
+class NoCellFoundError(PipelineError):
+    """Segmentation found no cell in an image given to `predict`."""
+
+
 class Predictor:
     """A model plus the preprocessing it was trained with."""
 
@@ -45,19 +50,30 @@ class Predictor:
         directory = resolve_model_dir(str(source))
         return cls(load_model(directory), read_card(directory))
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray, require_cell: bool = False) -> np.ndarray:
+        """The image as the model's training images were prepared. The segment stage keeps an
+        image whole when it finds no cell (so does this, for dataset-wide scoring); with
+        `require_cell` that is a `NoCellFoundError` instead."""
         if self.segment:
-            image, _ = apply_mask_and_crop(image, segment_cell(image, self.segment_cfg))
+            segmentation = segment_cell(image, self.segment_cfg)
+            if require_cell and not segmentation.found:
+                raise NoCellFoundError(
+                    "segmentation found no cell (is it an image of one white cell?)"
+                )
+            image, _ = apply_mask_and_crop(image, segmentation)
         return crop_and_resize(image, self.crop_cfg)
 
     def predict_files(self, files: Sequence[Path]) -> pd.DataFrame:
+        """One row per file; a file that cannot be read, or in which a segmenting model finds
+        no cell, gets an `error` instead of a confident-looking P(ALL)."""
         rows, prepared = [], []
         for path in files:
             try:
-                prepared.append(self.prepare(read_cell_image(path)))
+                prepared.append(self.prepare(read_cell_image(path), require_cell=True))
                 rows.append({"path": str(path), "error": ""})
-            except ImageReadError as exc:
-                rows.append({"path": str(path), "error": str(exc)})
+            except (ImageReadError, NoCellFoundError) as exc:
+                prefix = "" if isinstance(exc, ImageReadError) else f"{path}: "
+                rows.append({"path": str(path), "error": f"{prefix}{exc}"})
         p_all = self.model.predict_proba(prepared) if prepared else np.array([])
         good = iter(p_all)
         for row in rows:

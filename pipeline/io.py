@@ -39,6 +39,10 @@ class ImageReadError(PipelineError, ValueError):
     """A single image could not be decoded; the message names the file and why."""
 
 
+class OutputKindError(PipelineError, IsADirectoryError):
+    """An output file would replace a folder of the same name."""
+
+
 class MalformedFileError(PipelineError, ValueError):
     """A YAML or JSON file the pipeline reads (params, lock, metrics, model card) is not valid;
     the message names the file and where its text goes wrong."""
@@ -188,6 +192,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield staged
         if not staged.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
+        if target.is_dir() and not target.is_symlink() and not staged.is_dir():
+            # a file written over a folder would delete everything in it (`--output <folder>`)
+            raise OutputKindError(f"{target} is a folder: refusing to replace it with a file")
         if target.is_dir() and not target.is_symlink():
             old = tmp / (target.name + ".old")
             os.replace(target, old)

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.evaluate.explain import require_cam_target, write_overlays
 from pipeline.inference import Predictor
-from pipeline.io import atomic_write_text, is_hidden, read_image
+from pipeline.io import OutputKindError, atomic_write_text, is_hidden, read_image
 
 
 def list_images(target: Path) -> list[Path]:
@@ -36,6 +36,19 @@ def list_images(target: Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"{target}: no files to predict in this folder")
     return files
+
+
+def check_output_file(output: Path) -> None:
+    """`--output` names a CSV file whose folder exists or can be made; never a folder (the
+    atomic write would replace it, and everything in it, by the CSV)."""
+    if output.is_dir():
+        raise OutputKindError(
+            f"--output {output} is a folder: give a file name, e.g. {output / 'predictions.csv'}"
+        )
+    blocking = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputKindError(f"--output {output}: {blocking} is a file, not a folder")
+    output.parent.mkdir(parents=True, exist_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = list_images(args.target)
         if args.explain:
             require_cam_target(predictor.model)  # fail before predicting, not after
-        if args.output:  # a folder that cannot be made fails now, not after every prediction
-            args.output.parent.mkdir(parents=True, exist_ok=True)
+        if args.output:  # fail now, not after every prediction
+            check_output_file(args.output)
     except (PipelineError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

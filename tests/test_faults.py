@@ -203,6 +203,23 @@ def test_a_prepared_dataset_without_its_card_fails_before_training(workspace, ca
     assert f"no {paths.PREPROCESS_CARD}" in err and "dvc repro" in err and one_line(err)
 
 
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_a_split_rerun_without_augment_is_refused(workspace, capsys, stage):
+    """Training or scoring the old split while split.json and the report show the new one."""
+    resplit = manifest.read(workspace / paths.split_table("synthetic"))
+    resplit["split"] = resplit["split"].map({"train": "val", "val": "train", "test": "test"})
+    manifest.write(resplit, workspace / paths.split_table("synthetic"))
+    err = fails_cleanly(workspace, capsys, stage, "svm_hog")
+    assert "was built from another split than today's split table" in err and one_line(err)
+
+
+def test_crops_changed_since_the_split_are_refused_by_augment(workspace, capsys):
+    table = manifest.read(workspace / paths.split_table("synthetic"))
+    manifest.write(table.iloc[1:], workspace / paths.split_table("synthetic"))
+    err = fails_cleanly(workspace, capsys, "augment")
+    assert "misses 1 new one(s): run `python -m pipeline.stages.split` first" in err
+
+
 def test_a_corrupt_model_file_or_metrics_file_is_named(workspace, capsys):
     model = workspace / paths.model_dir("synthetic", "svm_hog")
     weights = next(p for p in model.iterdir() if p.suffix == ".joblib")

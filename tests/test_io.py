@@ -68,3 +68,15 @@ def test_an_image_that_cannot_hold_a_cell_is_refused_naming_it(tmp_path, image, 
     cell = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     cv2.imwrite(str(path), cell)
     assert read_cell_image(path).shape == (32, 32, 3)
+
+
+def test_a_file_is_never_written_over_a_folder(tmp_path):
+    from pipeline.io import OutputKindError, atomic_write_text
+
+    folder = tmp_path / "results"
+    (folder / "keep.txt").parent.mkdir()
+    (folder / "keep.txt").write_text("work")
+    with pytest.raises(OutputKindError, match="results is a folder"):
+        atomic_write_text(folder, "csv")
+    assert (folder / "keep.txt").read_text() == "work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no staging left

@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -96,3 +97,31 @@ def test_predict_lists_what_ingest_would_read_not_hidden_files_or_os_clutter(tmp
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert list_images(tmp_path) == [tmp_path / "a.png", tmp_path / "sub" / "b.png"]
+
+
+def test_an_image_without_a_cell_gets_an_error_not_a_p_all(demo_workspace, tmp_path):
+    """Not blank (one pixel differs), so it is read; but a segmenting model finds no cell."""
+    from pipeline.io import write_image
+
+    model = demo_workspace / paths.model_dir("synthetic", "svm_hog")
+    assert json.loads((model / paths.PREPROCESS_CARD).read_text())["segment"]
+    flat = np.full((64, 64, 3), 128, dtype=np.uint8)
+    flat[5, 5] = 129
+    write_image(tmp_path / "flat.png", flat)
+    out = tmp_path / "out.csv"
+    assert main([str(model), str(tmp_path / "flat.png"), "--output", str(out)]) == 0
+    row = pd.read_csv(out, keep_default_na=False).iloc[0]
+    assert "flat.png: segmentation found no cell" in row["error"] and row["prediction"] == ""
+
+
+def test_predict_never_writes_its_csv_over_a_folder(demo_workspace, tmp_path, capsys):
+    model = demo_workspace / paths.model_dir("synthetic", "svm_hog")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(sorted((demo_workspace / "artifacts" / "demo" / "smear").glob("*.png"))[0], images)
+    before = sorted(images.iterdir())
+    assert main([str(model), str(images), "--output", str(images)]) == 1
+    assert "is a folder: give a file name" in capsys.readouterr().err
+    assert sorted(images.iterdir()) == before
+    assert main([str(model), str(images), "--output", str(before[0] / "x.csv")]) == 1
+    assert f"{before[0]} is a file, not a folder" in capsys.readouterr().err

@@ -148,7 +148,11 @@ def read_all_idb2(root: Path) -> Listing:
         return listing
     seen: dict[str, Path] = {}
     for path in visible_children(root):
-        if not (path.is_file() and is_image(path)):
+        if path.is_dir() and any(is_image(p) for p in visible_below(path)):
+            listing.file_problems.append(  # never dropped without a word
+                f"{path}: a folder of images; ALL-IDB2's ImNNN_L images lie directly in the root"
+            )
+        if not (path.is_file() and is_image(path)):  # notes, checksums: not data
             continue
         match = ALL_IDB2_NAME.match(path.stem)
         if not match:
@@ -205,10 +209,16 @@ def read_folder(
     if listing.fatal_problems:
         return listing
     folder_label = {name: label for label, names in mapping.items() for name in names}
-    present = {p.name for p in visible_children(root) if p.is_dir()}
+    children = visible_children(root)
+    present = {p.name for p in children if p.is_dir()}
     unmapped = sorted(present - set(folder_label))
     listing.file_problems += [
         f"{root / name}: class folder not mapped in dataset.classes" for name in unmapped
+    ]
+    listing.file_problems += [  # an image there is in no class; a README is not data
+        f"{path}: an image at the dataset root, outside every class folder of dataset.classes"
+        for path in children
+        if not path.is_dir() and is_image(path)
     ]
     listing.fatal_problems += [
         f"{root / name}: folder mapped in dataset.classes is missing"

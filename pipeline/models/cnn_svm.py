@@ -40,6 +40,7 @@ class CnnSvmClassifier(TorchvisionClassifier):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         params.require(self.config, ("svm_kernel", "C"))
+        params.number(self.config, "C", 0, above_minimum=True)
         params.choice(self.config, "svm_kernel", ("linear", "rbf"))
         self.svm: Pipeline | None = None
 

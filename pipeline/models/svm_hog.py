@@ -74,6 +74,7 @@ class HogSvmClassifier(FeatureClassifier):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         params.require(self.config, ("C", "hog"))
+        params.number(self.config, "C", 0, above_minimum=True)
         where = f"{self.config.get('name', self.kind)}.hog"
         params.require(self.config["hog"], self.HOG_KEYS, where)
         params.choice(self.config["hog"], "color", ("gray", "rgb"), where)

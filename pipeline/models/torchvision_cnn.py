@@ -80,7 +80,10 @@ def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
     attr = head_attr(network)
     old_head = getattr(network, attr)
     if not isinstance(old_head, nn.Linear):
-        raise ValueError(f"{arch}: head {attr} is not a single Linear layer; not supported")
+        raise ConfigError(
+            f"{params.section_key(config)}.arch: {arch}'s head ({attr}) is not one Linear "
+            "layer; supported: ResNet, DenseNet and other single-Linear-head networks"
+        )
     in_features = old_head.in_features
     setattr(
         network,
@@ -94,7 +97,10 @@ def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
     if trainable == "last":
         family = arch_family(arch)
         if family not in LAST_STAGE:
-            raise ValueError(f"trainable: last is not defined for {arch!r}; use all or head")
+            raise ConfigError(
+                f"{params.section_key(config)}.trainable: last is not defined for {arch!r}; "
+                "use all or head"
+            )
         for name in LAST_STAGE[family]:
             network.get_submodule(name).requires_grad_(True)
     return network
@@ -178,8 +184,14 @@ class TorchvisionClassifier(Classifier):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         params.require(self.config, self.REQUIRED)
+        if self.config["arch"] not in torchvision.models.list_models():
+            raise ConfigError(
+                f"{params.section_key(self.config)}.arch: {self.config['arch']!r} is not a "
+                "torchvision model (see torchvision.models.list_models())"
+            )
         params.choice(self.config, "pretrained", ("imagenet", "none"))
         params.choice(self.config, "optimizer", ("adam", "adamw", "sgd"))
+        params.number(self.config, "dropout", 0, 1)
         self.config.setdefault("trainable", "all")
         params.choice(self.config, "trainable", ("all", "head", "last"))
         self.config.setdefault("scheduler", "none")

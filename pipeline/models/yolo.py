@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from pipeline.config import ConfigError
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
 from pipeline.models.base import CamTarget, Classifier, TrainContext
@@ -37,6 +39,10 @@ from pipeline.train.device import pin_threads, pinned_threads, resolve_device
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# Ultralytics' optimizer names (`BaseTrainer.build_optimizer`), matched without case
+OPTIMIZERS = ("auto", "SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD")
+# Its classifier model names: yolov8n-cls, yolo11s-cls, yolo26x-cls, ...
+VARIANT = re.compile(r"yolo(v\d+|\d+)[nslmx]-cls")
 
 WEIGHTS_FILE = "best.pt"
 RUN_NAME = "yolo"
@@ -200,13 +206,36 @@ class YoloClassifier(Classifier):
         params.require(self.config, ("variant", "pretrained", "epochs", "batch_size", "lr"))
         params.choice(self.config, "pretrained", ("imagenet", "none"))
         params.optional_int(self.config, "input_size", minimum=16)
+        optimizer = str(self.config.get("optimizer", "auto"))
+        if optimizer.lower() not in {name.lower() for name in OPTIMIZERS}:
+            raise ConfigError(
+                f"{params.section_key(self.config)}.optimizer: {optimizer!r} not in {OPTIMIZERS}"
+            )
+        if not isinstance(self.config.get("train_args") or {}, dict):
+            raise ConfigError(f"{params.section_key(self.config)}.train_args: not a mapping")
         self.model: Any = None
         self.device = "cpu"
+
+    def _check_ultralytics_keys(self) -> None:
+        """`train_args` keys Ultralytics knows, and a `variant` it can build, named before any
+        training (Ultralytics raises a SyntaxError or only prints)."""
+        from ultralytics.cfg import DEFAULT_CFG_DICT
+
+        key = params.section_key(self.config)
+        unknown = sorted(set(self.config.get("train_args") or {}) - set(DEFAULT_CFG_DICT))
+        if unknown:
+            raise ConfigError(f"{key}.train_args: {unknown} are not Ultralytics train arguments")
+        variant = str(self.config["variant"])
+        if not VARIANT.fullmatch(variant):
+            raise ConfigError(
+                f"{key}.variant: {variant!r} is not an Ultralytics classifier such as yolov8n-cls"
+            )
 
     @_keeps_torch_threads
     def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
         pin_threads(ctx.threads)
         ultralytics = _ultralytics()
+        self._check_ultralytics_keys()
         self.image_size = self.input_side(ctx)
         device = resolve_device(ctx.device)
         self.device = device.ultralytics

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.io import read_image, write_image
 from pipeline.labels import CLASSES
 from pipeline.parallel import parallel_map
@@ -74,6 +75,36 @@ def augmented_table(frame: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
     ]
     originals = frame.assign(augmented_from="", op="")
     return pd.concat([originals, copies], ignore_index=True)
+
+
+class StaleInputError(PipelineError):
+    """A stage's input was made from an older version of an earlier stage's output."""
+
+
+def require_split_of(prepared: pd.DataFrame, split_table: pd.DataFrame, where: str) -> None:
+    """Refuse a prepared dataset whose original images do not sit in the splits `split_table`
+    assigns: `split` re-run by hand without `augment` (DVC runs both), so training and testing
+    would use the old split while `split.json` and the report describe the new one."""
+    originals = prepared[prepared["augmented_from"].fillna("").astype(str) == ""]
+    if dict(zip(originals["id"], originals["split"], strict=True)) != dict(
+        zip(split_table["id"], split_table["split"], strict=True)
+    ):
+        raise StaleInputError(
+            f"{where} was built from another split than today's split table (`split` ran "
+            "since `augment`): run `python -m pipeline.stages.augment` first (`dvc repro` does)"
+        )
+
+
+def require_images_of(split_table: pd.DataFrame, cropped: pd.DataFrame, where: str) -> None:
+    """Refuse a split table that does not list exactly today's crops: images added or removed
+    since `split` ran would be silently left out, or missing."""
+    listed, present = set(split_table["id"]), set(cropped["id"])
+    if listed != present:
+        raise StaleInputError(
+            f"{where} lists {len(listed - present)} image(s) no longer cropped and misses "
+            f"{len(present - listed)} new one(s): run `python -m pipeline.stages.split` first "
+            "(`dvc repro` does)"
+        )
 
 
 def image_path(root: Path, split: str, label: str, image_id: str) -> Path:

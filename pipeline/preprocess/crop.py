@@ -15,7 +15,8 @@ def crop_box(image: np.ndarray, cfg) -> tuple[int, int, int, int]:
     h, w = image.shape[:2]
     if cfg.rule == "fraction":
         lo, hi = cfg.fraction
-        return int(h * lo), max(int(h * hi), int(h * lo) + 1), int(w * lo), max(int(w * hi), 1)
+        top, left = int(h * lo), int(w * lo)  # at least one row and column, however narrow
+        return top, max(int(h * hi), top + 1), left, max(int(w * hi), left + 1)
     foreground = image.max(axis=2) > cfg.threshold if image.ndim == 3 else image > cfg.threshold
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if rows.size == 0:

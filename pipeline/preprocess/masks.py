@@ -65,13 +65,17 @@ def read_gt_mask(path: Path | str, shape: tuple[int, ...]) -> tuple[np.ndarray, 
     return label > 0, label == 1
 
 
-def find_mask(mask_dir: Path | str, image_id: str) -> Path | None:
-    """The mask file for `image_id` in `mask_dir`, whatever its image suffix, or None."""
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (suffix, suffix.upper()):
-            path = Path(mask_dir) / f"{image_id}{candidate}"
-            if path.is_file():
-                return path
+def find_mask(mask_dir: Path | str, image_id: str, source: Path | str | None = None) -> Path | None:
+    """The mask file in `mask_dir` named after `image_id` or, failing that, after the image's
+    `source` file (a folder dataset's id carries its class folder: `Benign__Im131_0`), whatever
+    its image suffix; None when there is none."""
+    names = [image_id] + ([Path(source).stem] if source is not None else [])
+    for name in dict.fromkeys(names):
+        for suffix in IMAGE_SUFFIXES:
+            for candidate in (suffix, suffix.upper()):
+                path = Path(mask_dir) / f"{name}{candidate}"
+                if path.is_file():
+                    return path
     return None
 
 

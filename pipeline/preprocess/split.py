@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pipeline.config import ConfigError
+from pipeline.config import GROUP_BY, ConfigError
 from pipeline.labels import NEGATIVE, POSITIVE
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-GROUP_BY = ("subject", "none")
 IMAGE_LEVEL_WARNING = (
     "split.group_by=none: the paper's image-level protocol; cells of one subject sit in "
     "train and test, so its stain and illumination leak and the scores are optimistic"

@@ -10,6 +10,7 @@ from pipeline.preprocess.augment import (
     materialise,
     plan_augmentation,
     relocate,
+    require_images_of,
 )
 from pipeline.preprocess.card import read_card, write_card
 from pipeline.stages.common import log, stage
@@ -19,6 +20,8 @@ from pipeline.stages.common import log, stage
 def run(cfg) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.split_table(name))
+    cropped = manifest.read(paths.cropped(name) / "manifest.csv")
+    require_images_of(frame, cropped, str(paths.split_table(name)))
     table = augmented_table(frame, plan_augmentation(frame, cfg.augment, cfg.seed))
     card = read_card(paths.cropped(name))  # before hours of writing: the crops must have one
     final = paths.prepared(name)

@@ -43,7 +43,7 @@ SUMMARY_KEYS = ("cell_dice_mean", "cell_dice_median", "cell_iou_mean", "nucleus_
 
 
 def _score_one(row: dict, segment_cfg, mask_dir) -> dict | None:
-    truth = find_mask(mask_dir, row["id"])
+    truth = find_mask(mask_dir, row["id"], row["path"])
     if truth is None:
         return None
     image = read_image(row["path"])

@@ -26,7 +26,7 @@ def _segment_one(row: dict, cfg, out_dir, mask_dir) -> dict:
     # 0 background, 128 cytoplasm, 255 nucleus: the full-size mask, comparable to ground truth
     label_mask = np.where(seg.nucleus, 255, np.where(seg.cell, 128, 0)).astype(np.uint8)
     write_image(out_dir / "masks" / f"{row['id']}.png", label_mask)
-    truth = find_mask(mask_dir, row["id"]) if mask_dir else None
+    truth = find_mask(mask_dir, row["id"], row["path"]) if mask_dir else None
     overlap = None
     if truth is not None:
         overlap = overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
@@ -69,6 +69,12 @@ def run(cfg) -> None:
             "n_cell_not_found": len(not_found),
         }
         scored = [r["overlap"] for r in results if r["overlap"]]
+        if mask_dir and not scored:  # a wrong folder or naming: say so, not a silent no-score
+            log.warning(
+                "dataset.masks: no image has a mask in %s (masks are matched by image id or "
+                "file name, e.g. Im001_1.png): segmentation is not scored",
+                mask_dir,
+            )
         if scored:
             scores, per_image = score_segmentations(scored)
             summary.update(scores)

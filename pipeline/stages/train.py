@@ -13,6 +13,7 @@ from pipeline import manifest, paths, tracking
 from pipeline.inference import training_card
 from pipeline.io import atomic_path, file_digest, folder_digest
 from pipeline.models.base import build_model
+from pipeline.preprocess.augment import require_split_of
 from pipeline.preprocess.card import write_card
 from pipeline.stages.common import log, model_config, stage
 from pipeline.train.context import TrainContext
@@ -28,6 +29,8 @@ def run(cfg, model_name: str) -> None:
     data_dir = paths.prepared(dataset)
     data_hash = file_digest(data_dir / "manifest.csv")
     card = training_card(data_dir, dataset, data_hash)
+    prepared = manifest.read(data_dir / "manifest.csv")
+    require_split_of(prepared, manifest.read(paths.split_table(dataset)), str(data_dir))
     tracking.check_reachable(cfg)
     tracking.close_stale_runs(cfg, dataset, model_name)
     with tracking.start_run(
@@ -39,7 +42,7 @@ def run(cfg, model_name: str) -> None:
     ):
         tracking.set_tags({"device": resolve_device(cfg.train.device).device, "threads": threads})
         tracking.log_dataset(
-            manifest.read(data_dir / "manifest.csv"),
+            prepared,
             name=dataset,
             source=cfg.dataset.root,
             digest=data_hash,

@@ -197,7 +197,9 @@ def test_all_idb2_bad_files_listed_together_or_skipped(tmp_path, write_image, da
         (root / name).write_bytes(content)
     write_image(root / "Im013_2.png", 13)  # unknown label
     write_image(root / "photo.jpg", 14)  # unknown label
-    expected = [*bad, "Im013_2.png", "photo.jpg"]
+    write_image(root / "more" / "Im015_1.png", 15)  # a subfolder: not where ALL-IDB2 lies
+    (root / "notes.txt").write_text("not an image, not data: ignored")
+    expected = [*bad, "Im013_2.png", "photo.jpg", "more"]
     with pytest.raises(BadInputError) as info:
         build_manifest(dataset_cfg(root, "all_idb2"), tmp_path)
     message = str(info.value)
@@ -295,14 +297,15 @@ def test_folder_unmapped_folders_and_non_images_listed(tmp_path, write_image, da
     write_image(root / "Mystery" / "m.png", 6)
     write_image(root / "Other" / "o.png", 7)
     (root / "Benign" / "labels.csv").write_text("a,b\n")
+    write_image(root / "stray.png", 8)  # beside the class folders: in no class
     with pytest.raises(BadInputError) as info:
         build_manifest(dataset_cfg(root, "folder", classes=CLASSES), tmp_path)
-    for name in ("Mystery", "Other", "labels.csv"):
+    for name in ("Mystery", "Other", "labels.csv", "stray.png: an image at the dataset root"):
         assert name in str(info.value)
     frame, problems = build_manifest(
         dataset_cfg(root, "folder", classes=CLASSES, on_bad_file="skip"), tmp_path
     )
-    assert len(frame) == 4 and len(problems) == 3
+    assert len(frame) == 4 and len(problems) == 4
 
 
 def test_folder_missing_mapped_folder_and_empty_class_raise(tmp_path, write_image, dataset_cfg):

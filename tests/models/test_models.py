@@ -236,11 +236,41 @@ def test_cached_weights_need_no_network(
         ("yolov8", "pretrained", "yes"),
         ("resnet50", "input_size", 8),
         ("yolov8", "input_size", "big"),
+        ("resnet50", "arch", "resnet181"),
+        ("densenet121", "dropout", 5),
+        ("svm_hog", "C", -1),
+        ("resnet50_svm", "C", 0),
+        ("yolov8", "optimizer", "foo"),
+        ("yolov8", "train_args", "fast"),
     ],
 )
 def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=rf"models\.{name}\."):
         build_model(model_config(name, **{key: value}))
+
+
+def test_a_network_whose_head_is_not_one_linear_layer_names_the_key() -> None:
+    from pipeline.models.torchvision_cnn import build_network
+
+    config = {**model_config("resnet50"), "arch": "mobilenet_v3_small"}
+    with pytest.raises(ConfigError, match=r"models\.resnet50\.arch: mobilenet_v3_small's head"):
+        build_network(config, pretrained=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_args": {"hsv_ss": 0.0}}, r"train_args: \['hsv_ss'\] are not Ultralytics"),
+        ({"variant": "yolov8q-cls"}, "variant: 'yolov8q-cls' is not an Ultralytics classifier"),
+    ],
+)
+def test_yolo_names_what_ultralytics_would_not_take_before_training(
+    change: dict, message: str, image_folder_dir: Path, tmp_path: Path, offline: None
+) -> None:
+    model = build_model(model_config("yolov8", **change))
+    with pytest.raises(ConfigError, match=message):
+        model.fit(train_context(image_folder_dir, tmp_path / "work"))
+    assert not (tmp_path / "work" / "yolo").exists()
 
 
 @pytest.mark.parametrize(("name", "side"), [("resnet50_svm", 48), ("yolov8", 64)])

@@ -36,3 +36,11 @@ def test_output_is_square_at_size_and_keeps_aspect():
 def test_all_black_image_is_kept_whole():
     out = crop_and_resize(np.zeros((40, 50, 3), np.uint8), cfg(size=32))
     assert out.shape == (32, 32, 3) and out.max() == 0
+
+
+def test_a_narrow_fraction_of_a_narrow_image_keeps_at_least_one_pixel_each_way():
+    narrow = np.full((40, 12, 3), 150, np.uint8)
+    crop = cfg(rule="fraction", fraction=[0.5, 0.55], size=16)
+    top, bottom, left, right = crop_box(narrow, crop)
+    assert bottom > top and right > left
+    assert crop_and_resize(narrow, crop).shape == (16, 16, 3)

@@ -87,6 +87,14 @@ def test_find_mask_any_suffix(tmp_path: Path) -> None:
     assert find_mask(tmp_path, "Im007_1") is None
 
 
+def test_a_folder_datasets_mask_is_found_by_its_file_name(tmp_path: Path) -> None:
+    """Its id carries the class folder (`Benign__Im131_0`); the mask is named after the file."""
+    write_colour_mask(tmp_path / "Im131_0.png")
+    source = tmp_path / "data" / "Benign" / "Im131_0.jpg"
+    assert find_mask(tmp_path, "Benign__Im131_0", source) == tmp_path / "Im131_0.png"
+    assert find_mask(tmp_path, "Benign__Im131_0") is None
+
+
 def test_dice_and_iou_edge_cases() -> None:
     empty = np.zeros((4, 4), bool)
     full = np.ones((4, 4), bool)
