@@ -152,22 +152,39 @@ def parse_metrics(text: str, where: str) -> dict[str, object]:
     return data
 
 
+def _read_text(path: Path) -> str:
+    """A metrics file's text. A folder named `*.json`, an unreadable or non-UTF-8 file is the
+    gate's error naming it: a traceback exits 1, which CI reads as a regression."""
+    if path.is_dir():
+        raise GateError(f"{path}: a folder, not a metrics file (rename it: no *.json folders)")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GateError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise GateError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
 def read_metrics_dir(folder: Path | str) -> Metrics:
     """Every `*.json` under `folder`, keyed by its relative path (`synthetic/svm_hog.json`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GateError(f"metrics folder {folder} does not exist")
     return {
-        path.relative_to(folder).as_posix(): parse_metrics(path.read_text(), str(path))
+        path.relative_to(folder).as_posix(): parse_metrics(_read_text(path), str(path))
         for path in sorted(folder.rglob("*.json"))
     }
 
 
 def _git(args: Sequence[str], cwd: Path) -> str:
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8"
+        )
     except FileNotFoundError:
         raise GateError("git is not installed; use --baseline-dir instead") from None
+    except UnicodeDecodeError as exc:  # a committed metrics file that is not UTF-8
+        raise GateError(f"`git {' '.join(args)}`: not UTF-8 text ({exc.reason})") from None
     if done.returncode:
         raise GateError(f"`git {' '.join(args)}` failed: {done.stderr.strip()}")
     return done.stdout

@@ -447,3 +447,31 @@ def test_the_configured_noise_allowance_passes_a_cross_machine_retrain_and_fails
     write_tree(tmp_path / "base", {"synthetic/densenet121.json": compute_metrics(labels, baseline)})
     assert gate(scores(13, 8)) == 0
     assert gate(1 - baseline) == 1
+
+
+def test_a_metrics_file_that_cannot_be_read_is_a_gate_error_naming_it(tmp_path, capsys):
+    """Exit 1 reads as a regression to CI: a non-UTF-8 file or a folder named *.json is the
+    gate's own error (exit 2) naming the file, not a traceback."""
+    write_tree(tmp_path / "base", BASE)
+    argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    write_tree(tmp_path / "cur", BASE)
+    (tmp_path / "cur" / "synthetic" / "latin1.json").write_bytes(b'{"note": "caf\xe9"}')
+    assert main(argv) == 2
+    assert "latin1.json: not UTF-8" in capsys.readouterr().err
+    (tmp_path / "cur" / "synthetic" / "latin1.json").unlink()
+    (tmp_path / "cur" / "synthetic" / "odd.json").mkdir()
+    assert main(argv) == 2
+    assert "odd.json: a folder, not a metrics file" in capsys.readouterr().err
+    (tmp_path / "cur" / "synthetic" / "odd.json").rmdir()
+    assert main(argv) == 0
+
+
+@needs_git
+def test_a_committed_metrics_file_that_is_not_utf8_is_a_gate_error(repo, monkeypatch, capsys):
+    (repo / "reports" / "metrics" / "latin1.json").write_bytes(b'{"note": "caf\xe9"}')
+    git(repo, "add", "reports")
+    git(repo, "commit", "-q", "-m", "a latin-1 file")
+    (repo / "reports" / "metrics" / "latin1.json").unlink()
+    monkeypatch.chdir(repo)
+    assert main(["--baseline-ref", "HEAD"]) == 2
+    assert "HEAD:reports/metrics/latin1.json`: not UTF-8" in capsys.readouterr().err
