@@ -6,7 +6,9 @@ silently worse model. This compares the metrics JSON files under `reports/metric
 object per file) with a baseline and exits 1 on any regression. Each gated metric has a
 direction (`higher` is better, or `lower` for loss-like metrics), a tolerance (0 <= t < 0.5)
 and a floor that a metric absent from the baseline (a new model or metric) must reach. Flags
-(`shortcut_warning`, `model_input_warning`, `collapsed`) must not turn true.
+(`shortcut_warning`, `model_input_warning`, `collapsed`) must not turn true. A gated metric
+or flag that no metrics file holds (of either side, or of the workspace's `reports/metrics/`)
+is refused as a typo: the check would otherwise vanish silently.
 
 Sampling noise: a model trained from random initialisation is bit-for-bit reproducible only on
 the same CPU and library build; on another machine it lands elsewhere within the noise of its
@@ -287,6 +289,31 @@ def resolve_rules(gate: Mapping[str, object], overrides: Sequence[str] = ()) -> 
     return rules
 
 
+def check_names(metrics: Sequence[str], flags: Sequence[str], *sides: Metrics) -> None:
+    """Refuse a gated metric or flag that no metrics file of `sides` holds: `compare` skips
+    what a file lacks, so a typo (`acuracy`, `colapsed`) would drop its check silently."""
+    present = {key for side in sides for data in side.values() for key in data}
+    for section, names in (("gate.metrics", metrics), ("gate.flags", flags)):
+        for name in names:
+            if name not in present:
+                raise GateError(
+                    f"{section}: {name!r} is in no metrics file: a typo, or a metric "
+                    "this pipeline does not write (remove it from the gate)"
+                )
+
+
+def _workspace_metrics(current: Path) -> list[Metrics]:
+    """The workspace's own `reports/metrics/` when the current side is another folder (a
+    snapshot's): it says what this pipeline writes, so a metric that one dataset's runs lack
+    (C-NMC has no segmentation masks, hence no Dice) is not taken for a typo."""
+    from pipeline import config
+
+    folder = config.workspace_root() / METRICS_DIR
+    if not folder.is_dir() or folder.resolve() == current.resolve():
+        return []
+    return [read_metrics_dir(folder)]
+
+
 def _status(baseline: float | None, current: float | None, rule: Rule, allowed: float) -> Status:
     if baseline is None:
         if current is None:
@@ -466,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             label = f"`{args.baseline_ref}`"
             baseline = read_metrics_at_ref(args.baseline_ref, args.metrics_dir)
+        known = [baseline, current, *_workspace_metrics(args.metrics_dir)]
+        check_names(list(rules), list(gate.flags), *known)
         rows = compare(baseline, current, rules, list(gate.flags), list(gate.flags_only))
     except GateError as exc:
         print(f"gate error: {exc}", file=sys.stderr)

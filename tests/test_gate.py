@@ -6,14 +6,17 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.gate import (
     GateError,
     Row,
+    check_names,
     compare,
     main,
     read_metrics_dir,
@@ -23,6 +26,8 @@ from pipeline.gate import (
 )
 
 TOL = {"accuracy": 0.02, "f1": 0.03, "roc_auc": 0.02}
+REPO = Path(__file__).parents[1]
+GATED = ("accuracy", "f1", "roc_auc")  # the metrics of the fixtures' model files
 
 
 def metrics(
@@ -55,11 +60,37 @@ def write_tree(root: Path, files: dict[str, dict]) -> Path:
 BASE = {"synthetic/svm_hog.json": metrics(), "synthetic/resnet50.json": metrics(0.80, 0.79)}
 
 
-def run_dirs(tmp_path: Path, current: dict[str, dict], *extra: str) -> int:
+def gate_params(folder: Path, metrics: Sequence[str] = GATED, flags: Sequence[str] = ()) -> Path:
+    """The committed params.yaml with its gate narrowed to `metrics` (a name it does not gate
+    is `higher`) and `flags`; tolerances, floors and ci_scale as committed. A gated name that
+    no metrics file holds is refused, and these fixtures hold only a few."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    gate = params["gate"]
+    gate["metrics"] = {m: gate["metrics"].get(m, "higher") for m in metrics}
+    for key in ("tolerances", "floors"):
+        gate[key] = {m: v for m, v in gate[key].items() if m in {*metrics, "default"}}
+    gate["flags"] = list(flags)
+    path = folder / "gate_params.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_dirs(
+    tmp_path: Path, current: dict[str, dict], *extra: str, gated: Sequence[str] = GATED
+) -> int:
     write_tree(tmp_path / "base", BASE)
     write_tree(tmp_path / "cur", current)
+    params = [] if "--params" in extra else ["--params", str(gate_params(tmp_path, gated))]
     return main(
-        ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur"), *extra]
+        [
+            "--baseline-dir",
+            str(tmp_path / "base"),
+            "--metrics-dir",
+            str(tmp_path / "cur"),
+            *params,
+            *extra,
+        ]
     )
 
 
@@ -122,7 +153,7 @@ def test_missing_model_fails(tmp_path, capsys):
 def test_new_model_and_new_metric_pass(tmp_path, capsys):
     current = {**BASE, "synthetic/yolov8.json": metrics(0.5)}
     current["synthetic/svm_hog.json"] = {**metrics(), "balanced_accuracy": 0.9}
-    assert run_dirs(tmp_path, current) == 0
+    assert run_dirs(tmp_path, current, gated=[*GATED, "balanced_accuracy"]) == 0
     out = capsys.readouterr().out
     assert "synthetic/yolov8 | accuracy" in out and "new" in out
     assert "| balanced_accuracy |" in out
@@ -156,6 +187,7 @@ def test_a_shortcut_or_collapse_flag_turning_on_fails(tmp_path, capsys):
     write_tree(tmp_path / "base", base)
     write_tree(tmp_path / "cur", {"s/shortcut.json": {"shortcut_warning": True}})
     argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    argv += ["--params", str(gate_params(tmp_path, [], ["shortcut_warning"]))]
     assert main(argv) == 1
     assert "shortcut_warning" in capsys.readouterr().out
     rows = compare({}, {"m.json": {"collapsed": True}}, {}, ["collapsed"])
@@ -169,6 +201,7 @@ def test_a_drop_within_the_test_sets_noise_passes_and_beyond_it_fails(tmp_path, 
     base = {"synthetic/svm_hog.json": metrics(0.80, ci=0.15)}
     write_tree(tmp_path / "base", base)
     argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    argv += ["--params", str(gate_params(tmp_path))]
     write_tree(tmp_path / "cur", {"synthetic/svm_hog.json": metrics(0.70)})
     assert main(argv) == 0
     assert "| accuracy | 0.8000 | 0.7000 | -0.1000 | 0.3000 | ✅ |" in capsys.readouterr().out
@@ -317,7 +350,7 @@ def test_config_tolerances_are_used(tmp_path):
     write_tree(tmp_path / "base", base)
     write_tree(tmp_path / "cur", cur)
     argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
-    assert main(argv) == 1
+    assert main([*argv, "--params", str(gate_params(tmp_path, ["cell_dice_mean"]))]) == 1
 
 
 def test_summary_file_is_appended(tmp_path):
@@ -380,8 +413,9 @@ def repo(tmp_path: Path) -> Path:
 
 
 def gate_cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    params = gate_params(repo.parent / "params")
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.gate", *args],
+        [sys.executable, "-m", "pipeline.gate", "--params", str(params), *args],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -402,7 +436,8 @@ def test_git_ref_baseline(repo):
 @needs_git
 def test_git_ref_baseline_unchanged_and_from_subfolder(repo, monkeypatch):
     monkeypatch.chdir(repo / "reports")
-    assert main(["--baseline-ref", "HEAD", "--metrics-dir", "metrics"]) == 0
+    params = str(gate_params(repo.parent / "params"))
+    assert main(["--baseline-ref", "HEAD", "--metrics-dir", "metrics", "--params", params]) == 0
 
 
 @needs_git
@@ -410,7 +445,7 @@ def test_git_ref_without_metrics_reports_all_new(repo, monkeypatch):
     git(repo, "rm", "-r", "-q", "--cached", "reports")
     git(repo, "commit", "-q", "-m", "drop metrics")
     monkeypatch.chdir(repo)
-    assert main(["--baseline-ref", "HEAD"]) == 0
+    assert main(["--baseline-ref", "HEAD", "--params", str(gate_params(repo.parent))]) == 0
 
 
 @needs_git
@@ -438,10 +473,18 @@ def test_the_configured_noise_allowance_passes_a_cross_machine_retrain_and_fails
         confident = rng.uniform(0.55, 0.95, 30)
         return np.where(hit == (labels == 1), confident, 1 - confident)
 
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())["gate"]
+    written = compute_metrics(labels, scores(15, 11))  # every metric a test split gets
+    params = gate_params(
+        tmp_path,
+        [m for m in committed["metrics"] if m in written],
+        [f for f in committed["flags"] if f in written],
+    )
+
     def gate(p_all: np.ndarray) -> int:
         write_tree(tmp_path / "cur", {"synthetic/densenet121.json": compute_metrics(labels, p_all)})
         argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
-        return main([*argv, "--params", str(Path(__file__).parents[1] / "params.yaml")])
+        return main([*argv, "--params", str(params)])
 
     baseline = scores(15, 11)
     write_tree(tmp_path / "base", {"synthetic/densenet121.json": compute_metrics(labels, baseline)})
@@ -454,6 +497,7 @@ def test_a_metrics_file_that_cannot_be_read_is_a_gate_error_naming_it(tmp_path, 
     gate's own error (exit 2) naming the file, not a traceback."""
     write_tree(tmp_path / "base", BASE)
     argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    argv += ["--params", str(gate_params(tmp_path))]
     write_tree(tmp_path / "cur", BASE)
     (tmp_path / "cur" / "synthetic" / "latin1.json").write_bytes(b'{"note": "caf\xe9"}')
     assert main(argv) == 2
@@ -473,5 +517,50 @@ def test_a_committed_metrics_file_that_is_not_utf8_is_a_gate_error(repo, monkeyp
     git(repo, "commit", "-q", "-m", "a latin-1 file")
     (repo / "reports" / "metrics" / "latin1.json").unlink()
     monkeypatch.chdir(repo)
-    assert main(["--baseline-ref", "HEAD"]) == 2
+    assert main(["--baseline-ref", "HEAD", "--params", str(gate_params(repo.parent))]) == 2
     assert "HEAD:reports/metrics/latin1.json`: not UTF-8" in capsys.readouterr().err
+
+
+def test_a_gated_metric_or_flag_that_no_metrics_file_holds_is_refused(tmp_path, capsys):
+    """`compare` skips what a file lacks: a typo in gate.metrics or gate.flags would drop its
+    check silently. A name held by one side only is gated (a vanished metric fails)."""
+    assert run_dirs(tmp_path, BASE, gated=[*GATED, "acuracy"]) == 2
+    assert "gate.metrics: 'acuracy' is in no metrics file" in capsys.readouterr().err
+    params = gate_params(tmp_path / "typo", GATED, ["collapsed", "colapsed"])
+    current = {**BASE, "synthetic/svm_hog.json": {**metrics(), "collapsed": False}}
+    assert run_dirs(tmp_path, current, "--params", str(params)) == 2
+    assert "gate.flags: 'colapsed' is in no metrics file" in capsys.readouterr().err
+    params = gate_params(tmp_path / "ok", GATED, ["collapsed"])
+    assert run_dirs(tmp_path, current, "--params", str(params)) == 0  # collapsed: current only
+    vanished = {k: {m: v for m, v in f.items() if m != "f1"} for k, f in BASE.items()}
+    assert run_dirs(tmp_path, vanished) == 1  # f1 in the baseline only: missing, not refused
+    with pytest.raises(GateError, match="'recall'"):
+        check_names(["accuracy", "recall"], [], BASE, BASE)
+
+
+def test_a_metric_one_datasets_snapshots_lack_is_known_from_the_workspace(
+    tmp_path, monkeypatch, capsys
+):
+    """Two snapshots of a dataset without segmentation masks hold no Dice: the gate config
+    still names it, and the workspace's own reports/metrics/ says the pipeline writes it."""
+    snapshots = {"m.json": metrics()}
+    write_tree(tmp_path / "base", snapshots)
+    write_tree(tmp_path / "cur", snapshots)
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path / "ws")
+    argv = ["--baseline-dir", str(tmp_path / "base"), "--metrics-dir", str(tmp_path / "cur")]
+    argv += ["--params", str(gate_params(tmp_path, [*GATED, "cell_dice_mean"]))]
+    assert main(argv) == 2
+    assert "'cell_dice_mean' is in no metrics file" in capsys.readouterr().err
+    write_tree(
+        tmp_path / "ws" / "reports" / "metrics", {"a/segmentation.json": {"cell_dice_mean": 0.9}}
+    )
+    assert main(argv) == 0
+
+
+def test_the_committed_gate_names_only_what_the_committed_metrics_hold():
+    """`python -m pipeline.gate` on this repository must not refuse its own gate config."""
+    gate = yaml.safe_load((REPO / "params.yaml").read_text())["gate"]
+    committed = read_metrics_dir(REPO / "reports" / "metrics")
+    check_names(list(gate["metrics"]), gate["flags"], committed)
