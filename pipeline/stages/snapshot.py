@@ -114,9 +114,9 @@ def snapshot(
             for part, source in sources.items():
                 folder = source.relative_to(root)
                 for file in sorted(f for f in written if f.is_relative_to(folder)):
-                    target = staged / part / file.relative_to(folder)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(root / file, target)
+                    dest = staged / part / file.relative_to(folder)  # `target` is returned
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(root / file, dest)
             reports = [r for r in reports if r in written]
         for report in reports:
             if (root / report).exists():

@@ -89,6 +89,7 @@ def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
             pass  # what cv@svm_hog logged; evaluate@svm_hog logged nothing here
         assert snapshot.main(["cv", "--stages", "cv@*", "--note", "shared machine"]) == 0
         out = Path("reports/experiments/cv")
+        assert capsys.readouterr().out == f"snapshot: wrote {out.resolve()}\n"  # not staging
         assert set(yaml.safe_load((out / "dvc.lock").read_text())["stages"]) == {"cv@svm_hog"}
         copied = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
         assert copied == {
