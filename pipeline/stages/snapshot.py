@@ -12,12 +12,18 @@ produce one).
 the lock keeps just those stages, and only the report files they wrote are copied, so files
 of an earlier run of other stages cannot pass for this run's. An existing snapshot is a
 published record: it is replaced only with `--force`.
+
+A snapshot must not pair a lock with figures it did not produce: every copied file the lock
+records must have its md5, and `params.yaml` must hold the params the lock's (kept) stages ran
+with; otherwise nothing is written and `dvc status` / `dvc repro` is the way on. Files no stage
+of the lock records (another dataset's segmentation report) are copied as they are.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -30,10 +36,17 @@ from pathlib import Path
 import yaml
 
 from pipeline import config, paths, tracking
-from pipeline.io import atomic_path, read_yaml
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, file_digest, read_yaml
 
 EXPERIMENTS = paths.REPORTS / "experiments"
 log = logging.getLogger("pipeline")
+MISSING = object()  # a param the lock records that params.yaml lacks
+
+
+class SnapshotError(PipelineError, ValueError):
+    """The workspace is not what its dvc.lock records: a snapshot would publish figures or
+    params that the lock beside them did not produce."""
 
 
 def _kept_stages(lock: dict, patterns: Sequence[str]) -> dict:
@@ -59,6 +72,73 @@ def _written(root: Path, stages: dict) -> set[Path]:
             files = path.rglob("*") if path.is_dir() else [path]
             found |= {f.relative_to(root) for f in files if f.is_file()}
     return found
+
+
+def _md5(path: Path) -> str:
+    """What dvc.lock records for `path`: a file's md5, or for a folder the md5 of DVC's JSON
+    listing of its files (sorted relpath and md5) with `.dir` appended."""
+    if not path.is_dir():
+        return file_digest(path, "md5")
+    listing = sorted(
+        (
+            {"md5": file_digest(f, "md5"), "relpath": f.relative_to(path).as_posix()}
+            for f in path.rglob("*")
+            if f.is_file()
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _check_outs(root: Path, stages: dict, copied: Sequence[Path]) -> None:
+    """Each copied file (relative to `root`) that an out of `stages` holds must have the md5
+    the lock records for that out (a folder out is checked as a whole)."""
+    locked = {
+        Path(out["path"]): str(out["md5"])
+        for entry in stages.values()
+        for key in ("outs", "metrics", "plots")
+        for out in entry.get(key) or []
+        if "md5" in out
+    }
+    checked = set()
+    for file in copied:
+        out = next((o for o in (file, *file.parents) if o in locked), None)
+        if out is None or out in checked:
+            continue
+        checked.add(out)
+        if (found := _md5(root / out)) != locked[out]:
+            raise SnapshotError(
+                f"{out}: md5 {found} is not the {locked[out]} dvc.lock records: it is not "
+                "the locked run's output; run `dvc repro` (see `dvc status`) first"
+            )
+
+
+def _check_params(root: Path, stages: dict) -> None:
+    """The params files must hold every param the lock records for `stages`, at its value."""
+    files: dict[str, dict] = {}
+    for stage, entry in stages.items():
+        for name, params in (entry.get("params") or {}).items():
+            if name not in files:
+                files[name] = read_yaml(root / name) if (root / name).is_file() else {}
+            for key, locked in params.items():
+                value = files[name]
+                for part in str(key).split("."):
+                    if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                        value = value[int(part)]
+                    else:
+                        value = value.get(part, MISSING) if isinstance(value, dict) else MISSING
+                if value != locked:
+                    now = "missing" if value is MISSING else _short(value)
+                    raise SnapshotError(
+                        f"{name}: {key} is {now}, but dvc.lock's {stage} ran with "
+                        f"{_short(locked)}; run `dvc repro` (see `dvc status`) first"
+                    )
+
+
+def _short(value: object, width: int = 60) -> str:
+    """A param's value for an error line: a whole model section would drown the message."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def snapshot(
@@ -93,6 +173,20 @@ def snapshot(
     if stages:
         kept = {**locked, "stages": _kept_stages(locked, stages)}
         written = _written(root, kept["stages"])
+        reports = [r for r in reports if r in written]
+        folders = [source.relative_to(root) for source in sources.values()]
+        copied = [f for f in sorted(written) if any(f.is_relative_to(d) for d in folders)]
+    else:
+        copied = [
+            f.relative_to(root)
+            for source in sources.values()
+            if source.is_dir()
+            for f in sorted(source.rglob("*"))
+            if f.is_file()
+        ]
+    copied += [r for r in reports if (root / r).exists()]
+    _check_params(root, (kept or locked).get("stages") or {})
+    _check_outs(root, (kept or locked).get("stages") or {}, copied)
     try:
         tracking.check_reachable(cfg)  # MLflow's client would retry for minutes
         wall_minutes = tracking.stage_wall_minutes(
@@ -117,7 +211,6 @@ def snapshot(
                     dest = staged / part / file.relative_to(folder)  # `target` is returned
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(root / file, dest)
-            reports = [r for r in reports if r in written]
         for report in reports:
             if (root / report).exists():
                 shutil.copy2(root / report, staged / report.name)

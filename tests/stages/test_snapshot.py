@@ -4,6 +4,7 @@ lock it refuses and writes nothing."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -102,6 +103,69 @@ def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
         provenance = json.loads((out / "provenance.json").read_text())
         assert provenance["stages"] == ["cv@svm_hog"] and provenance["note"] == "shared machine"
         assert set(provenance["wall_minutes"]) == {"cv@svm_hog"}
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_a_snapshot_refuses_outputs_or_params_its_lock_did_not_produce(
+    tmp_path: Path, capsys
+) -> None:
+    """An edited seed or metrics file beside an unchanged lock would publish figures the lock
+    does not prove: refused, naming the file or param, and nothing is written."""
+    root = make_workspace(tmp_path / "ws")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    with contextlib.chdir(root):
+        metrics = Path("reports/metrics/synthetic/svm_hog.json")
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text('{"accuracy": 0.7}')
+        cv_folder = Path("reports/cv/synthetic/svm_hog")
+        cv_folder.mkdir(parents=True)
+        (cv_folder / "predictions.csv").write_text("id,p_all\n")
+        seed = yaml.safe_load(Path("params.yaml").read_text())["seed"]
+        outs = [{"path": str(metrics), "md5": _md5(metrics)}]
+        stages = {
+            "evaluate@svm_hog": {"params": {"params.yaml": {"seed": seed}}, "outs": outs},
+            "cv@svm_hog": {"outs": [{"path": str(cv_folder), "md5": snapshot._md5(cv_folder)}]},
+        }
+        Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+        assert snapshot.main(["ok", "--stages", "evaluate@*"]) == 0
+        capsys.readouterr()
+        experiments = Path("reports/experiments")
+        params = Path("params.yaml").read_text()
+        Path("params.yaml").write_text(params.replace(f"seed: {seed}\n", "seed: 12345\n"))
+        assert snapshot.main(["seed"]) == 2
+        err = capsys.readouterr().err
+        assert f"params.yaml: seed is 12345, but dvc.lock's evaluate@svm_hog ran with {seed}" in err
+        assert "dvc repro" in err
+        Path("params.yaml").write_text(params)
+        metrics.write_text('{"accuracy": 0.9}')
+        for argv in (["edited"], ["edited", "--stages", "evaluate@svm_hog"]):
+            assert snapshot.main(argv) == 2
+            assert f"{metrics}: md5 {_md5(metrics)} is not the {outs[0]['md5']}" in (
+                capsys.readouterr().err
+            )
+        metrics.write_text('{"accuracy": 0.7}')
+        (cv_folder / "predictions.csv").write_text("id,p_all\n1,0.5\n")
+        assert snapshot.main(["edited"]) == 2
+        assert f"{cv_folder}: md5 " in capsys.readouterr().err  # a folder out, as a whole
+        assert sorted(p.name for p in experiments.iterdir()) == ["ok"]
+
+
+def test_a_folder_md5_is_the_one_dvc_records() -> None:
+    """`_md5` of a folder out must be DVC's own `.dir` hash, or every snapshot is refused."""
+    repo = Path(__file__).parents[2]
+    folders = [
+        out
+        for entry in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].values()
+        for out in entry.get("outs") or []
+        if str(out["md5"]).endswith(".dir") and (repo / out["path"]).is_dir()
+        and out["path"].startswith("reports/")
+    ]  # fmt: skip
+    assert folders
+    for out in folders:
+        assert snapshot._md5(repo / out["path"]) == out["md5"], out["path"]
 
 
 def _stages(lock: Path) -> dict[str, dict]:
