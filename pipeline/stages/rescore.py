@@ -131,6 +131,13 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
             f"{snapshot}: not in this workspace ({root}); rescore a snapshot of this clone's "
             f"{paths.REPORTS / 'experiments'}, whose predictions it reads"
         )
+    if not snapshot.exists():
+        raise RescoreError(f"{snapshot}: no such snapshot folder")
+    if not all((snapshot / name).is_file() for name in ("params.yaml", "dvc.lock")):
+        raise RescoreError(
+            f"{snapshot}: not a snapshot folder (a folder with the run's params.yaml and "
+            "dvc.lock, written by `python -m pipeline.stages.snapshot`)"
+        )
     run = str(snapshot.relative_to(root.resolve()) / "dvc.lock")
     params = run_params(snapshot)
     revision = tracking.code_and_machine()["git_revision"]

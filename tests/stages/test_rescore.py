@@ -117,6 +117,22 @@ def test_what_rescore_cannot_do_is_said_with_exit_2(tmp_path, capsys, monkeypatc
     assert "dvc.lock: not valid YAML" in capsys.readouterr().err
 
 
+def test_a_path_that_is_no_snapshot_folder_is_said_in_one_line(tmp_path, capsys, monkeypatch):
+    snapshot = make_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "README.md").write_text("# a file\n")
+    for path, said in [
+        ("reports/experiments/nope", "nope: no such snapshot folder"),
+        ("README.md", "README.md: not a snapshot folder"),
+        ("reports/experiments", "experiments: not a snapshot folder"),
+    ]:
+        assert rescore.main([path]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.splitlines()) == 1, err
+    assert rescore.main([str(snapshot)]) == 0
+
+
 def committed_runs() -> list[Path]:
     """Snapshots whose test predictions are the workspace's (the lock proves them): the runs
     whose figures `reports/metrics/` publishes. A rerun's snapshot (its own predictions, not
