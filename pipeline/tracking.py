@@ -24,6 +24,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -51,7 +52,7 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import tracking_home
+from pipeline.config import MONITORS, ConfigError, tracking_home
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:  # pipeline.models imports torch/ultralytics: only when a model is loaded
@@ -690,35 +691,55 @@ def download_model(cfg: DictConfig, uri: str) -> Path:
         ) from None
 
 
+def _better(metric: str) -> Any:
+    """`max` or `min`: how `val_<metric>` ranks (`pipeline.config.MONITORS`, the rule that also
+    picks a training's best epoch), so a loss is never ranked like an accuracy."""
+    monitor = MONITORS.get(f"val_{metric}")
+    if monitor is None:
+        known = sorted(name.removeprefix("val_") for name in MONITORS)
+        raise ConfigError(
+            f"tracking.register_metric: {metric!r} has no known better direction; use one of "
+            f"{known}"
+        )
+    return monitor
+
+
+def _finite(value: float | None) -> float:
+    """`value`, or +inf when it is missing or NaN: a tie-break never prefers an unknown loss."""
+    return math.inf if value is None or math.isnan(value) else value
+
+
 def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> int:
     """Register the finished run whose kept checkpoint scored best on the **validation** split
-    (`selected_val_<metric>`, ties to the lower `selected_val_loss`, then the newest run) as
-    `<prefix>-<dataset>` with the alias 'champion'.
+    (`selected_val_<metric>`, highest or lowest as `pipeline.config.MONITORS` says; ties to the
+    lower `selected_val_loss`, then the newest run) as `<prefix>-<dataset>` with the alias
+    'champion'.
 
     Test metrics never choose: the test split is for reporting. Idempotent: if that run is
     already a version, its number is returned. The version and the run are tagged with why.
     """
+    better = _better(metric)
     key = f"{SELECTED}val_{metric}"
     loss = f"{SELECTED}val_loss"
-    runs = _search_runs(
-        cfg,
-        dataset,
-        "attributes.status = 'FINISHED'",
-        order_by=[f"metrics.`{key}` DESC", "attributes.start_time DESC"],
-    )
+    runs = _search_runs(cfg, dataset, "attributes.status = 'FINISHED'")
     client = mlflow.MlflowClient()
-    candidates = [r for r in runs if key in r.data.metrics and MODEL_URI_TAG in r.data.tags]
+    candidates = [
+        r
+        for r in runs
+        if MODEL_URI_TAG in r.data.tags and not math.isnan(r.data.metrics.get(key, math.nan))
+    ]
     if not candidates:
         raise LookupError(
             f"no finished run with metric {key!r} and a logged model in experiment "
             f"{experiment_name(cfg, dataset)!r} at {mlflow.get_tracking_uri()}"
         )
-    top = candidates[0].data.metrics[key]
+    candidates.sort(key=lambda r: -r.info.start_time)  # newest first: it wins a full tie
+    top = better(r.data.metrics[key] for r in candidates)
     tied = [r for r in candidates if r.data.metrics[key] == top]
-    best = min(tied, key=lambda r: r.data.metrics.get(loss, float("inf")))
+    best = min(tied, key=lambda r: _finite(r.data.metrics.get(loss)))
     reason = (
-        f"best {key} = {top:.4f} of {len(candidates)} finished runs with a model "
-        f"(ties: lower {loss}, then newest); test metrics never choose"
+        f"{'highest' if better is max else 'lowest'} {key} = {top:.4f} of {len(candidates)} "
+        f"finished runs with a model (ties: lower {loss}, then newest); test metrics never choose"
     )
     name = registered_model_name(cfg, dataset)
     registered = [

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline import tracking
+from pipeline.errors import PipelineError
 from pipeline.models.base import Classifier
 
 DATASET, MODEL = "synthetic", "svm_hog"
@@ -293,11 +294,11 @@ def test_a_schema_lock_held_too_long_is_named(cfg, tmp_path, monkeypatch):
         tracking.check_reachable(cfg)
 
 
-def train_and_log(cfg, tmp_path, scale, val_accuracy, test_accuracy):
+def train_and_log(cfg, tmp_path, scale, val_accuracy, test_accuracy, val_loss=0.3):
     classifier = MeanIntensity({"kind": MeanIntensity.kind, "name": "mean", "scale": scale})
     model_dir = classifier.save(tmp_path / f"model-{scale}")
     with tracking.start_run(cfg, DATASET, "mean", "train") as run:
-        tracking.log_selected_epoch({"val_accuracy": val_accuracy, "val_loss": 0.3})
+        tracking.log_selected_epoch({"val_accuracy": val_accuracy, "val_loss": val_loss})
         tracking.log_test_metrics({"accuracy": test_accuracy})
         info = tracking.log_model(classifier, model_dir)
     return run.info.run_id, info
@@ -321,6 +322,27 @@ def test_the_champion_is_chosen_on_validation_never_on_test(cfg, tmp_path):
     model = mlflow.pyfunc.load_model(f"models:/{name}@{tracking.CHAMPION_ALIAS}")
     images = np.stack([np.full((8, 8, 3), 51, np.uint8), np.full((8, 8, 3), 255, np.uint8)])
     np.testing.assert_allclose(model.predict(images), [0.2, 1.0])
+
+
+def champion_run(cfg):
+    name = tracking.registered_model_name(cfg, DATASET)
+    return client().get_model_version_by_alias(name, tracking.CHAMPION_ALIAS).run_id
+
+
+def test_a_champion_by_loss_has_the_lowest_validation_loss(cfg, tmp_path):
+    # ranked like an accuracy (highest first), `worse` would win
+    worse, _ = train_and_log(cfg, tmp_path, 0.5, val_accuracy=0.9, test_accuracy=0.9, val_loss=0.8)
+    better, _ = train_and_log(cfg, tmp_path, 1.0, val_accuracy=0.8, test_accuracy=0.8, val_loss=0.2)
+    tracking.register_best(cfg, DATASET, metric="loss")
+    assert champion_run(cfg) == better != worse
+    reason = client().get_run(better).data.tags["champion_reason"]
+    assert reason.startswith("lowest selected_val_loss = 0.2000 of 2 finished runs")
+
+
+def test_a_register_metric_without_a_known_direction_names_the_key(cfg, tmp_path):
+    train_and_log(cfg, tmp_path, 1.0, val_accuracy=0.8, test_accuracy=0.8)
+    with pytest.raises(PipelineError, match=r"tracking\.register_metric: 'f1' .*'accuracy'"):
+        tracking.register_best(cfg, DATASET, metric="f1")
 
 
 def test_register_best_without_candidates_says_why(cfg):
