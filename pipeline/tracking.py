@@ -68,6 +68,8 @@ TEST_PREFIX = "test_"
 SELECTED = "selected_"  # the kept checkpoint's validation scores
 CHAMPION_ALIAS = "champion"
 HTTP_TIMEOUT_S = 3.0
+SEARCH_PAGE_SIZE = 1000  # runs per search call; `_search_runs` pages through them all
+PARENT_RUN_TAG = "mlflow.parentRunId"  # set on nested (child) runs, e.g. CV folds
 SCHEMA_LOCK_TIMEOUT_S = 300
 DIGEST_CHARS = 16  # MLflow keeps dataset digests short (its own are 8 characters)
 PACKAGE = "all-detect"
@@ -413,15 +415,27 @@ def _sigterm_raises():
 def _search_runs(
     cfg: DictConfig, dataset: str, filter_string: str, order_by: list[str] | None = None
 ) -> list[Run]:
-    """Runs of the dataset's experiment matching `filter_string`; none while it does not exist."""
+    """Every run of the dataset's experiment matching `filter_string`, page after page (one
+    call returns at most a page: 1000 by default); none while the experiment does not exist."""
     configure(cfg)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(experiment_name(cfg, dataset))
     if experiment is None:
         return []
-    return client.search_runs(
-        [experiment.experiment_id], filter_string=filter_string, order_by=order_by
-    )
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=SEARCH_PAGE_SIZE,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def close_stale_runs(cfg: DictConfig, dataset: str, model: str) -> list[str]:
@@ -549,7 +563,7 @@ def stage_wall_minutes(cfg: DictConfig, dataset: str, stages: Iterable[str]) -> 
             f"{query} and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
         )
-        top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        top = [r for r in runs if PARENT_RUN_TAG not in r.data.tags]
         if not top:
             continue
         if timed:
@@ -721,13 +735,15 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
     better = _better(metric)
     key = f"{SELECTED}val_{metric}"
     loss = f"{SELECTED}val_loss"
-    runs = _search_runs(cfg, dataset, "attributes.status = 'FINISHED'")
+    # Top-level runs with a model only, in the query: CV fold runs (children) log selected
+    # scores but no model, and thousands of them would crowd the candidates out of a page.
+    query = (
+        f"attributes.status = 'FINISHED' and tags.`{MODEL_URI_TAG}` IS NOT NULL "
+        f"and tags.`{PARENT_RUN_TAG}` IS NULL"
+    )
+    runs = _search_runs(cfg, dataset, query)
     client = mlflow.MlflowClient()
-    candidates = [
-        r
-        for r in runs
-        if MODEL_URI_TAG in r.data.tags and not math.isnan(r.data.metrics.get(key, math.nan))
-    ]
+    candidates = [r for r in runs if not math.isnan(r.data.metrics.get(key, math.nan))]
     if not candidates:
         raise LookupError(
             f"no finished run with metric {key!r} and a logged model in experiment "

@@ -345,6 +345,38 @@ def test_a_register_metric_without_a_known_direction_names_the_key(cfg, tmp_path
         tracking.register_best(cfg, DATASET, metric="f1")
 
 
+def logged_run(experiment_id, val_accuracy, **tags):
+    """A finished run with a selected validation score and `tags`, as the stages leave them."""
+    run = client().create_run(experiment_id, tags=tags)
+    client().log_metric(run.info.run_id, f"{tracking.SELECTED}val_accuracy", val_accuracy)
+    client().set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_the_champion_is_found_among_many_child_runs_and_every_page_is_read(
+    cfg, tmp_path, monkeypatch
+):
+    best, _ = train_and_log(cfg, tmp_path, scale=1.0, val_accuracy=0.8, test_accuracy=0.8)
+    experiment_id = client().get_run(best).info.experiment_id
+    uri = {tracking.MODEL_URI_TAG: "models:/not-a-model"}
+    for score in (0.7, 0.6):  # two more top-level candidates, worse on validation
+        logged_run(experiment_id, score, **uri)
+    # CV fold runs: children scoring higher, one even tagged with a model URI
+    for score in (0.99, 0.98, 0.97):
+        logged_run(experiment_id, score, **{tracking.PARENT_RUN_TAG: best})
+    logged_run(experiment_id, 0.999, **{tracking.PARENT_RUN_TAG: best}, **uri)
+    # A store answers one page at a time (1000 runs by MLflow's default): pages of 2 here
+    search = mlflow.MlflowClient.search_runs
+
+    def paged(self, *args, max_results=1000, **kwargs):
+        return search(self, *args, max_results=min(max_results, 2), **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_runs", paged)
+    tracking.register_best(cfg, DATASET)
+    assert champion_run(cfg) == best
+    assert "of 3 finished runs with a model" in client().get_run(best).data.tags["champion_reason"]
+
+
 def test_register_best_without_candidates_says_why(cfg):
     with pytest.raises(LookupError, match="selected_val_accuracy"):
         tracking.register_best(cfg, "empty")
