@@ -69,6 +69,7 @@ SELECTED = "selected_"  # the kept checkpoint's validation scores
 CHAMPION_ALIAS = "champion"
 HTTP_TIMEOUT_S = 3.0
 SEARCH_PAGE_SIZE = 1000  # runs per search call; `_search_runs` pages through them all
+DATA_DIGEST_TAG = "dataset_hash"  # the prepared data's manifest digest a run trained on
 PARENT_RUN_TAG = "mlflow.parentRunId"  # set on nested (child) runs, e.g. CV folds
 SCHEMA_LOCK_TIMEOUT_S = 300
 DIGEST_CHARS = 16  # MLflow keeps dataset digests short (its own are 8 characters)
@@ -383,7 +384,7 @@ def start_run(
             **{f"library.{name}": version for name, version in library_versions().items()},
         }
         if dataset_hash is not None:  # a resumed run keeps the hash it was trained on
-            tags["dataset_hash"] = dataset_hash
+            tags[DATA_DIGEST_TAG] = dataset_hash
         mlflow.set_tags(tags)
         _log_params(current, flatten_config(cfg))
         yield run
@@ -723,14 +724,19 @@ def _finite(value: float | None) -> float:
     return math.inf if value is None or math.isnan(value) else value
 
 
-def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> int:
+def register_best(
+    cfg: DictConfig, dataset: str, metric: str = "accuracy", data_digest: str | None = None
+) -> int:
     """Register the finished run whose kept checkpoint scored best on the **validation** split
     (`selected_val_<metric>`, highest or lowest as `pipeline.config.MONITORS` says; ties to the
     lower `selected_val_loss`, then the newest run) as `<prefix>-<dataset>` with the alias
     'champion'.
 
-    Test metrics never choose: the test split is for reporting. Idempotent: if that run is
-    already a version, its number is returned. The version and the run are tagged with why.
+    `data_digest` (the prepared manifest's sha256, as `start_run` tagged it) restricts the
+    candidates to runs trained on that data: scores from another split (an image-level one
+    leaks cells) or data version are not comparable. Test metrics never choose: the test split
+    is for reporting. Idempotent: if that run is already a version, its number is returned.
+    The version and the run are tagged with why.
     """
     better = _better(metric)
     key = f"{SELECTED}val_{metric}"
@@ -741,12 +747,19 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
         f"attributes.status = 'FINISHED' and tags.`{MODEL_URI_TAG}` IS NOT NULL "
         f"and tags.`{PARENT_RUN_TAG}` IS NULL"
     )
+    if data_digest is not None:
+        query += f" and tags.`{DATA_DIGEST_TAG}` = '{data_digest}'"
+    within = (
+        f"within data digest {data_digest}"
+        if data_digest is not None
+        else "across every data version (no data digest given)"
+    )
     runs = _search_runs(cfg, dataset, query)
     client = mlflow.MlflowClient()
     candidates = [r for r in runs if not math.isnan(r.data.metrics.get(key, math.nan))]
     if not candidates:
         raise LookupError(
-            f"no finished run with metric {key!r} and a logged model in experiment "
+            f"no finished run with metric {key!r} and a logged model {within} in experiment "
             f"{experiment_name(cfg, dataset)!r} at {mlflow.get_tracking_uri()}"
         )
     candidates.sort(key=lambda r: -r.info.start_time)  # newest first: it wins a full tie
@@ -755,7 +768,8 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
     best = min(tied, key=lambda r: _finite(r.data.metrics.get(loss)))
     reason = (
         f"{'highest' if better is max else 'lowest'} {key} = {top:.4f} of {len(candidates)} "
-        f"finished runs with a model (ties: lower {loss}, then newest); test metrics never choose"
+        f"finished runs with a model {within} (ties: lower {loss}, then newest); test metrics "
+        "never choose"
     )
     name = registered_model_name(cfg, dataset)
     registered = [
@@ -767,7 +781,12 @@ def register_best(cfg: DictConfig, dataset: str, metric: str = "accuracy") -> in
         else mlflow.register_model(
             best.data.tags[MODEL_URI_TAG],
             name,
-            tags={key: str(top), "model": best.data.tags.get("model", ""), "selection": reason},
+            tags={
+                key: str(top),
+                "model": best.data.tags.get("model", ""),
+                DATA_DIGEST_TAG: best.data.tags.get(DATA_DIGEST_TAG, ""),
+                "selection": reason,
+            },
         )
     )
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)

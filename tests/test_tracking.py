@@ -294,10 +294,12 @@ def test_a_schema_lock_held_too_long_is_named(cfg, tmp_path, monkeypatch):
         tracking.check_reachable(cfg)
 
 
-def train_and_log(cfg, tmp_path, scale, val_accuracy, test_accuracy, val_loss=0.3):
+def train_and_log(
+    cfg, tmp_path, scale, val_accuracy, test_accuracy, val_loss=0.3, dataset_hash=None
+):
     classifier = MeanIntensity({"kind": MeanIntensity.kind, "name": "mean", "scale": scale})
     model_dir = classifier.save(tmp_path / f"model-{scale}")
-    with tracking.start_run(cfg, DATASET, "mean", "train") as run:
+    with tracking.start_run(cfg, DATASET, "mean", "train", dataset_hash=dataset_hash) as run:
         tracking.log_selected_epoch({"val_accuracy": val_accuracy, "val_loss": val_loss})
         tracking.log_test_metrics({"accuracy": test_accuracy})
         info = tracking.log_model(classifier, model_dir)
@@ -343,6 +345,20 @@ def test_a_register_metric_without_a_known_direction_names_the_key(cfg, tmp_path
     train_and_log(cfg, tmp_path, 1.0, val_accuracy=0.8, test_accuracy=0.8)
     with pytest.raises(PipelineError, match=r"tracking\.register_metric: 'f1' .*'accuracy'"):
         tracking.register_best(cfg, DATASET, metric="f1")
+
+
+def test_the_champion_is_chosen_among_runs_trained_on_the_current_data(cfg, tmp_path):
+    # `leaky` (an image-level split, or an older data version) scores best: not comparable
+    leaky, _ = train_and_log(cfg, tmp_path, 0.5, 0.99, 0.99, dataset_hash="old-digest")
+    current, _ = train_and_log(cfg, tmp_path, 1.0, 0.80, 0.80, dataset_hash="new-digest")
+    tracking.register_best(cfg, DATASET, data_digest="new-digest")
+    assert champion_run(cfg) == current != leaky
+    reason = client().get_run(current).data.tags["champion_reason"]
+    assert "of 1 finished runs with a model within data digest new-digest" in reason
+    with pytest.raises(LookupError, match="within data digest unseen"):
+        tracking.register_best(cfg, DATASET, data_digest="unseen")
+    tracking.register_best(cfg, DATASET)  # no digest: every data version competes
+    assert champion_run(cfg) == leaky
 
 
 def logged_run(experiment_id, val_accuracy, **tags):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline import paths, tracking
 from pipeline.evaluate.probes import warning_lines
-from pipeline.io import read_json_object
+from pipeline.io import file_digest, read_json_object
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
 from pipeline.report import sections
 from pipeline.report.table import build_table, write_report
@@ -82,6 +82,13 @@ def extra_sections() -> tuple[dict[str, pd.DataFrame], list[str]]:
     return {title: table for title, table in found.items() if not table.empty}, warnings
 
 
+def data_digest(dataset: str) -> str | None:
+    """The prepared data's manifest digest (what train tags its run with), so the champion is
+    chosen among models of this very split; None when the data is not prepared here."""
+    manifest_path = paths.prepared(dataset) / "manifest.csv"
+    return file_digest(manifest_path) if manifest_path.is_file() else None
+
+
 @stage
 def run(cfg) -> None:
     notes = (
@@ -98,8 +105,11 @@ def run(cfg) -> None:
     notes = "\n\n".join([notes, *warnings])
     write_report(build_table(collect_metrics()), paths.REPORTS, extra_sections=found, notes=notes)
     if cfg.tracking.register_best:
-        version = tracking.register_best(cfg, cfg.dataset.name, metric=cfg.tracking.register_metric)
-        log.info("registered the champion %s model (by validation): %s", cfg.dataset.name, version)
+        dataset = cfg.dataset.name
+        version = tracking.register_best(
+            cfg, dataset, metric=cfg.tracking.register_metric, data_digest=data_digest(dataset)
+        )
+        log.info("registered the champion %s model (by validation): %s", dataset, version)
     log.info("report written to %s", paths.REPORTS / "table2.md")
 
 

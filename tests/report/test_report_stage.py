@@ -1,0 +1,43 @@
+"""The report stage in a workspace of its own: what it refuses, warns about and registers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import paths
+from pipeline.io import file_digest
+from pipeline.stages import report
+from tests.workspace import make_workspace, run_stage
+
+DATASET = "synthetic"  # conf/'s default dataset
+
+
+def write_metrics(root: Path, model: str, **metrics: object) -> None:
+    path = root / paths.metrics(DATASET, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"accuracy": 0.75, "n": 8, **metrics}))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = make_workspace(tmp_path / "ws")
+    write_metrics(root, "svm_hog")
+    return root
+
+
+def test_the_champion_is_chosen_within_the_prepared_data_of_this_workspace(workspace, monkeypatch):
+    manifest_path = workspace / paths.prepared(DATASET) / "manifest.csv"
+    manifest_path.parent.mkdir(parents=True)
+    manifest_path.write_text("id,label,group,split\na,1,s1,train\n")
+    calls = []
+    monkeypatch.setattr(
+        report.tracking, "register_best", lambda *args, **kwargs: calls.append(kwargs) or 1
+    )
+    assert run_stage(workspace, "report") == 0
+    assert calls[-1]["data_digest"] == file_digest(manifest_path)
+    manifest_path.unlink()  # not prepared here (e.g. only reports pulled): every version
+    assert run_stage(workspace, "report") == 0
+    assert calls[-1]["data_digest"] is None
