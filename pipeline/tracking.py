@@ -87,6 +87,11 @@ class TrackingUnavailableError(PipelineError, RuntimeError):
     """The MLflow store/server cannot be reached or written; the message names the URI."""
 
 
+class NoChampionError(PipelineError, LookupError):
+    """No run qualifies for the registry (e.g. a fresh store while DVC restored the models
+    from its cache, so no training logged a run): the message names the experiment and store."""
+
+
 def tracking_uri(cfg: DictConfig) -> str:
     """Where runs go: env `MLFLOW_TRACKING_URI`, else `tracking.uri`, else the repo's SQLite db.
 
@@ -736,7 +741,7 @@ def register_best(
     candidates to runs trained on that data: scores from another split (an image-level one
     leaks cells) or data version are not comparable. Test metrics never choose: the test split
     is for reporting. Idempotent: if that run is already a version, its number is returned.
-    The version and the run are tagged with why.
+    The version and the run are tagged with why; NoChampionError when no run qualifies.
     """
     better = _better(metric)
     key = f"{SELECTED}val_{metric}"
@@ -758,9 +763,11 @@ def register_best(
     client = mlflow.MlflowClient()
     candidates = [r for r in runs if not math.isnan(r.data.metrics.get(key, math.nan))]
     if not candidates:
-        raise LookupError(
-            f"no finished run with metric {key!r} and a logged model {within} in experiment "
-            f"{experiment_name(cfg, dataset)!r} at {mlflow.get_tracking_uri()}"
+        raise NoChampionError(
+            f"no finished run with a model to register for {dataset} {within}: none in "
+            f"experiment {experiment_name(cfg, dataset)!r} at {mlflow.get_tracking_uri()} has "
+            f"{key!r} and a logged model (models restored from the DVC cache log no run: "
+            "`dvc repro --force train@<model>` trains and logs one)"
         )
     candidates.sort(key=lambda r: -r.info.start_time)  # newest first: it wins a full tie
     top = better(r.data.metrics[key] for r in candidates)

@@ -394,8 +394,10 @@ def test_the_champion_is_found_among_many_child_runs_and_every_page_is_read(
 
 
 def test_register_best_without_candidates_says_why(cfg):
-    with pytest.raises(LookupError, match="selected_val_accuracy"):
+    with pytest.raises(tracking.NoChampionError, match="selected_val_accuracy") as raised:
         tracking.register_best(cfg, "empty")
+    assert isinstance(raised.value, PipelineError)  # a stage prints it as one line
+    assert str(raised.value).startswith("no finished run with a model to register for empty ")
 
 
 def test_code_and_machine_names_the_commit_and_whether_tracked_files_changed(tmp_path, monkeypatch):

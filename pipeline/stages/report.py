@@ -89,6 +89,19 @@ def data_digest(dataset: str) -> str | None:
     return file_digest(manifest_path) if manifest_path.is_file() else None
 
 
+def register_champion(cfg, dataset: str) -> None:
+    """Register the dataset's champion; none to register is a warning, not a failure: the
+    table is written, and a fresh store (models restored from the DVC cache) has no runs."""
+    try:
+        version = tracking.register_best(
+            cfg, dataset, metric=cfg.tracking.register_metric, data_digest=data_digest(dataset)
+        )
+    except tracking.NoChampionError as exc:
+        log.warning("%s; no champion registered", exc)
+        return
+    log.info("registered the champion %s model (by validation): %s", dataset, version)
+
+
 @stage
 def run(cfg) -> None:
     notes = (
@@ -105,11 +118,7 @@ def run(cfg) -> None:
     notes = "\n\n".join([notes, *warnings])
     write_report(build_table(collect_metrics()), paths.REPORTS, extra_sections=found, notes=notes)
     if cfg.tracking.register_best:
-        dataset = cfg.dataset.name
-        version = tracking.register_best(
-            cfg, dataset, metric=cfg.tracking.register_metric, data_digest=data_digest(dataset)
-        )
-        log.info("registered the champion %s model (by validation): %s", dataset, version)
+        register_champion(cfg, cfg.dataset.name)
     log.info("report written to %s", paths.REPORTS / "table2.md")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,12 @@ def test_the_champion_is_chosen_within_the_prepared_data_of_this_workspace(works
     manifest_path.unlink()  # not prepared here (e.g. only reports pulled): every version
     assert run_stage(workspace, "report") == 0
     assert calls[-1]["data_digest"] is None
+
+
+def test_a_store_without_runs_is_a_warning_after_the_table_is_written(workspace, caplog):
+    """A fresh store (models restored from the DVC cache log no run): nothing to register."""
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        assert run_stage(workspace, "report") == 0
+    assert (workspace / paths.REPORTS / "table2.md").is_file()
+    assert f"no finished run with a model to register for {DATASET}" in caplog.text
+    assert "no champion registered" in caplog.text
