@@ -5,9 +5,10 @@ it is tagged with and how it ends are decided here alone.
 
 - Store: `MLFLOW_TRACKING_URI` wins, then `tracking.uri`, else `sqlite:///<repo>/mlflow.db`
   with artifacts in `<repo>/mlartifacts` (anchored on the real repo even inside
-  `dvc exp run --temp/--queue` copies, see `pipeline.config.tracking_home`). The chosen URI is also
-  exported to the environment, so libraries that read it themselves (Ultralytics' callback)
-  log into the same store instead of creating `./mlruns` or `./mlflow.db`.
+  `dvc exp run --temp/--queue` copies, see `pipeline.config.tracking_home`); a direct
+  database URI (`postgresql://...`, `mysql://...`) keeps its artifacts there too. The chosen
+  URI is also exported to the environment, so libraries that read it themselves (Ultralytics'
+  callback) log into the same store instead of creating `./mlruns` or `./mlflow.db`.
 - One experiment per dataset, `<experiment_prefix>/<dataset>`, marked as a model-training
   experiment (MLflow 3 otherwise opens it on its GenAI overview). Runs are tagged with the git
   commit, DVC stage, DVC experiment name and baseline revision (when `dvc exp run` provides
@@ -48,6 +49,7 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
@@ -113,13 +115,20 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifact folder for a new experiment: `<db folder>/mlartifacts/<experiment>` for SQLite.
+    """Artifact folder for a new experiment: `<db folder>/mlartifacts/<experiment>` for SQLite,
+    `<repo>/mlartifacts/<experiment>` for another database (`postgresql://`, `mysql://`, ...;
+    `<repo>` is `pipeline.config.tracking_home`, the real repository).
 
-    Without it MLflow would put a SQLite store's artifacts under `./mlruns` of the current
-    directory. Servers (http) decide their own artifact store: None.
+    Without it MLflow would put a database store's artifacts under `./mlruns` of the current
+    directory, a throw-away copy under `dvc exp run --temp/--queue`. Servers (http) decide
+    their own artifact store, and a file store keeps them beside its runs: None.
     """
     db = _sqlite_path(uri)
-    return (db.parent / ARTIFACTS_DIR / experiment).as_uri() if db else None
+    if db is not None:
+        return (db.parent / ARTIFACTS_DIR / experiment).as_uri()
+    if urlparse(uri).scheme.partition("+")[0] in DATABASE_ENGINES:  # postgresql+psycopg too
+        return (tracking_home() / ARTIFACTS_DIR / experiment).as_uri()
+    return None
 
 
 def configure(cfg: DictConfig) -> str:

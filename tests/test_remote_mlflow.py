@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import paths, tracking
 from pipeline.io import read_image
-from tests.mlflow_server import mlflow_server
+from tests.mlflow_server import fresh_postgres_database, mlflow_server
 from tests.workspace import PREP_STAGES, make_workspace, run_stage
 
 pytestmark = pytest.mark.integration
@@ -68,3 +68,32 @@ def test_train_and_evaluate_log_params_metrics_and_model_to_the_server(
         patch.chdir(root)
         images = np.stack([read_image(p) for p in predictions["path"]])
     np.testing.assert_allclose(served.predict(images), predictions["p_all"], rtol=1e-6)
+
+
+def test_a_postgres_store_keeps_artifacts_in_the_repo_from_a_dvc_temp_copy(
+    cfg, tmp_path, monkeypatch
+):
+    """A direct database URI: MLflow's default artifact root would be `./mlruns` of the
+    working directory, which `dvc exp run --temp` deletes with its copy."""
+    repo = tmp_path / "repo"
+    temp_copy = repo / ".dvc" / "tmp" / "exps" / "xyz"
+    temp_copy.mkdir(parents=True)
+    for root in (repo, temp_copy):  # the copy looks like a repo too
+        (root / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    note = tmp_path / "note.txt"
+    note.write_text("kept")
+    previous_uri = mlflow.get_tracking_uri()
+    with fresh_postgres_database() as database:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", database)
+        try:
+            with tracking.start_run(cfg, "synthetic", "svm_hog", "train") as run:
+                tracking.log_artifacts([note])
+            experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
+    artifacts = repo.resolve() / "mlartifacts" / "all-detect" / "synthetic"
+    assert experiment.artifact_location == artifacts.as_uri()
+    assert (artifacts / run.info.run_id / "artifacts" / "note.txt").read_text() == "kept"
+    assert not (temp_copy / "mlruns").exists()

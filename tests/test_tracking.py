@@ -96,6 +96,32 @@ def test_default_store_is_anchored_on_repo_from_dvc_temp_copy(cfg, tmp_path, mon
     assert location == (repo.resolve() / "mlartifacts" / "all-detect" / "cnmc").as_uri()
 
 
+def dvc_temp_copy(tmp_path, monkeypatch):
+    """Work inside `<repo>/.dvc/tmp/exps/xyz`, as `dvc exp run --temp` does; returns <repo>."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    temp_copy = repo / ".dvc" / "tmp" / "exps" / "xyz"
+    temp_copy.mkdir(parents=True)
+    (temp_copy / "dvc.yaml").write_text("stages: {}\n")  # the copy looks like a repo too
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return repo.resolve()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["postgresql://u@db:5432/mlflow", "postgresql+psycopg://u@db/mlflow", "mysql://u@db/mlflow"],
+)
+def test_a_database_store_keeps_its_artifacts_in_the_repo_not_in_a_temp_copy(
+    tmp_path, monkeypatch, uri
+):
+    repo = dvc_temp_copy(tmp_path, monkeypatch)
+    location = tracking.artifact_location(uri, "all-detect/cnmc")
+    assert location == (repo / "mlartifacts" / "all-detect" / "cnmc").as_uri()
+    assert tracking.artifact_location("http://server:5000", "all-detect/cnmc") is None
+
+
 def test_run_has_params_tags_metrics(cfg, tmp_path):
     with tracking.start_run(cfg, DATASET, MODEL, "train", dataset_hash="abc123") as run:
         tracking.log_epoch({"train_loss": 0.5, "val_accuracy": 0.75, "val_auc": None}, step=1)
