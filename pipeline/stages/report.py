@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths, tracking
+from pipeline.errors import PipelineError
 from pipeline.evaluate.probes import warning_lines
 from pipeline.io import file_digest, read_json_object
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING
@@ -104,6 +105,11 @@ def register_champion(cfg, dataset: str) -> None:
 
 @stage
 def run(cfg) -> None:
+    test_metrics = collect_metrics()
+    if not test_metrics:  # an empty Table II would look like a finished report
+        raise PipelineError(
+            f"no model metrics under {paths.METRICS}: run the evaluate stages first"
+        )
     notes = (
         f"Test split of each dataset ({cfg.split.test:.0%} of images, stratified, grouped by "
         f"{cfg.split.group_by}; augmentation on {', '.join(cfg.augment.splits)} only). Image "
@@ -116,7 +122,7 @@ def run(cfg) -> None:
     for line in warnings:
         log.warning(line)
     notes = "\n\n".join([notes, *warnings])
-    write_report(build_table(collect_metrics()), paths.REPORTS, extra_sections=found, notes=notes)
+    write_report(build_table(test_metrics), paths.REPORTS, extra_sections=found, notes=notes)
     if cfg.tracking.register_best:
         register_champion(cfg, cfg.dataset.name)
     log.info("report written to %s", paths.REPORTS / "table2.md")

@@ -51,3 +51,15 @@ def test_a_store_without_runs_is_a_warning_after_the_table_is_written(workspace,
     assert (workspace / paths.REPORTS / "table2.md").is_file()
     assert f"no finished run with a model to register for {DATASET}" in caplog.text
     assert "no champion registered" in caplog.text
+
+
+def test_no_model_metrics_is_one_clear_error_and_no_empty_table(tmp_path, capsys):
+    root = make_workspace(tmp_path / "ws")
+    write_metrics(root, "split")  # a dataset file, not a model's test metrics
+    assert run_stage(root, "report") == 1
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "error in stage report: no model metrics under reports/metrics: "
+        "run the evaluate stages first"
+    )
+    assert not (root / paths.REPORTS / "table2.md").exists()
