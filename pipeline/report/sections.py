@@ -4,11 +4,12 @@ stage wrote. Numbers are formatted here and nowhere else."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import pandas as pd
 
+from pipeline import paths
 from pipeline.evaluate.probes import PROBES
 from pipeline.labels import THRESHOLD
 from pipeline.report.table import MISSING, format_ci
@@ -182,3 +183,21 @@ def collapse_lines(metrics: Mapping[tuple[str, str], Mapping[str, Any]]) -> list
                 f"{m['balanced_accuracy']:.3f}): its accuracy is the class share, not skill."
             )
     return lines
+
+
+def leftover_lines(
+    metrics: Mapping[tuple[str, str], Mapping[str, Any]], configured: Collection[str]
+) -> list[str]:
+    """One warning naming the test metrics of models the config no longer has: files left by
+    an earlier configuration (DVC does not delete an output whose stage is gone), whose rows
+    were not measured by this pipeline."""
+    leftovers = [
+        f"{dataset}/{model}" for dataset, model in sorted(metrics) if model not in configured
+    ]
+    if not leftovers:
+        return []
+    return [
+        f"**Warning (leftover metrics):** {paths.METRICS} holds test metrics of models not in "
+        f"the config's `models`: {', '.join(leftovers)}. Their rows come from an earlier "
+        "configuration: delete those files, or add the models back."
+    ]

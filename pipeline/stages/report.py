@@ -19,6 +19,7 @@ from pipeline.stages.common import log, stage
 
 # Per-dataset metrics files that are not a model's test metrics.
 DATASET_FILES = ("segmentation", "shortcut", "split")
+ENSEMBLE = "ensemble"  # pipeline.stages.ensemble.NAME (importing that module loads torch)
 
 
 def _read(pattern: str) -> dict[tuple[str, ...], dict]:
@@ -119,6 +120,7 @@ def run(cfg) -> None:
         "balanced accuracy and ROC-AUC."
     )
     found, warnings = extra_sections()
+    warnings += sections.leftover_lines(test_metrics, [*cfg.models, ENSEMBLE])
     for line in warnings:
         log.warning(line)
     notes = "\n\n".join([notes, *warnings])

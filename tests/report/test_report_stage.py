@@ -63,3 +63,12 @@ def test_no_model_metrics_is_one_clear_error_and_no_empty_table(tmp_path, capsys
         "run the evaluate stages first"
     )
     assert not (root / paths.REPORTS / "table2.md").exists()
+
+
+def test_the_report_notes_name_metrics_of_models_no_longer_configured(workspace):
+    write_metrics(workspace, "old_net")  # a model since removed from `models`
+    write_metrics(workspace, "ensemble")  # configured in its own section
+    assert run_stage(workspace, "report") == 0
+    report_text = (workspace / paths.REPORTS / "table2.md").read_text()
+    [line] = [line for line in report_text.splitlines() if "leftover metrics" in line]
+    assert "`models`: synthetic/old_net." in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline import paths
-from pipeline.report.sections import data_version_lines
+from pipeline.report.sections import data_version_lines, leftover_lines
 from tests.workspace import copy_workspace, run_stage
 
 
@@ -21,6 +21,14 @@ def test_models_scored_on_different_versions_of_a_dataset_are_named():
     [line] = data_version_lines(metrics)
     assert line.startswith("**Warning (data versions, ds):** its test metrics come from 2 ")
     assert f"{'1' * 12}: a, b; {'2' * 12}: c" in line
+
+
+def test_metrics_of_models_no_longer_configured_are_named():
+    metrics = {("ds", "a"): {}, ("ds", "gone"): {}, ("other", "old"): {}, ("other", "a"): {}}
+    [line] = leftover_lines(metrics, ["a", "b"])
+    assert line.startswith("**Warning (leftover metrics):** reports/metrics holds ")
+    assert "`models`: ds/gone, other/old." in line
+    assert leftover_lines(metrics, ["a", "gone", "old"]) == []
 
 
 def test_the_report_warns_about_a_mix_of_data_versions(demo_workspace, tmp_path, monkeypatch):
