@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline import paths
 from pipeline.evaluate.probes import PROBES
 from pipeline.labels import THRESHOLD
-from pipeline.report.table import MISSING, format_ci
+from pipeline.report.table import MISSING, format_ci, undefined
 
 
 def cv_table(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
@@ -20,11 +20,11 @@ def cv_table(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFra
 
     def mean_std(m: Mapping[str, Any], name: str, scale: float) -> str:
         mean, std = m.get(f"{name}_mean"), m.get(f"{name}_std")
-        if mean is None:
+        if undefined(mean):
             return MISSING
         digits = 1 if scale == 100 else 3
         return f"{mean * scale:.{digits}f}" + (
-            f" ± {std * scale:.{digits}f}" if std is not None else ""
+            f" ± {std * scale:.{digits}f}" if not undefined(std) else ""
         )
 
     rows = [
@@ -63,9 +63,13 @@ def tuning_table(winners: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.Dat
                 "model": model,
                 "candidates": w.get("candidates"),
                 "selected (by validation parts)": settings,
-                "Ac val parts": f"{m['val_accuracy_mean'] * 100:.1f}",
-                "Ac test folds mean ± std": f"{m['accuracy_mean'] * 100:.1f} ± "
-                f"{(m['accuracy_std'] or 0) * 100:.1f}",
+                "Ac val parts": format_ci(m, "val_accuracy_mean"),
+                "Ac test folds mean ± std": (
+                    MISSING
+                    if undefined(m["accuracy_mean"])
+                    else f"{m['accuracy_mean'] * 100:.1f} ± "
+                    f"{(0 if undefined(m['accuracy_std']) else m['accuracy_std']) * 100:.1f}"
+                ),
                 "Ac pooled": format_ci(m, "accuracy"),
             }
         )

@@ -6,6 +6,7 @@ The paper reports accuracy, precision, recall and F1 in whole percent per model 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,15 +46,21 @@ EXTRA_METRICS = (
 )
 
 
+def undefined(value: object) -> bool:
+    """None or NaN (a JSON metrics file may hold either for a score that cannot be computed):
+    both render as MISSING, never as 'nan'."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def format_ci(metrics: Mapping[str, object], name: str, scale: float = 100) -> str:
     """'91.2 [85.0–96.1]' (in % for scale=100, 3 decimals for scale=1); '—' if undefined."""
     value = metrics.get(name)
-    if value is None:
+    if undefined(value):
         return MISSING
     digits = 1 if scale == 100 else 3
     text = f"{value * scale:.{digits}f}"
     low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
-    if low is not None and high is not None:
+    if not undefined(low) and not undefined(high):
         text += f" [{low * scale:.{digits}f}–{high * scale:.{digits}f}]"
     return text
 

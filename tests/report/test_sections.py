@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline import paths
-from pipeline.report.sections import data_version_lines, leftover_lines
+from pipeline.report.sections import cv_table, data_version_lines, leftover_lines, tuning_table
 from tests.workspace import copy_workspace, run_stage
 
 
@@ -29,6 +29,17 @@ def test_metrics_of_models_no_longer_configured_are_named():
     assert line.startswith("**Warning (leftover metrics):** reports/metrics holds ")
     assert "`models`: ds/gone, other/old." in line
     assert leftover_lines(metrics, ["a", "gone", "old"]) == []
+
+
+def test_a_nan_cv_score_renders_as_missing():
+    nan = float("nan")
+    summary = {"enabled": True, "folds": 3, "repeats": 1, "n": 9}
+    summary |= {"roc_auc_mean": nan, "roc_auc_std": nan, "accuracy_mean": 0.5, "accuracy_std": nan}
+    [row] = cv_table({("ds", "m"): summary}).to_dict("records")
+    assert row["ROC-AUC mean ± std"] == "—" and row["Ac mean ± std"] == "50.0"
+    winner = {"overrides": {}, "metrics": {"val_accuracy_mean": nan, "accuracy_mean": nan}}
+    [row] = tuning_table({("ds", "m"): {**winner, "candidates": 2}}).to_dict("records")
+    assert row["Ac val parts"] == row["Ac test folds mean ± std"] == row["Ac pooled"] == "—"
 
 
 def test_the_report_warns_about_a_mix_of_data_versions(demo_workspace, tmp_path, monkeypatch):

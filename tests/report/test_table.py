@@ -28,6 +28,14 @@ def test_format_ci():
     assert format_ci({"roc_auc": None}, "roc_auc") == "—"
 
 
+def test_an_undefined_nan_metric_renders_like_a_missing_one():
+    nan = float("nan")
+    assert format_ci({"f1": nan, "f1_ci_low": nan, "f1_ci_high": nan}, "f1") == "—"
+    assert format_ci({"roc_auc": nan}, "roc_auc", scale=1) == "—"
+    # a defined value whose interval could not be computed: the value alone
+    assert format_ci({"f1": 0.5, "f1_ci_low": nan, "f1_ci_high": nan}, "f1") == "50.0"
+
+
 def test_table_puts_paper_figures_beside_ours(metrics):
     table = build_table(metrics)
     keys = list(zip(table.dataset, table.model, strict=True))
