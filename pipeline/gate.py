@@ -50,6 +50,8 @@ from typing import Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.errors import PipelineError
+
 METRICS_DIR = "reports/metrics"
 DEFAULT_KEY = "default"
 # Float noise must not turn a drop of exactly the tolerance into a failure.
@@ -98,7 +100,7 @@ class Rule:
         return max(self.tolerance, self.ci_scale * abs(baseline - bound))
 
 
-class GateError(Exception):
+class GateError(PipelineError):
     """The gate cannot run (bad ref, unreadable file, bad tolerance); the message says why."""
 
 

@@ -755,12 +755,9 @@ def register_best(
     better = _better(metric)
     key = f"{SELECTED}val_{metric}"
     loss = f"{SELECTED}val_loss"
-    # Top-level runs with a model only, in the query: CV fold runs (children) log selected
-    # scores but no model, and thousands of them would crowd the candidates out of a page.
-    query = (
-        f"attributes.status = 'FINISHED' and tags.`{MODEL_URI_TAG}` IS NOT NULL "
-        f"and tags.`{PARENT_RUN_TAG}` IS NULL"
-    )
+    # Every page is read: CV fold runs (children) log selected scores but no model, and
+    # thousands of them would crowd the candidates out of a first page.
+    query = "attributes.status = 'FINISHED'"
     if data_digest is not None:
         query += f" and tags.`{DATA_DIGEST_TAG}` = '{data_digest}'"
     within = (
@@ -770,7 +767,13 @@ def register_best(
     )
     runs = _search_runs(cfg, dataset, query)
     client = mlflow.MlflowClient()
-    candidates = [r for r in runs if not math.isnan(r.data.metrics.get(key, math.nan))]
+    candidates = [  # filtered here: `IS NULL` on tags needs a recent MLflow server
+        r
+        for r in runs
+        if MODEL_URI_TAG in r.data.tags
+        and PARENT_RUN_TAG not in r.data.tags
+        and not math.isnan(r.data.metrics.get(key, math.nan))
+    ]
     if not candidates:
         raise NoChampionError(
             f"no finished run with a model to register for {dataset} {within}: none in "
