@@ -17,6 +17,7 @@ from pipeline.report import sections
 from pipeline.report.table import build_table, write_report
 from pipeline.stages.common import log, stage
 
+SPLIT_SECTION = "Split (achieved shares per class)"  # how the data was cut: not a result
 # Per-dataset metrics files that are not a model's test metrics.
 DATASET_FILES = ("segmentation", "shortcut", "split")
 ENSEMBLE = "ensemble"  # pipeline.stages.ensemble.NAME (importing that module loads torch)
@@ -59,7 +60,7 @@ def extra_sections() -> tuple[dict[str, pd.DataFrame], list[str]]:
     tuned = {(d, m): v for (d, _, m), v in _read("*/tuning/*.json").items()}
     splits = {d: v for (d, _), v in _read("*/split.json").items()}
     found = {
-        "Split (achieved shares per class)": sections.split_table(splits),
+        SPLIT_SECTION: sections.split_table(splits),
         "k-fold cross-validation": sections.cv_table(cv),
         "Per subject (CV test folds: share of the subject's cells called ALL; ✗ = wrong "
         "subject-level call)": sections.subjects_table(_subjects()),
@@ -107,9 +108,11 @@ def register_champion(cfg, dataset: str) -> None:
 @stage
 def run(cfg) -> None:
     test_metrics = collect_metrics()
-    if not test_metrics:  # an empty Table II would look like a finished report
+    found, warnings = extra_sections()
+    if not test_metrics and set(found) <= {SPLIT_SECTION}:  # would look like a finished report
         raise PipelineError(
-            f"no model metrics under {paths.METRICS}: run the evaluate stages first"
+            f"no model metrics under {paths.METRICS} (test, CV, cross-dataset, tuning or "
+            "shortcut): run the evaluate (or cv) stages first"
         )
     notes = (
         f"Test split of each dataset ({cfg.split.test:.0%} of images, stratified, grouped by "
@@ -119,7 +122,6 @@ def run(cfg) -> None:
         "bootstrap where cells cluster in subjects), group bootstrap for F1, weighted F1, "
         "balanced accuracy and ROC-AUC."
     )
-    found, warnings = extra_sections()
     warnings += sections.leftover_lines(test_metrics, [*cfg.models, ENSEMBLE])
     for line in warnings:
         log.warning(line)

@@ -290,18 +290,23 @@ def test_a_missing_target_root_fails_naming_target_and_root(trained_view, tmp_pa
     assert "'all_idb2'" in err and str(missing) in err
 
 
-def test_a_missing_target_root_is_skipped_when_asked(trained_view, tmp_path, caplog):
+@pytest.mark.parametrize(
+    ("targets", "evaluated"),
+    [("[all_idb2, synthetic_cnmc]", ["synthetic_cnmc"]), ("[all_idb2]", [])],
+)
+def test_a_missing_target_root_is_skipped_when_asked(
+    trained_view, tmp_path, caplog, targets, evaluated
+):
     missing = tmp_path / "nowhere"
     root = trained_view(
-        "cross.targets=[all_idb2, synthetic_cnmc]",
-        f"+cross.roots.all_idb2={missing}",
-        "cross.on_missing=skip",
+        f"cross.targets={targets}", f"+cross.roots.all_idb2={missing}", "cross.on_missing=skip"
     )
     with caplog.at_level(logging.WARNING):
         assert run_stage(root, "cross_eval", "svm_hog") == 0
     assert "skipped" in caplog.text and str(missing) in caplog.text
     cross = root / paths.cross_dir("synthetic")
-    assert sorted(p.name for p in cross.iterdir()) == ["synthetic_cnmc"]
+    assert sorted(p.name for p in cross.iterdir()) == evaluated
+    assert ("no target evaluated" in caplog.text) == (not evaluated)
 
 
 def test_a_root_for_a_dataset_that_is_no_target_is_named(trained_view, tmp_path, capsys):
@@ -311,14 +316,3 @@ def test_a_root_for_a_dataset_that_is_no_target_is_named(trained_view, tmp_path,
     err = capsys.readouterr().err
     assert "cross.roots.synthetic_cmnc: not one of cross.targets ['synthetic_cnmc']" in err
     assert not (root / paths.cross_dir("synthetic")).exists()
-
-
-def test_nothing_evaluated_is_said(trained_view, tmp_path, caplog):
-    root = trained_view(
-        "cross.targets=[all_idb2]",
-        f"+cross.roots.all_idb2={tmp_path}/nowhere",
-        "cross.on_missing=skip",
-    )
-    with caplog.at_level(logging.WARNING):
-        assert run_stage(root, "cross_eval", "svm_hog") == 0
-    assert "no target evaluated" in caplog.text

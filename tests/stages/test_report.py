@@ -59,8 +59,8 @@ def test_no_model_metrics_is_one_clear_error_and_no_empty_table(tmp_path, capsys
     assert run_stage(root, "report") == 1
     error = capsys.readouterr().err.strip()
     assert error == (
-        "error in stage report: no model metrics under reports/metrics: "
-        "run the evaluate stages first"
+        "error in stage report: no model metrics under reports/metrics (test, CV, "
+        "cross-dataset, tuning or shortcut): run the evaluate (or cv) stages first"
     )
     assert not (root / paths.REPORTS / "table2.md").exists()
 
