@@ -208,7 +208,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     typed = _typed(cfg)
     unset = sorted(OmegaConf.missing_keys(typed))
     if unset:
-        raise ConfigError(f"config keys without a value (conf/ defines every default): {unset}")
+        raise ConfigError(
+            f"config keys without a value: {unset}; a config file of your own (e.g. "
+            "conf/dataset/<name>.yaml) must set every key of its section, as the shipped ones do"
+        )
     problems = _quoted_values(
         OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(typed, resolve=True)
     )

@@ -7,6 +7,7 @@ predict CLI, cross-dataset evaluation and the MLflow model all go through `Predi
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,15 @@ class Predictor:
 
     @classmethod
     def load(cls, source: str | Path) -> Predictor:
-        directory = resolve_model_dir(str(source))
+        """From a model folder, or from the registry (`models:/<name>/<version|alias>`) through
+        a temporary copy that is deleted once the model is in memory."""
+        if str(source).startswith("models:/"):
+            with tempfile.TemporaryDirectory(prefix="all-detect-model-") as download:
+                directory = registry_model_dir(str(source), Path(download))
+                return cls(load_model(directory), read_card(directory))
+        directory = Path(source)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{source}: model folder not found")
         return cls(load_model(directory), read_card(directory))
 
     def prepare(self, image: np.ndarray, require_cell: bool = False) -> np.ndarray:
@@ -84,19 +93,16 @@ class Predictor:
         return pd.DataFrame(rows, columns=["path", "prediction", "probability", "p_all", "error"])
 
 
-def resolve_model_dir(source: str) -> Path:
-    """A model folder, or a registry URI `models:/<name>/<version|alias>` fetched from MLflow
-    (the store of the workspace's params, or `MLFLOW_TRACKING_URI`)."""
-    if source.startswith("models:/"):
-        from pipeline.config import load
-        from pipeline.tracking import download_model
+def registry_model_dir(uri: str, download: Path) -> Path:
+    """The model folder of a registry URI, fetched into `download` from MLflow: the store of
+    the workspace's params, or of `MLFLOW_TRACKING_URI` (conf/'s defaults outside a
+    workspace)."""
+    from pipeline.config import PARAMS_FILE, compose, load, workspace_root
+    from pipeline.tracking import download_model
 
-        local = download_model(load(), source)
-        cards = list(Path(local).rglob(PREPROCESS_CARD))
-        if not cards:
-            raise FileNotFoundError(f"{source}: registered model has no {PREPROCESS_CARD}")
-        return cards[0].parent
-    directory = Path(source)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{source}: model folder not found")
-    return directory
+    in_workspace = (workspace_root() / PARAMS_FILE).exists()
+    local = download_model(load() if in_workspace else compose(), uri, download)
+    cards = list(local.rglob(PREPROCESS_CARD))
+    if not cards:
+        raise FileNotFoundError(f"{uri}: registered model has no {PREPROCESS_CARD}")
+    return cards[0].parent

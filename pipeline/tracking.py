@@ -697,25 +697,20 @@ def log_selected_epoch(row: Mapping[str, float | None]) -> None:
     mlflow.log_metrics(_numeric({k: v for k, v in row.items() if k.startswith("val_")}, SELECTED))
 
 
-def download_model(cfg: DictConfig, uri: str) -> Path:
-    """A registry model (`models:/<name>/<version|alias>`) fetched from the store into a fresh
-    temporary folder; returns that folder."""
-    import shutil
-    import tempfile
-
+def download_model(cfg: DictConfig, uri: str, target: Path) -> Path:
+    """A registry model (`models:/<name>/<version|alias>`) fetched from the store into the
+    folder `target` (the caller's to delete); returns where it landed."""
     configure(cfg)
-    target = Path(tempfile.mkdtemp(prefix="all-detect-model-"))
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
     except MlflowException as exc:
-        shutil.rmtree(target, ignore_errors=True)
         try:
             names = sorted(m.name for m in mlflow.MlflowClient().search_registered_models())
         except MlflowException:
             names = ["(the registry cannot be listed)"]
         raise PipelineError(
             f"{uri}: cannot be fetched from the model registry at {mlflow.get_tracking_uri()}: "
-            f"{exc.message} (registered models: {names or 'none'}; the train stages register "
+            f"{exc.message} (registered models: {names or 'none'}; the report stage registers "
             "<prefix>-<dataset> with the alias 'champion')"
         ) from None
 

@@ -287,3 +287,16 @@ def test_an_experiments_grids_replace_the_default_ones_whole():
         OmegaConf.load(conf_dir() / "tune" / "grids" / "cnmc_input_side.yaml")
     )
     assert compose(["tune/grids=cnmc_input_side"]).tune.grids == nested  # `-S tune/grids=...`
+
+
+def test_a_dataset_file_missing_keys_names_them_and_what_to_do(tmp_path, monkeypatch):
+    import shutil
+
+    import pipeline.config as config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(conf_dir(), conf)
+    (conf / "dataset" / "mine.yaml").write_text("name: mine\nadapter: folder\nroot: data/x\n")
+    monkeypatch.setattr(config, "conf_dir", lambda: conf)
+    with pytest.raises(ConfigError, match=r"without a value: \['dataset\.classes'.*conf/dataset/"):
+        compose(["dataset=mine"])

@@ -220,6 +220,14 @@ def test_crops_changed_since_the_split_are_refused_by_augment(workspace, capsys)
     assert "misses 1 new one(s): run `python -m pipeline.stages.split` first" in err
 
 
+def test_evaluating_a_model_never_trained_names_the_stage_to_run(workspace, capsys):
+    import shutil
+
+    shutil.rmtree(workspace / paths.model_dir("synthetic", "svm_hog"))
+    err = fails_cleanly(workspace, capsys, "evaluate", "svm_hog")
+    assert "no trained model; run `dvc repro train@svm_hog`" in err and one_line(err)
+
+
 def test_a_corrupt_model_file_or_metrics_file_is_named(workspace, capsys):
     model = workspace / paths.model_dir("synthetic", "svm_hog")
     weights = next(p for p in model.iterdir() if p.suffix == ".joblib")

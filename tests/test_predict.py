@@ -125,3 +125,22 @@ def test_predict_never_writes_its_csv_over_a_folder(demo_workspace, tmp_path, ca
     assert sorted(images.iterdir()) == before
     assert main([str(model), str(images), "--output", str(before[0] / "x.csv")]) == 1
     assert f"{before[0]} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_registry_model_predicts_and_leaves_no_copy_behind(demo_workspace, tmp_path, monkeypatch):
+    import tempfile
+
+    from pipeline import tracking
+    from pipeline.config import load
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo_workspace}/mlflow.db")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    image = sorted((demo_workspace / "artifacts" / "demo" / "smear").glob("*.png"))[0]
+    monkeypatch.chdir(demo_workspace)
+    name = tracking.registered_model_name(load(), "synthetic")
+    monkeypatch.chdir(tmp_path)  # outside a workspace: conf/'s defaults and the URI suffice
+    out = tmp_path / "out.csv"
+    assert main([f"models:/{name}@champion", str(image), "--output", str(out)]) == 0
+    assert pd.read_csv(out, keep_default_na=False).iloc[0]["error"] == ""
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -78,6 +78,10 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     dataset = cfg.dataset.name
     started = time.perf_counter()
     model_dir = paths.model_dir(dataset, model_name)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"{model_dir}: no trained model; run `dvc repro train@{model_name}`"
+        )
     manifest_path = paths.prepared(dataset) / "manifest.csv"
     data_digest = file_digest(manifest_path)
     require_trained_on(model_dir, manifest_path, data_digest)
