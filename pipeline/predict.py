@@ -15,10 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.data.adapters import visible_below
 from pipeline.errors import PipelineError
 from pipeline.evaluate.explain import require_cam_target, write_overlays
 from pipeline.inference import Predictor
-from pipeline.io import OutputKindError, atomic_write_text, is_hidden, read_image
+from pipeline.io import OutputKindError, atomic_write_text, read_image
 
 
 def list_images(target: Path) -> list[Path]:
@@ -26,13 +27,9 @@ def list_images(target: Path) -> list[Path]:
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"{target}: no such file or folder")
-    # a broken link is listed too: it gets an error row instead of vanishing from the table
-    files = sorted(
-        p
-        for p in target.rglob("*")
-        if (p.is_file() or p.is_symlink())
-        and not any(is_hidden(part) for part in p.relative_to(target).parts)
-    )
+    # What ingest would read below a class folder: linked folders followed, hidden files and
+    # OS clutter left out; a broken link or a pipe is listed and gets an error row.
+    files = visible_below(target)
     if not files:
         raise FileNotFoundError(f"{target}: no files to predict in this folder")
     return files

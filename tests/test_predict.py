@@ -99,6 +99,20 @@ def test_predict_lists_what_ingest_would_read_not_hidden_files_or_os_clutter(tmp
     assert list_images(tmp_path) == [tmp_path / "a.png", tmp_path / "sub" / "b.png"]
 
 
+def test_predict_reads_a_linked_folder_once_and_gives_a_pipe_its_own_row(tmp_path):
+    import os
+
+    batch = tmp_path / "elsewhere"
+    batch.mkdir()
+    (batch / "c.png").write_bytes(b"")
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "linked").symlink_to(batch)
+    (target / "loop").symlink_to(target)  # a cycle is walked once
+    os.mkfifo(target / "pipe")
+    assert list_images(target) == [target / "linked" / "c.png", target / "pipe"]
+
+
 def test_an_image_without_a_cell_gets_an_error_not_a_p_all(demo_workspace, tmp_path):
     """Not blank (one pixel differs), so it is read; but a segmenting model finds no cell."""
     from pipeline.io import write_image
