@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def list_images(target: Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"{target}: no files to predict in this folder")
     return files
+
+
+def overlay_names(relative: Sequence[Path]) -> list[str]:
+    """Each image's overlay name: its path without the suffix, or with it where two images
+    differ only by their suffix (a.png and a.jpg)."""
+    bare = [path.with_suffix("").as_posix() for path in relative]
+    taken = Counter(bare)
+    pairs = zip(relative, bare, strict=True)
+    return [path.as_posix() if taken[name] > 1 else name for path, name in pairs]
 
 
 def check_output_file(output: Path) -> None:
@@ -91,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         good = [Path(p) for p in table.loc[table["error"] == "", "path"]]
         images = [predictor.prepare(read_image(p)) for p in good]
         root = args.target if args.target.is_dir() else args.target.parent
-        names = [p.relative_to(root).with_suffix("").as_posix() for p in good]
+        names = overlay_names([p.relative_to(root) for p in good])
         try:
             overlays = write_overlays(predictor.model, images, names, args.explain)
         except ValueError as exc:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline import paths
-from pipeline.predict import list_images, main
+from pipeline.predict import list_images, main, overlay_names
 
 
 def test_predict_folder_reports_a_corrupt_file_and_classifies_the_rest(
@@ -158,3 +158,8 @@ def test_a_registry_model_predicts_and_leaves_no_copy_behind(demo_workspace, tmp
     assert main([f"models:/{name}@champion", str(image), "--output", str(out)]) == 0
     assert pd.read_csv(out, keep_default_na=False).iloc[0]["error"] == ""
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_overlays_of_images_that_differ_only_by_suffix_keep_it():
+    relative = [Path("a.png"), Path("a.jpg"), Path("sub/b.tif")]
+    assert overlay_names(relative) == ["a.png", "a.jpg", "sub/b"]
