@@ -30,6 +30,8 @@ CSV_COLUMNS = ("path", "label", "subject")  # dataset.columns keys; subject is o
 SEGMENT_METHODS = ("none", "otsu", "otsu_active_contour")
 SEGMENT_CHANNELS = ("gray", "lab_b", "saturation")
 MONITORS = {"val_accuracy": max, "val_loss": min}  # train.monitor: how its best epoch is picked
+# tracking.register_metric: a validation score every run logs, ranked as MONITORS says
+REGISTER_METRICS = tuple(sorted(name.removeprefix("val_") for name in MONITORS))
 DEVICE_RULE = "expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'"
 # A name that becomes a folder (dataset.name, a snapshot, a choose_upstream output): one plain
 # path component, so it can neither escape its parent folder nor stand for the parent itself.
@@ -349,11 +351,11 @@ def _value_problems(cfg: DictConfig) -> list[str]:
         "cross.on_missing",
         f"{cfg.cross.on_missing!r} not in {ON_MISSING}",
     )
-    rankable = sorted(m.removeprefix("val_") for m in MONITORS)
     check(
-        cfg.tracking.register_metric in rankable,
+        cfg.tracking.register_metric in REGISTER_METRICS,
         "tracking.register_metric",
-        f"{cfg.tracking.register_metric!r} not in {rankable} (validation metrics of every run)",
+        f"{cfg.tracking.register_metric!r} not in {list(REGISTER_METRICS)} "
+        "(validation metrics of every run)",
     )
     demo = cfg.demo
     check(demo.n_per_class >= 1, "demo.n_per_class", "must be >= 1")

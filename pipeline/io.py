@@ -192,10 +192,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         yield staged
         if not staged.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
-        if target.is_dir() and not target.is_symlink() and not staged.is_dir():
-            # a file written over a folder would delete everything in it (`--output <folder>`)
-            raise OutputKindError(f"{target} is a folder: refusing to replace it with a file")
         if target.is_dir() and not target.is_symlink():
+            if not staged.is_dir():  # a file over a folder would delete all in it (`--output`)
+                raise OutputKindError(f"{target} is a folder: refusing to replace it with a file")
             old = tmp / (target.name + ".old")
             os.replace(target, old)
             os.replace(staged, target)

@@ -54,7 +54,7 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import MONITORS, ConfigError, tracking_home
+from pipeline.config import MONITORS, REGISTER_METRICS, ConfigError, tracking_home
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:  # pipeline.models imports torch/ultralytics: only when a model is loaded
@@ -720,10 +720,9 @@ def _better(metric: str) -> Any:
     picks a training's best epoch), so a loss is never ranked like an accuracy."""
     monitor = MONITORS.get(f"val_{metric}")
     if monitor is None:
-        known = sorted(name.removeprefix("val_") for name in MONITORS)
         raise ConfigError(
             f"tracking.register_metric: {metric!r} has no known better direction; use one of "
-            f"{known}"
+            f"{list(REGISTER_METRICS)}"
         )
     return monitor
 

@@ -52,8 +52,11 @@ def _subjects() -> dict[tuple[str, str], pd.DataFrame]:
     return found
 
 
-def extra_sections() -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The sections with results, and the warnings for the notes."""
+def extra_sections(
+    test_metrics: dict[tuple[str, str], dict],
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The sections with results, and the warnings for the notes (`test_metrics`:
+    `collect_metrics()`, read once by the caller)."""
     cv = {(d, m): v for (d, _, m), v in _read("*/cv/*.json").items()}
     cross = {(d, t, m): v for (d, _, t, m), v in _read("*/cross/*/*.json").items()}
     probes = {d: v for (d, _), v in _read("*/shortcut.json").items()}
@@ -70,7 +73,6 @@ def extra_sections() -> tuple[dict[str, pd.DataFrame], list[str]]:
         "Cross-dataset (train → test)": sections.cross_table(cross),
         "Shortcut audit (background vs cell)": sections.shortcut_table(probes),
     }
-    test_metrics = collect_metrics()
     warnings = sections.data_version_lines(test_metrics) + sections.collapse_lines(test_metrics)
     warnings += [
         f"**Warning (shortcut audit, {d}):** {line}."
@@ -108,7 +110,7 @@ def register_champion(cfg, dataset: str) -> None:
 @stage
 def run(cfg) -> None:
     test_metrics = collect_metrics()
-    found, warnings = extra_sections()
+    found, warnings = extra_sections(test_metrics)
     if not test_metrics and set(found) <= {SPLIT_SECTION}:  # would look like a finished report
         raise PipelineError(
             f"no model metrics under {paths.METRICS} (test, CV, cross-dataset, tuning or "

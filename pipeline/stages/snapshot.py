@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ import yaml
 
 from pipeline import config, paths, tracking
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, file_digest, read_yaml
+from pipeline.io import atomic_path, dvc_dir_md5, file_digest, read_yaml
 
 EXPERIMENTS = paths.REPORTS / "experiments"
 log = logging.getLogger("pipeline")
@@ -75,19 +74,8 @@ def _written(root: Path, stages: dict) -> set[Path]:
 
 
 def _md5(path: Path) -> str:
-    """What dvc.lock records for `path`: a file's md5, or for a folder the md5 of DVC's JSON
-    listing of its files (sorted relpath and md5) with `.dir` appended."""
-    if not path.is_dir():
-        return file_digest(path, "md5")
-    listing = sorted(
-        (
-            {"md5": file_digest(f, "md5"), "relpath": f.relative_to(path).as_posix()}
-            for f in path.rglob("*")
-            if f.is_file()
-        ),
-        key=lambda entry: entry["relpath"],
-    )
-    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
+    """What dvc.lock records for `path`: a file's md5, or a folder's `.dir` hash."""
+    return dvc_dir_md5(path) if path.is_dir() else file_digest(path, "md5")
 
 
 def _check_outs(root: Path, stages: dict, copied: Sequence[Path]) -> None:
