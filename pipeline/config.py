@@ -59,17 +59,21 @@ def plain_name(name: str, what: str) -> str:
 EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
 
 
+WORKSPACE_MARKERS = ("dvc.yaml", PARAMS_FILE, ".git")
+
+
 def workspace_root(start: Path | None = None) -> Path:
     """The folder DVC runs the stage in: its `params.yaml`, relative data roots and outputs.
 
     That is the repository for `dvc repro` and `dvc exp run`, but the experiment's own copy
     under `<repo>/.dvc/tmp/exps/` for `dvc exp run --temp/--queue`, which holds that
-    experiment's params. Found from the working directory (DVC's stage `wdir`), never from
-    `DVC_ROOT`, which DVC points at the parent repository for queued runs.
+    experiment's params, and a folder with its own `params.yaml` (a scratch workspace). Found
+    from the working directory (DVC's stage `wdir`), never from `DVC_ROOT`, which DVC points
+    at the parent repository for queued runs.
     """
     here = Path(start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
+        if any((candidate / marker).exists() for marker in WORKSPACE_MARKERS):
             return candidate
     return here
 

@@ -248,6 +248,19 @@ def test_flags_only_files_report_metrics_and_still_gate_flags():
     assert "reported" in render_markdown(rows)
 
 
+def test_the_default_flags_only_covers_a_snapshots_cross_results_too():
+    """A snapshot's metrics/ holds one dataset, so its cross-dataset files sit at `cross/`."""
+    from pipeline.config import compose
+
+    gate = compose().gate
+    rules = resolve_rules({"metrics": {"accuracy": "higher"}, "tolerances": {"default": 0.02}})
+    for file in ("cnmc/cross/t/m.json", "cross/t/m.json"):
+        rows = compare(
+            {file: {"accuracy": 0.8}}, {file: {"accuracy": 0.5}}, rules, [], list(gate.flags_only)
+        )
+        assert [r.status for r in rows] == ["reported"], file
+
+
 def test_a_collapsed_baseline_sets_no_standard_but_a_new_collapse_still_fails():
     """A baseline that called every cell ALL had recall 1.0: a model that learns to tell the
     classes apart must not fail on it; collapsing again must."""

@@ -9,6 +9,7 @@ by hand with other settings than today's params.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import PipelineError
 from pipeline.io import MalformedFileError, read_json_object
 from pipeline.paths import PREPROCESS_CARD
+
+log = logging.getLogger(__name__)
 
 SEGMENT_KEYS = ("segment", "segment_config")
 PREPARED_KEYS = (*SEGMENT_KEYS, "crop_config")
@@ -57,3 +60,17 @@ def read_card(folder: Path | str, needs: Iterable[str] = PREPARED_KEYS) -> dict[
     if missing:
         raise MalformedFileError(f"{path}: not a preparation card (no {', '.join(missing)})")
     return card
+
+
+def warn_on_resize(card: dict[str, Any], input_side: int, folder: Path | str) -> bool:
+    """Warn when training at `crop.size` resamples crops cut at another side: a `crop.size`
+    override given to train or cv alone (`dvc exp run -S` re-crops; a hand run does not)."""
+    cropped = card.get("crop_config", {}).get("size")
+    if cropped is None or int(cropped) == int(input_side):
+        return False
+    log.warning(
+        "crop.size is %d but the images in %s were cropped at %d px (its %s): they are "
+        "resampled to %d px for training; re-run the crop stage to cut them at %d",
+        input_side, folder, cropped, PREPROCESS_CARD, input_side, input_side,
+    )  # fmt: skip
+    return True

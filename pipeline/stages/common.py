@@ -8,10 +8,11 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import ConfigError, load
+from pipeline.config import ConfigError, load, workspace_root
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -48,6 +49,10 @@ def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
         except TypeError as exc:  # "missing a required argument", "too many positional ..."
             print(f"error in stage {name}: {exc} (got {words})\n{usage}", file=sys.stderr)
             return 2
+        outside = _outside_workspace()
+        if outside:
+            print(f"error in stage {name}: {outside}", file=sys.stderr)
+            return 2
         try:
             cfg = load(overrides=[a for a in args if "=" in a])
             func(cfg, *words)
@@ -81,6 +86,18 @@ def _usage(func: Callable[..., None], name: str) -> str:
         else:
             words.append(f"[{parameter.name}]")
     return " ".join(["usage: python -m pipeline.stages." + name, *words, "[key=value ...]"])
+
+
+def _outside_workspace() -> str | None:
+    """Why a stage must not run here: below its workspace it would read that workspace's
+    params and data roots but write its outputs under the working directory."""
+    here, root = Path.cwd().resolve(), workspace_root()
+    if here == root:
+        return None
+    return (
+        f"run it from the workspace {root} (the folder of dvc.yaml or params.yaml), not from "
+        f"{here}: stage outputs are written relative to the working directory"
+    )
 
 
 def _stage_name(func: Callable[..., None]) -> str:

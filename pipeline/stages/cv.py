@@ -46,6 +46,9 @@ def run(cfg, model_name: str, *fold_numbers: str) -> None:
     candidates = tuning.expand_grid(grid, model_name) if cfg.cv.nested and grid else [{}]
     if cfg.cv.nested and not grid:
         log.info("cv.nested: no tune.grids.%s, so nothing to choose: fixed settings", model_name)
+    from pipeline.preprocess.card import read_card, warn_on_resize
+
+    warn_on_resize(read_card(paths.cropped(dataset)), cfg.crop.size, paths.cropped(dataset))
     frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
     tracking.check_reachable(cfg)
     if shard:

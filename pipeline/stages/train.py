@@ -14,7 +14,7 @@ from pipeline.inference import training_card
 from pipeline.io import atomic_path, file_digest, folder_digest
 from pipeline.models.base import build_model
 from pipeline.preprocess.augment import require_split_of
-from pipeline.preprocess.card import write_card
+from pipeline.preprocess.card import warn_on_resize, write_card
 from pipeline.stages.common import log, model_config, stage
 from pipeline.train.context import TrainContext
 from pipeline.train.device import pin_threads, resolve_device
@@ -29,6 +29,7 @@ def run(cfg, model_name: str) -> None:
     data_dir = paths.prepared(dataset)
     data_hash = file_digest(data_dir / "manifest.csv")
     card = training_card(data_dir, dataset, data_hash)
+    warn_on_resize(card, cfg.crop.size, data_dir)
     prepared = manifest.read(data_dir / "manifest.csv")
     require_split_of(prepared, manifest.read(paths.split_table(dataset)), str(data_dir))
     tracking.check_reachable(cfg)

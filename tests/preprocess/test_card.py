@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -11,6 +13,7 @@ from pipeline.preprocess.card import (
     MissingCardError,
     read_card,
     segmentation_card,
+    warn_on_resize,
     with_crop,
     write_card,
 )
@@ -55,3 +58,13 @@ def test_a_damaged_card_is_named(tmp_path, text, message):
     (tmp_path / PREPROCESS_CARD).write_text(text)
     with pytest.raises(MalformedFileError, match=message):
         read_card(tmp_path)
+
+
+def test_training_at_another_side_than_the_crops_is_warned(tmp_path, caplog):
+    card = {"crop_config": {"size": 32}}
+    with caplog.at_level(logging.WARNING):
+        assert not warn_on_resize(card, 32, tmp_path)
+        assert not caplog.records
+        assert warn_on_resize(card, 64, tmp_path)
+    assert f"images in {tmp_path} were cropped at 32 px" in caplog.text
+    assert "resampled to 64 px" in caplog.text
