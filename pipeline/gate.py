@@ -22,9 +22,11 @@ on the tolerances alone.
 Files matching `flags_only` (default: cross-dataset results) are gated on their flags alone and
 their metrics are listed as "reported": how a model transfers to another dataset swings with
 its random initialisation far beyond the test set's sampling noise (docs/evaluation.md). A
-baseline flagged `collapsed` sets no standard either: a model that called every cell ALL has a
-recall of ~1 and an accuracy of the class share, so a model that learns to tell the classes
-apart would "regress" on them; its metrics are reported, and `collapsed` is still gated.
+baseline flagged `collapsed` sets no standard for the metrics of its hard calls either: a model
+that called every cell ALL has a recall of ~1 and an accuracy of the class share, so a model
+that learns to tell the classes apart would "regress" on them; they are reported, while its
+threshold-free metrics (`THRESHOLD_FREE`: ROC-AUC ranks P(ALL), a loss or Dice never reads
+the call) and `collapsed` itself are still gated.
 
 Baseline (default: `--baseline-ref HEAD`, like `dvc metrics diff`): the same files committed at a
 git ref (`origin/main` in a pull request), or `--baseline-dir`, a folder laid out like
@@ -60,6 +62,9 @@ EPS = 1e-9
 DIRECTIONS = ("higher", "lower")
 MAX_TOLERANCE = 0.5  # a tolerance this wide would let any rate through: the gate would be off
 MAX_CI_SCALE = 3.0  # beyond ~3 half-widths the allowance no longer means "sampling noise"
+
+# Not computed from the 0.5-threshold calls, so still a standard when the calls collapsed.
+THRESHOLD_FREE = frozenset({"roc_auc", "val_loss_mean", "cell_dice_mean", "nucleus_dice_mean"})
 
 Metrics = dict[str, dict[str, object]]
 Status = Literal[
@@ -350,8 +355,9 @@ def compare(
     Present in the baseline but absent or null now -> "missing" (a model or metric vanished);
     absent from the baseline -> "new", or "below floor" when it misses its floor; a flag that
     is true now but was not -> "flipped". Files matching a `flags_only` glob (relative path)
-    have their metrics listed as "reported" and only their flags gated; so do files whose
-    baseline is flagged `collapsed` ("unheld": a collapse's recall is not a standard).
+    have their metrics listed as "reported" and only their flags gated; so are the hard-call
+    metrics of files whose baseline is flagged `collapsed` ("unheld": a collapse's recall is
+    not a standard, its ROC-AUC is).
     """
     rules = {m: r if isinstance(r, Rule) else Rule(tolerance=float(r)) for m, r in rules.items()}
     rows = []
@@ -372,7 +378,7 @@ def compare(
             allowed = rule.allowance(b, low, high)
             if not gated:
                 status: Status = "reported"
-            elif baseline_collapsed:
+            elif baseline_collapsed and metric not in THRESHOLD_FREE:
                 status = "unheld"
             else:
                 status = _status(b if metric in old else None, c, rule, allowed)

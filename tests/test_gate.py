@@ -278,6 +278,17 @@ def test_a_collapsed_baseline_sets_no_standard_but_a_new_collapse_still_fails():
     assert {(r.file, r.metric): r.status for r in rows}[("s/m.json", "collapsed")] == "flipped"
 
 
+def test_a_collapsed_baseline_still_holds_its_threshold_free_metrics():
+    """Calling every cell ALL says nothing of how P(ALL) ranks the cells: ROC-AUC stays gated."""
+    rules = resolve_rules(
+        {"metrics": {"recall": "higher", "roc_auc": "higher"}, "tolerances": {"default": 0.02}}
+    )
+    base = {"s/m.json": {"recall": 0.98, "roc_auc": 0.80, "collapsed": True}}
+    worse = {"s/m.json": {"recall": 0.98, "roc_auc": 0.55, "collapsed": True}}
+    statuses = {r.metric: r.status for r in compare(base, worse, rules, ["collapsed"])}
+    assert statuses == {"recall": "unheld", "roc_auc": "regressed", "collapsed": "ok"}
+
+
 def test_bad_rules_are_refused():
     for scale in (-1, 3.5, True, "wide"):
         with pytest.raises(GateError, match="gate.ci_scale"):
