@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,22 @@ def dvc_dir_md5(folder: Path | str) -> str:
     ]
     listing = json.dumps(sorted(entries, key=lambda e: e["relpath"]), sort_keys=True)
     return hashlib.md5(listing.encode()).hexdigest() + ".dir"
+
+
+def locked_outs(
+    entries: Iterable[Mapping[str, Any]], sections: tuple[str, ...] = ("outs",)
+) -> dict[str, str]:
+    """{path: md5} that `dvc.lock` stage `entries` record under `sections` ("outs", "metrics",
+    "plots"), a folder's as its `.dir` hash (see `dvc_dir_md5`): what a check that a file is
+    the locked run's output compares it with. Outputs without an md5 are left out, so looking
+    one up finds None, as for a path the lock does not name."""
+    return {
+        out["path"]: str(out["md5"])
+        for entry in entries
+        for section in sections
+        for out in entry.get(section) or []
+        if "md5" in out
+    }
 
 
 @contextlib.contextmanager

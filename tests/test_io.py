@@ -80,3 +80,39 @@ def test_a_file_is_never_written_over_a_folder(tmp_path):
         atomic_write_text(folder, "csv")
     assert (folder / "keep.txt").read_text() == "work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no staging left
+
+
+LOCK_ENTRIES = [
+    {
+        "outs": [
+            {"path": "data/cropped", "hash": "md5", "md5": "f00.dir"},
+            {"path": "reports/plots/ds/m/predictions.csv", "hash": "md5", "md5": "abc"},
+            {"path": "models/m", "persist": True},  # no md5 recorded
+        ],
+        "metrics": [{"path": "reports/metrics/ds/m.json", "md5": "def"}],
+        "plots": None,  # a section written but empty
+    },
+    {"deps": [{"path": "data/raw", "md5": "dep.dir"}], "plots": [{"path": "p.png", "md5": 1}]},
+]
+
+
+def test_locked_outs_reads_only_the_sections_asked_for():
+    from pipeline.io import locked_outs
+
+    assert locked_outs(LOCK_ENTRIES) == {
+        "data/cropped": "f00.dir",
+        "reports/plots/ds/m/predictions.csv": "abc",
+    }
+    assert locked_outs(LOCK_ENTRIES, ("outs", "metrics", "plots")) == {
+        "data/cropped": "f00.dir",
+        "reports/plots/ds/m/predictions.csv": "abc",
+        "reports/metrics/ds/m.json": "def",
+        "p.png": "1",  # as a string, whatever YAML made of it
+    }
+
+
+def test_locked_outs_leaves_out_an_output_without_md5_and_an_entry_without_outs():
+    from pipeline.io import locked_outs
+
+    assert "models/m" not in locked_outs(LOCK_ENTRIES)
+    assert locked_outs([{}, {"outs": None}], ("outs", "metrics")) == {}

@@ -48,7 +48,7 @@ from pipeline import config, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate import crossval
 from pipeline.evaluate.metrics import headline
-from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5, read_yaml
+from pipeline.io import atomic_write_json, atomic_write_text, dvc_dir_md5, locked_outs, read_yaml
 from pipeline.report.table import format_ci
 from pipeline.tracking import code_and_machine
 
@@ -108,17 +108,13 @@ def _flat(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _outs(entry: Mapping[str, Any]) -> dict[str, str | None]:
-    return {out["path"]: out.get("md5") for out in entry.get("outs", [])}
-
-
 def upstream_params(label: str, snapshots: Sequence[Snapshot], cropped: str, md5: str) -> dict:
     """The ingest, segment and crop params of the run that wrote `cropped` with this `md5`,
     from whichever of the setting's snapshots recorded it (a snapshot of `cv@*` alone has
     none)."""
     for snapshot in snapshots:
         stages = snapshot.stages
-        if _outs(stages.get("crop", {})).get(cropped) == md5:
+        if locked_outs([stages.get("crop", {})]).get(cropped) == md5:
             return {
                 key: value
                 for name in UPSTREAM_STAGES
@@ -145,7 +141,7 @@ def load_setting_run(label: str, snapshots: Sequence[Snapshot], model: str) -> S
     params = OmegaConf.create(read_yaml(snapshot / "params.yaml"))
     folder = snapshot / "cv" / model
     published = paths.cv_dir(params.dataset.name, model).as_posix()
-    recorded = _outs(entry).get(published)
+    recorded = locked_outs([entry]).get(published)
     if not folder.is_dir() or dvc_dir_md5(folder) != recorded:
         raise ValueError(
             f"setting {label!r}: {folder} is not the {published} that {snapshot}/dvc.lock "

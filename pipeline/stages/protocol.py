@@ -40,6 +40,7 @@ from pipeline.io import (
     atomic_write_json,
     atomic_write_text,
     file_digest,
+    locked_outs,
     read_json,
     read_yaml,
 )
@@ -102,8 +103,7 @@ def committed_grouped_cv(
         if key not in recorded or recorded[key] != lock_param(grouped, key):
             return None, f"{stage_name} in {lock} ran with other {key!r}"
     metrics_file = paths.cv_metrics(cfg.dataset.name, model_name)
-    outs = {out["path"]: out.get("md5") for out in entry.get("outs", [])}
-    recorded_md5 = outs.get(metrics_file.as_posix())
+    recorded_md5 = locked_outs([entry]).get(metrics_file.as_posix())
     if not metrics_file.exists() or recorded_md5 != file_digest(metrics_file, "md5"):
         return None, f"{metrics_file} is not the output {lock} records for {stage_name}"
     summary = read_json(metrics_file)

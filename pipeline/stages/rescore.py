@@ -29,7 +29,7 @@ import pandas as pd
 from pipeline import config, paths, tracking
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import compute_metrics
-from pipeline.io import atomic_write_json, file_digest, read_json, read_yaml
+from pipeline.io import atomic_write_json, file_digest, locked_outs, read_json, read_yaml
 from pipeline.labels import y_true
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,10 @@ class Scored:
 
 
 def _locked_md5(lock: dict) -> dict[str, str]:
-    """Every file out of the lock (path -> md5); directory outs are left out."""
-    return {
-        out["path"]: out["md5"]
-        for entry in (lock.get("stages") or {}).values()
-        for out in (entry.get("outs") or []) + (entry.get("metrics") or [])
-        if "md5" in out and not str(out["md5"]).endswith(".dir")
-    }
+    """Every file out of the lock (path -> md5); directory outs are left out, since only a
+    file's md5 can be checked against a predictions file."""
+    outs = locked_outs((lock.get("stages") or {}).values(), ("outs", "metrics"))
+    return {path: md5 for path, md5 in outs.items() if not md5.endswith(".dir")}
 
 
 def run_params(snapshot: Path) -> dict[str, Any]:

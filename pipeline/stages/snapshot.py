@@ -36,7 +36,7 @@ import yaml
 
 from pipeline import config, paths, tracking
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, dvc_dir_md5, file_digest, read_yaml
+from pipeline.io import atomic_path, dvc_dir_md5, file_digest, locked_outs, read_yaml
 
 EXPERIMENTS = paths.REPORTS / "experiments"
 log = logging.getLogger("pipeline")
@@ -81,13 +81,8 @@ def _md5(path: Path) -> str:
 def _check_outs(root: Path, stages: dict, copied: Sequence[Path]) -> None:
     """Each copied file (relative to `root`) that an out of `stages` holds must have the md5
     the lock records for that out (a folder out is checked as a whole)."""
-    locked = {
-        Path(out["path"]): str(out["md5"])
-        for entry in stages.values()
-        for key in ("outs", "metrics", "plots")
-        for out in entry.get(key) or []
-        if "md5" in out
-    }
+    outs = locked_outs(stages.values(), ("outs", "metrics", "plots"))
+    locked = {Path(path): md5 for path, md5 in outs.items()}
     checked = set()
     for file in copied:
         out = next((o for o in (file, *file.parents) if o in locked), None)
