@@ -17,6 +17,7 @@ REPORTS = Path("reports")
 METRICS = REPORTS / "metrics"
 PLOTS = REPORTS / "plots"
 MODEL_CARD = "model.json"  # in a model folder: its kind, config and input side
+SELECTION = "selection.json"  # in a model folder: its kept epoch, scored on its own val P(ALL)
 PREPROCESS_CARD = "preprocess.json"  # beside prepared images and in a model folder: how made
 
 

@@ -37,6 +37,18 @@ def test_every_model_has_metrics_plots_and_a_report(demo_workspace):
     assert "paper" in (demo_workspace / "reports" / "table2.md").read_text()
 
 
+def test_each_model_is_selected_on_its_own_validation_predictions(demo_workspace):
+    """The kept row (champion, the ensemble's top_k) scores the model's own P(ALL) on the
+    validation split, not its history: resnet50_svm's history is its CNN head's."""
+    prepared = demo_workspace / paths.prepared("synthetic")
+    for model in EVALUATED:
+        folder = demo_workspace / paths.model_dir("synthetic", model)
+        kept = json.loads((folder / paths.SELECTION).read_text())
+        own = load_model(folder).score_split(prepared, "val")
+        assert kept["val_accuracy"] == own["val_accuracy"], model
+        assert abs(kept["val_loss"] - own["val_loss"]) < 1e-6, model
+
+
 def test_segmentation_is_scored_against_the_demo_ground_truth(demo_workspace):
     seg = json.loads((demo_workspace / paths.metrics("synthetic", "segmentation")).read_text())
     assert seg["segmented"] and seg["cell_dice_mean"] > 0.8

@@ -38,7 +38,7 @@ from pipeline.preprocess.split import (
     split_groups,
 )
 from pipeline.train.context import TrainContext
-from pipeline.train.history import selected_epoch
+from pipeline.train.history import selection_row
 
 PREDICTION_COLUMNS = ["id", "label", "group", "repeat", "fold", "part", "p_all"]
 WRITTEN_COLUMNS = [*PREDICTION_COLUMNS[:-1], "candidate", "p_all"]
@@ -417,7 +417,7 @@ def train_candidates(
             predictions, history = train_or_resume(
                 plan.store, plan.key(number, fold), frame, fold, name, candidate_cfg, Path(work)
             )
-            kept = selected_epoch(history, candidate_cfg.train.monitor)
+            kept = selection_row(history, candidate_cfg.train.monitor, validation_row(predictions))
             tracking.log_selected_epoch(kept)
         tried.append((predictions, kept, child.info.run_id))
     return tried

@@ -31,7 +31,8 @@ class CnnSvmClassifier(TorchvisionClassifier):
     (3) fit StandardScaler -> SVC(`svm_kernel`, `C`) on them, with Platt scaling fitted on
     5-fold out-of-fold decision values (`CalibratedClassifierCV(..., ensemble=False)`, what
     `SVC(probability=True)` did before scikit-learn deprecated it) for P(ALL). The val split
-    only selects the CNN epoch; predictions come from the SVM alone. Grad-CAM (inherited
+    selects the CNN epoch; predictions come from the SVM alone, and so do the validation
+    scores that rank it against other candidates (`Classifier.score_split`). Grad-CAM (inherited
     `cam_target`) explains the fine-tuned CNN's own head, not the SVM's decision.
     """
 

@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.metrics import accuracy_score, log_loss
 
 from pipeline.config import ConfigError
-from pipeline.io import read_image
-from pipeline.labels import POSITIVE, called_all
 from pipeline.models import params
 from pipeline.models.base import Classifier, build_model, load_model
 from pipeline.train.context import EpochCallback, TrainContext
-from pipeline.train.data import image_folder
 
 
 class EnsembleClassifier(Classifier):
@@ -82,22 +78,10 @@ class EnsembleClassifier(Classifier):
                     ctx, work_dir=ctx.work_dir / name, on_epoch=_prefixed(ctx.on_epoch, name)
                 )
             )
-        row = self.score_split(ctx.data_dir, "val")
+        row = {"epoch": 1, **self.score_split(ctx.data_dir, "val")}
         if ctx.on_epoch is not None:
             ctx.on_epoch(1, row)
         return [row]
-
-    def score_split(self, data_dir: Path, split: str) -> dict[str, float]:
-        """The ensemble's one history row: its mean P(ALL) scored on a split of the image
-        folder (accuracy at the decision threshold, log loss)."""
-        folder = image_folder(data_dir, split, transform=None)
-        p_all = self.predict_proba([read_image(path) for path, _ in folder.samples])
-        is_all = np.asarray(folder.targets) == folder.class_to_idx[POSITIVE]
-        row: dict[str, float] = {"epoch": 1}
-        if len(is_all):
-            row[f"{split}_accuracy"] = float(accuracy_score(is_all, called_all(p_all)))
-            row[f"{split}_loss"] = float(log_loss(is_all, p_all, labels=[False, True]))
-        return row
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         votes = np.stack([member.predict_proba(images) for member in self.members])

@@ -36,6 +36,7 @@ from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import yolo_weights
 from pipeline.train.data import check_images
 from pipeline.train.device import pin_threads, pinned_threads, resolve_device
+from pipeline.train.history import KEPT
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,6 +72,19 @@ def _history_from_csv(results_csv: Path) -> list[dict[str, float]]:
     with results_csv.open() as handle:
         rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     return [_row(int(r["epoch"]), r) for r in rows]
+
+
+def _mark_kept(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Mark the epoch `best.pt` holds. Ultralytics rewrites it at every epoch whose fitness
+    ((top-1 + top-5) / 2, top-5 being 1 with two classes) ties the best, so it is the last
+    epoch of the best validation accuracy, not the first that `selected_epoch` would take.
+    (`best.pt` itself does not say: stripping it after training sets its epoch to -1.)"""
+    scored = [row for row in history if "val_accuracy" in row]
+    if not scored:
+        return history
+    best = max(row["val_accuracy"] for row in scored)
+    kept = [row for row in scored if row["val_accuracy"] == best][-1]["epoch"]
+    return [{**row, KEPT: 1.0} if row["epoch"] == kept else row for row in history]
 
 
 def _keeps_torch_threads(method: Callable[..., T]) -> Callable[..., T]:
@@ -303,7 +317,7 @@ class YoloClassifier(Classifier):
             )
         best = run_dir / "weights" / WEIGHTS_FILE
         self.model = ultralytics.YOLO(str(best if best.exists() else last))
-        return _history_from_csv(run_dir / "results.csv")
+        return _mark_kept(_history_from_csv(run_dir / "results.csv"))
 
     @staticmethod
     def _relay(ctx: TrainContext, row: dict[str, float], relayed: set[int]) -> None:

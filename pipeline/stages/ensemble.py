@@ -32,7 +32,6 @@ from pipeline.preprocess.card import write_card
 from pipeline.stages.common import log, stage
 from pipeline.stages.ensemble_member import recorded_folder
 from pipeline.train.device import pin_threads
-from pipeline.train.history import selected_epoch
 
 NAME = "ensemble"
 
@@ -55,6 +54,17 @@ def check_records(dataset: str, members: list[str], part: str) -> None:
         )
 
 
+def member_selection(dataset: str, member: str) -> dict:
+    """The member's validation scores from its own predictions (the train stage's)."""
+    path = paths.model_dir(dataset, member) / paths.SELECTION
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no validation scores of {member}'s own predictions (trained by an older "
+            f"version): run `dvc repro train@{member}`"
+        )
+    return read_json(path)
+
+
 def single_split(cfg, members: list[str]) -> None:
     dataset = cfg.dataset.name
     data_dir = paths.prepared(dataset)
@@ -63,13 +73,7 @@ def single_split(cfg, members: list[str]) -> None:
     for name in members:  # the ensemble is scored on today's split: so were its members
         require_trained_on(paths.model_dir(dataset, name), data_dir / "manifest.csv", data_hash)
     models = {name: load_model(paths.model_dir(dataset, name)) for name in members}
-    kept_rows = {
-        name: selected_epoch(
-            read_json(paths.model_dir(dataset, name) / "history.json"),
-            cfg.train.monitor,
-        )
-        for name in members
-    }
+    kept_rows = {name: member_selection(dataset, name) for name in members}
     top_k = cfg.ensemble.top_k
     chosen = members
     if top_k is not None:
@@ -80,13 +84,14 @@ def single_split(cfg, members: list[str]) -> None:
         [models[name] for name in chosen], weights, image_size=int(cfg.crop.size)
     )
     started = time.perf_counter()
-    history = [ensemble.score_split(data_dir, "val")]
+    history = [{"epoch": 1, **ensemble.score_split(data_dir, "val")}]
     final = paths.model_dir(dataset, NAME)
     with tracking.start_run(cfg, dataset=dataset, model=NAME, stage=NAME, dataset_hash=data_hash):
         with atomic_path(final) as staged:
             ensemble.save(staged)
             write_card(staged, card)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
+            (staged / paths.SELECTION).write_text(json.dumps(history[0], indent=1))
             digest = folder_digest(staged)
         tracking.set_tags(
             {

@@ -18,7 +18,7 @@ from pipeline.preprocess.card import warn_on_resize, write_card
 from pipeline.stages.common import log, model_config, stage
 from pipeline.train.context import TrainContext
 from pipeline.train.device import pin_threads, resolve_device
-from pipeline.train.history import selected_epoch
+from pipeline.train.history import selection_row
 
 
 @stage
@@ -57,15 +57,16 @@ def run(cfg, model_name: str) -> None:
         )
         started = time.perf_counter()
         history = classifier.fit(ctx)
+        kept = selection_row(history, cfg.train.monitor, classifier.score_split(data_dir, "val"))
         final = paths.model_dir(dataset, model_name)
         with atomic_path(final) as staged:
             classifier.save(staged)
             write_card(staged, card)
             (staged / "history.json").write_text(json.dumps(history, indent=1))
+            (staged / paths.SELECTION).write_text(json.dumps(kept, indent=1))
             digest = folder_digest(staged)
         tracking.set_tags({tracking.MODEL_DIGEST_TAG: digest})
         tracking.log_durations({"train": time.perf_counter() - started})
-        kept = selected_epoch(history, cfg.train.monitor)
         tracking.log_selected_epoch(kept)
         tracking.log_model(classifier, final)
         # Byte-identical to the model the committed evaluate output measured (a deterministic

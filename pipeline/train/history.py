@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 LOSSES = ("train_loss", "val_loss")
+KEPT = "kept"  # 1 on the row of the checkpoint a model kept by a rule of its own (YOLO)
 
 
 def diverged(row: Mapping[str, float]) -> bool:
@@ -17,9 +18,13 @@ def diverged(row: Mapping[str, float]) -> bool:
 def selected_epoch(history: Sequence[Mapping[str, float]], monitor: str) -> Mapping[str, float]:
     """The history row of the kept checkpoint: the best `monitor` among the epochs that did not
     diverge, the first one on ties, as the training loop chooses (`val_loss` is minimised,
-    anything else maximised)."""
+    anything else maximised). A row marked `KEPT` by the model wins: Ultralytics keeps the
+    last of tied epochs."""
     if not history:
         raise ValueError("empty training history: the model reported no epoch")
+    marked = [row for row in history if row.get(KEPT)]
+    if marked:
+        return marked[-1]
     candidates = [row for row in history if not diverged(row)]
     if not candidates:
         raise ValueError("every epoch of the training history diverged (non-finite loss)")
@@ -27,3 +32,13 @@ def selected_epoch(history: Sequence[Mapping[str, float]], monitor: str) -> Mapp
         monitor = "val_accuracy"  # a model that cannot honour the monitor selects on accuracy
     sign = -1.0 if monitor == "val_loss" else 1.0
     return max(candidates, key=lambda row: sign * row[monitor])
+
+
+def selection_row(
+    history: Sequence[Mapping[str, float]], monitor: str, validation: Mapping[str, float]
+) -> dict[str, float]:
+    """What selection reads of a trained model: its kept epoch's history row, with the
+    validation scores of the model's own P(ALL) (`validation`) in place of the history's.
+    These can differ: resnet50_svm's history scores its CNN head, not the SVM that predicts,
+    and the torchvision loss is class-weighted, so models would be ranked on unlike losses."""
+    return {**selected_epoch(history, monitor), **validation}

@@ -549,3 +549,20 @@ def test_boosting_holds_its_openmp_threads_to_train_threads(
     model.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", threads=1))
     assert limits == [(1, "openmp")]
     assert fitted_inside == [True]
+
+
+def test_yolo_marks_the_last_of_tied_epochs_as_kept() -> None:
+    """Ultralytics rewrites best.pt at every epoch tying the best fitness (top-1 + top-5 / 2)."""
+    from pipeline.models.yolo import _mark_kept
+    from pipeline.train.history import KEPT, selected_epoch
+
+    history = [
+        {"epoch": 1, "val_accuracy": 0.80, "val_loss": 0.5},
+        {"epoch": 2, "val_accuracy": 0.92, "val_loss": 0.4},
+        {"epoch": 3, "val_accuracy": 0.85, "val_loss": 0.3},
+        {"epoch": 4, "val_accuracy": 0.92, "val_loss": 0.2},
+    ]
+    marked = _mark_kept(history)
+    assert [row.get(KEPT) for row in marked] == [None, None, None, 1.0]
+    assert selected_epoch(marked, "val_accuracy")["epoch"] == 4
+    assert _mark_kept([]) == []

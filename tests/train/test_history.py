@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.train.history import diverged, selected_epoch
+from pipeline.train.history import KEPT, diverged, selected_epoch, selection_row
 
 NAN = math.nan
 
@@ -38,3 +38,19 @@ def test_a_diverged_epoch_is_never_selected() -> None:
 def test_a_history_that_only_diverged_is_an_error() -> None:
     with pytest.raises(ValueError, match="every epoch"):
         selected_epoch([{"epoch": 1, "train_loss": NAN, "val_accuracy": 0.5}], "val_accuracy")
+
+
+def test_a_row_the_model_marked_kept_wins_over_the_rule() -> None:
+    history = [
+        {"epoch": 1, "val_accuracy": 0.9, "val_loss": 0.5},
+        {"epoch": 2, "val_accuracy": 0.9, "val_loss": 0.4, KEPT: 1.0},
+    ]
+    assert selected_epoch(history, "val_accuracy")["epoch"] == 2
+
+
+def test_selection_reads_the_models_own_validation_scores() -> None:
+    """resnet50_svm's history scores its CNN head; the SVM that predicts may score otherwise."""
+    history = [{"epoch": 1, "train_loss": 0.3, "val_accuracy": 0.9, "val_loss": 0.2}]
+    own = {"val_accuracy": 0.6, "val_loss": 0.7}
+    assert selection_row(history, "val_accuracy", own) == {"epoch": 1, "train_loss": 0.3, **own}
+    assert selection_row(history, "val_accuracy", {})["val_accuracy"] == 0.9  # no val part
