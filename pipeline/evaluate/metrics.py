@@ -7,7 +7,8 @@ Intervals (95% by default), never zero-width from a finite sample:
   (`scipy.stats.binomtest`), so 26/26 correct gives [86.8, 100], not the percentile
   bootstrap's [100, 100]; where images cluster in groups (a C-NMC subject, byte-identical
   duplicates) the interval is widened to the group bootstrap's when that is wider, since
-  cells of one subject are not independent draws;
+  cells of one subject are not independent draws, and a rate stuck at 0 or 1 (which no
+  resample varies) to the exact interval over the groups it is a share of;
 - F1, weighted F1, balanced accuracy, ROC-AUC: a percentile bootstrap that resamples whole
   groups within each class (every image its own group when no groups are given). A class
   with no error (recall or specificity 1) or no hit (0) cannot vary in any resample, so the
@@ -94,10 +95,17 @@ def compute_metrics(
     units = _units_per_class(y, group_ids)
     successes = {"accuracy": (tp + tn, len(y)), "precision": (tp, tp + fp),
                  "recall": (tp, tp + fn), "specificity": (tn, tn + fp)}  # fmt: skip
+    denominators = {"accuracy": np.ones(len(y), bool), "precision": pred == 1,
+                    "recall": y == 1, "specificity": y == 0}  # fmt: skip
     for name in PROPORTIONS:
         low, high = exact_interval(*successes[name], confidence)
         if clustered:
             b_low, b_high = _percentile(boot[name], alpha)
+            if b_high - b_low <= 0 and result[name] is not None:
+                # a rate stuck at 0 or 1 in every resample: its independent units are the
+                # groups it is a share of, not the cells (4 subjects all right: 4/4, not 240/240)
+                k = len(np.unique(group_ids[denominators[name]]))
+                b_low, b_high = exact_interval(round(float(result[name]) * k), k, confidence)
             low, high = min(low, b_low), max(high, b_high)
         result[f"{name}_ci_low"], result[f"{name}_ci_high"] = low, high
     corners = _boundary_corners(tp + fn, tn + fp, result)

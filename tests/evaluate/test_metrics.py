@@ -16,6 +16,7 @@ from pipeline.evaluate.metrics import (
     bootstrap_replicates,
     collapse_warning,
     compute_metrics,
+    exact_interval,
     group_bootstrap_weights,
     summarise_folds,
 )
@@ -217,3 +218,19 @@ def test_rates_off_the_boundary_leave_the_bootstrap_interval_alone():
     for name in ("f1", "f1_weighted", "balanced_accuracy"):
         expected = np.percentile(boot[name], [2.5, 97.5])
         assert [m[f"{name}_ci_low"], m[f"{name}_ci_high"]] == pytest.approx(expected)
+
+
+def test_a_stuck_rate_of_clustered_cells_counts_its_groups_not_its_cells():
+    """4 ALL subjects of 60 cells, all called ALL: recall is 4/4 subjects, not 240/240 cells,
+    and F1 and balanced accuracy inherit that bound."""
+    y = np.r_[np.ones(240), np.zeros(116)].astype(int)
+    p = np.r_[np.full(240, 0.9), np.full(106, 0.1), np.full(10, 0.9)]
+    groups = np.r_[np.repeat(["A1", "A2", "A3", "A4"], 60), np.repeat(["H1", "H2"], 58)]
+    m = compute_metrics(y, p, groups=groups, n_boot=300)
+    four_of_four = exact_interval(4, 4, 0.95)
+    assert m["recall"] == 1.0
+    assert (m["recall_ci_low"], m["recall_ci_high"]) == pytest.approx(four_of_four)
+    assert m["balanced_accuracy_ci_low"] <= (four_of_four[0] + m["specificity"]) / 2 + 1e-12
+    # unclustered cells keep the exact interval over cells
+    cells = compute_metrics(y, p, n_boot=300)
+    assert cells["recall_ci_low"] == pytest.approx(exact_interval(240, 240, 0.95)[0])
