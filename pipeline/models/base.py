@@ -166,8 +166,8 @@ def training_weights(
 ) -> np.ndarray | None:
     """Per-cell fit weights: with `groups`, every group (subject) of a class weighs the same,
     so one 404-cell subject does not outweigh an 18-cell one; with `class_balance`, every
-    class weighs the same as well (N / (classes * groups in the class * cells of the group)).
-    None when neither applies."""
+    class weighs the same as well (N / (classes * groups in the class * cells of the group)),
+    else each class keeps its share of the cells. None when neither applies."""
     targets = np.asarray(targets)
     if groups is None:
         if not class_balance:
@@ -177,13 +177,12 @@ def training_weights(
         return compute_sample_weight("balanced", targets)
     frame = pd.DataFrame({"target": targets, "group": np.asarray(groups, dtype=str)})
     cells_of_group = frame.groupby(["target", "group"])["group"].transform("size")
+    groups_of_class = frame.groupby("target")["group"].transform("nunique")
     if class_balance:
-        groups_of_class = frame.groupby("target")["group"].transform("nunique")
-        weights = len(frame) / (frame["target"].nunique() * groups_of_class * cells_of_group)
-    else:
-        subjects = len(frame[["target", "group"]].drop_duplicates())
-        weights = len(frame) / (subjects * cells_of_group)
-    return weights.to_numpy(dtype=np.float64)
+        weight_of_class = len(frame) / frame["target"].nunique()
+    else:  # each class keeps its share of the cells
+        weight_of_class = frame.groupby("target")["target"].transform("size")
+    return (weight_of_class / (groups_of_class * cells_of_group)).to_numpy(dtype=np.float64)
 
 
 PLATT_FOLDS = 5

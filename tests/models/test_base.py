@@ -35,9 +35,15 @@ def test_subject_balance_weighs_every_subject_of_a_class_alike_and_the_classes_a
     assert per_subject["H1"] == pytest.approx(per_subject["H2"]) == pytest.approx(per_subject["H3"])
 
 
-def test_subject_balance_without_class_balance_weighs_every_subject_alike() -> None:
-    per_subject = totals(training_weights(TARGETS, GROUPS, class_balance=False), GROUPS)
-    assert np.allclose(list(per_subject.values()), len(TARGETS) / 5)
+def test_subject_balance_without_class_balance_keeps_each_classs_share_of_the_cells() -> None:
+    """Subjects of a class weigh alike, and the classes weigh as their cells do (as with the
+    CNNs' subject-weighted drawing): 2 ALL against 3 healthy subjects must not tilt them."""
+    weights = training_weights(TARGETS, GROUPS, class_balance=False)
+    per_class = totals(weights, list(TARGETS))
+    assert per_class[0] == pytest.approx(9) and per_class[1] == pytest.approx(12)
+    per_subject = totals(weights, GROUPS)
+    assert per_subject["a"] == pytest.approx(per_subject["b"]) == pytest.approx(4.5)
+    assert per_subject["H1"] == pytest.approx(per_subject["H2"]) == pytest.approx(4)
 
 
 def test_without_groups_weights_are_scikit_learns_class_balance_or_none() -> None:
