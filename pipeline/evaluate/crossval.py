@@ -570,6 +570,26 @@ POOLED_CI_COVERS = (
 )
 
 
+def summary_from_predictions(
+    predictions: pd.DataFrame, folds: int, repeats: int, **bootstrap: Any
+) -> dict[str, Any]:
+    """`summarise_cv` of a finished CV's predictions table alone: each fold's test rows
+    scored, its validation rows as the kept model's validation scores. What `rescore` recomputes
+    a published CV with when the metrics or the selection rule change."""
+    per_fold, selected = [], []
+    for _, fold in predictions.groupby(["repeat", "fold"], sort=True):
+        test = test_fold_rows(fold)
+        per_fold.append(
+            compute_metrics(
+                y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **bootstrap
+            )
+        )
+        selected.append(validation_row(fold) if "part" in fold else {})
+    return summarise_cv(
+        predictions, per_fold, folds, repeats, [row for row in selected if row], **bootstrap
+    )
+
+
 def summarise_cv(
     predictions: pd.DataFrame,
     per_fold: Sequence[Mapping[str, Number]],

@@ -1,15 +1,21 @@
-"""`python -m pipeline.stages.rescore <snapshot>`: a published run's test metrics, recomputed
-from its committed predictions with today's metrics code.
+"""`python -m pipeline.stages.rescore <snapshot>`: a published run's test, cross-dataset and
+CV metrics, recomputed from its committed predictions with today's metrics code.
 
-For when the way metrics are computed changes (an interval rule) while the run's models are
-not at hand to re-run `evaluate`. The run's snapshot (`reports/experiments/<name>/`, see
-`snapshot`) holds the metrics files as the run wrote them, its params and its `dvc.lock`:
+For when the way metrics are computed changes (an interval rule, what selection reads) while
+the run's models are not at hand to re-run `evaluate` or `cv`. The run's snapshot
+(`reports/experiments/<name>/`, see `snapshot`) holds the metrics files as the run wrote
+them, its params and its `dvc.lock`:
 - each test split's `reports/plots/<ds>/<model>/predictions.csv` must have the md5 the lock
-  records for it; each cross-dataset `predictions.csv` is the snapshot's own copy;
+  records for it; each cross-dataset `predictions.csv` is the snapshot's own copy; each CV's
+  `cv/<model>/` copy must have the folder md5 the lock records for `reports/cv/<ds>/<model>`,
+  and its summary is recomputed fold by fold (test rows scored; validation rows give the kept
+  model's validation scores);
 - they are scored again with the run's own seed, bootstrap size, confidence and collapse share;
 - `reports/metrics/<ds>/...` gets the result where it differs from what the run wrote, with a
   `rescored` record: the code revision, the predictions file and md5 it came from, and the
-  values it replaced. The snapshot itself is left as the run wrote it (its lock still holds).
+  values it replaced. Where `reports/metrics/` publishes another run's file, the result goes
+  to the snapshot's `rescored/<ds>/...` instead. The snapshot's own files are left as the run
+  wrote them (its lock still holds).
 
 Not a DVC stage: it re-derives figures of a finished run; `dvc repro` re-runs `evaluate`.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +35,16 @@ import pandas as pd
 
 from pipeline import config, paths, tracking
 from pipeline.errors import PipelineError
+from pipeline.evaluate.crossval import summary_from_predictions
 from pipeline.evaluate.metrics import compute_metrics
-from pipeline.io import atomic_write_json, file_digest, locked_outs, read_json, read_yaml
+from pipeline.io import (
+    atomic_write_json,
+    dvc_dir_md5,
+    file_digest,
+    locked_outs,
+    read_json,
+    read_yaml,
+)
 from pipeline.labels import y_true
 
 log = logging.getLogger(__name__)
@@ -45,16 +60,9 @@ class Scored:
 
     predictions: Path  # relative to the workspace root
     predictions_md5: str
-    column: str  # the P(ALL) column of `predictions`
+    column: str | None  # the P(ALL) column of `predictions`; None: a CV's table, per fold
     as_written: Path  # the run's own metrics file, in the snapshot
     published: Path  # the workspace's copy, relative to the root
-
-
-def _locked_md5(lock: dict) -> dict[str, str]:
-    """Every file out of the lock (path -> md5); directory outs are left out, since only a
-    file's md5 can be checked against a predictions file."""
-    outs = locked_outs((lock.get("stages") or {}).values(), ("outs", "metrics"))
-    return {path: md5 for path, md5 in outs.items() if not md5.endswith(".dir")}
 
 
 def run_params(snapshot: Path) -> dict[str, Any]:
@@ -83,7 +91,7 @@ def scored_files(snapshot: Path, root: Path) -> list[Scored]:
     """The run's test-split and cross-dataset metrics files and the predictions behind them."""
     dataset = run_params(snapshot)["dataset"]
     lock = read_yaml(snapshot / "dvc.lock")
-    locked = _locked_md5(lock)
+    locked = locked_outs((lock.get("stages") or {}).values(), ("outs", "metrics"))
     found = []
     for as_written in sorted((snapshot / "metrics").glob("*.json")):
         model = as_written.stem
@@ -104,19 +112,77 @@ def scored_files(snapshot: Path, root: Path) -> list[Scored]:
             published = paths.cross_dir(dataset) / target / as_written.name
             scored = Scored(table.relative_to(root), md5, as_written.stem, as_written, published)
             found.append(scored)
+    for as_written in sorted((snapshot / "metrics" / "cv").glob("*.json")):
+        model = as_written.stem
+        folder = paths.cv_dir(dataset, model).as_posix()  # the lock records it whole
+        if folder not in locked or not read_json(as_written).get("enabled"):
+            continue
+        copy = snapshot / "cv" / model
+        if not copy.is_dir() or dvc_dir_md5(copy) != locked[folder]:
+            raise RescoreError(
+                f"{copy}: not the {folder} that {snapshot / 'dvc.lock'} records "
+                f"({locked[folder]}): these are not the run's CV predictions"
+            )
+        table = copy / "predictions.csv"
+        scored = Scored(
+            table.relative_to(root), file_digest(table, "md5"), None, as_written,
+            paths.cv_metrics(dataset, model),
+        )  # fmt: skip
+        found.append(scored)
     if not found:
         raise RescoreError(
-            f"{snapshot}: no test-split or cross-dataset metrics whose predictions its dvc.lock "
-            "records (a CV snapshot's figures are recomputed by its cv stage, not rescored)"
+            f"{snapshot}: no test-split, cross-dataset or CV metrics whose predictions its "
+            "dvc.lock records"
         )
     return found
 
 
+RESCORED = "rescored"  # in a snapshot: today's figures of a run whose files are not published
+
+
 def rescored_metrics(snapshot: Path, root: Path | None = None) -> dict[Path, dict[str, Any]]:
-    """Each published metrics file's content under today's metrics code (keyed by its path
-    relative to `root`); a `rescored` record says what changed from the run's own file."""
-    _, results = _rescored(snapshot, root or config.workspace_root())
-    return {published: content for published, _, content in results}
+    """Where each of the run's metrics files goes under today's metrics code (relative to
+    `root`, see `destination`) and its content; a `rescored` record says what changed from
+    the run's own file. Files of another published run whose figures did not change are left
+    out: the snapshot's as-written file already holds them."""
+    root = root or config.workspace_root()
+    run, results = _rescored(snapshot, root)
+    out = {}
+    for published, original, content in results:
+        target = destination(snapshot, run, published, original, root)
+        if target == published or figures(content) != figures(original):
+            out[target] = content
+    return out
+
+
+def destination(snapshot: Path, run: str, published: Path, original: dict, root: Path) -> Path:
+    """The published file when it holds this run's figures (as written, or rescored from this
+    run before); else (another run's, or none published) the snapshot's own `rescored/` copy,
+    so published figures are never overwritten with another run's, and this run's are still
+    recomputed where they are quoted."""
+    target = root / published
+    current = read_json(target) if target.exists() else None
+    rescored_from = ((current or {}).get("rescored") or {}).get("run")
+    if current is not None and (current == original or rescored_from == run):
+        return published
+    folder = (snapshot if snapshot.is_absolute() else root / snapshot).resolve()
+    return folder.relative_to(root.resolve()) / RESCORED / published.relative_to(paths.METRICS)
+
+
+def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
+    """Write each metrics file whose figures changed where `destination` says; returns those
+    written."""
+    root = root or config.workspace_root()
+    written = []
+    for target, content in rescored_metrics(snapshot, root).items():
+        path = root / target
+        if figures(read_json(path) if path.exists() else None) == figures(content):
+            continue
+        atomic_write_json(path, content)
+        written.append(target)
+        changed = (content.get("rescored") or {}).get("replaced", {})
+        log.info("%s: rescored (%s)", target, ", ".join(sorted(changed)) or "as written")
+    return written
 
 
 def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, dict]]]:
@@ -143,22 +209,26 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
         if item.predictions not in tables:
             tables[item.predictions] = pd.read_csv(root / item.predictions)
         frame = tables[item.predictions]
-        if item.column not in frame:
+        original = read_json(item.as_written)
+        bootstrap = {k: params[k] for k in ("n_boot", "confidence", "seed")}
+        if item.column is None:  # as the cv stage summarises (its default collapse share)
+            fresh = summary_from_predictions(
+                frame, original["folds"], original["repeats"], **bootstrap
+            )
+        elif item.column not in frame:
             raise RescoreError(
                 f"{item.predictions}: no column {item.column!r} for {item.published}"
             )
-        fresh = compute_metrics(
-            y_true(frame["label"]),
-            frame[item.column].to_numpy(),
-            groups=frame["group"].astype(str).to_numpy(),
-            n_boot=params["n_boot"],
-            confidence=params["confidence"],
-            seed=params["seed"],
-            collapse_share=params["collapse_share"],
-        )
-        original = read_json(item.as_written)
-        replaced = {k: original.get(k) for k, v in fresh.items() if original.get(k) != v}
-        content = {**original, **fresh}
+        else:
+            fresh = compute_metrics(
+                y_true(frame["label"]),
+                frame[item.column].to_numpy(),
+                groups=frame["group"].astype(str).to_numpy(),
+                collapse_share=params["collapse_share"],
+                **bootstrap,
+            )
+        replaced = {k: original.get(k) for k, v in fresh.items() if not same(original.get(k), v)}
+        content = {**original, **{k: fresh[k] for k in replaced}}
         if replaced:
             content["rescored"] = {
                 "git_revision": revision,
@@ -171,31 +241,12 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
     return run, results
 
 
-def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
-    """Rewrite the published metrics files whose figures changed; returns those written.
-
-    A published file must be the run's own (as written, or rescored from it before): another
-    run's figures are never overwritten with this one's.
-    """
-    root = root or config.workspace_root()
-    run, results = _rescored(snapshot, root)
-    written = []
-    for published, original, content in results:
-        target = root / published
-        current = read_json(target) if target.exists() else None
-        if figures(current) == figures(content):
-            continue
-        rescored_from = ((current or {}).get("rescored") or {}).get("run")
-        if current is not None and current != original and rescored_from != run:
-            raise RescoreError(
-                f"{published} holds another run's figures than {snapshot}: publish this run "
-                "first (copy its snapshot's metrics there), then rescore it"
-            )
-        atomic_write_json(target, content)
-        written.append(published)
-        changed = (content.get("rescored") or {}).get("replaced", {})
-        log.info("%s: rescored (%s)", published, ", ".join(sorted(changed)) or "as written")
-    return written
+def same(a: Any, b: Any) -> bool:
+    """Equal, numbers to rounding (a mean summed in another order differs in its last bit)."""
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
 
 
 def figures(content: dict[str, Any] | None) -> dict[str, Any] | None:

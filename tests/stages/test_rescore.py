@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.evaluate import crossval
 from pipeline.evaluate.metrics import compute_metrics
+from pipeline.io import dvc_dir_md5
 from pipeline.stages import rescore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,13 +81,67 @@ def test_predictions_the_lock_does_not_prove_are_refused(tmp_path):
     assert "rescored" not in json.loads((tmp_path / "reports/metrics/ds/m.json").read_text())
 
 
-def test_another_runs_published_figures_are_not_overwritten(tmp_path):
+def test_another_runs_published_figures_are_kept_and_this_runs_go_to_its_snapshot(tmp_path):
     snapshot = make_run(tmp_path)
     published = tmp_path / "reports/metrics/ds/m.json"
     published.write_text(json.dumps({"accuracy": 0.5, "note": "another run"}))
-    with pytest.raises(rescore.RescoreError, match="another run's figures"):
-        rescore.rescore(snapshot, tmp_path)
+    copy = Path("reports/experiments/run/rescored/ds/m.json")
+    assert rescore.rescore(snapshot, tmp_path) == [copy]
     assert json.loads(published.read_text())["note"] == "another run"
+    assert json.loads((tmp_path / copy).read_text())["f1_ci_low"] < 0.95
+    assert rescore.rescore(snapshot, tmp_path) == []  # done once
+
+
+def make_cv_run(root: Path) -> Path:
+    """A CV snapshot of one model whose summary scored its validation parts otherwise than
+    its own validation predictions do (resnet50_svm's CNN head)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold in range(3):
+        for part, n in (("val", 8), ("test", 10)):
+            labels = ["all", "hem"] * (n // 2)
+            for i, label in enumerate(labels):
+                p = float(np.clip((0.7 if label == "all" else 0.3) + rng.normal(0, 0.3), 0, 1))
+                rows.append(
+                    {"id": f"{fold}{part}{i}", "label": label, "group": f"g{fold}{i % 4}",
+                     "repeat": 0, "fold": fold, "part": part, "candidate": 0, "p_all": p}
+                )  # fmt: skip
+    folder = root / "reports/experiments/cvrun/cv/m"
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(folder / "predictions.csv", index=False)
+    written = crossval.summary_from_predictions(frame, 3, 1, n_boot=200, confidence=0.95, seed=3)
+    written.update(val_accuracy_mean=0.99, val_accuracy_std=0.0)  # the head's, not its own
+    snapshot = folder.parents[1]
+    (snapshot / "metrics" / "cv").mkdir(parents=True)
+    (snapshot / "metrics" / "cv" / "m.json").write_text(json.dumps(written))
+    (snapshot / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    stage = {"outs": [{"path": "reports/cv/ds/m", "md5": dvc_dir_md5(folder)}]}
+    (snapshot / "dvc.lock").write_text(yaml.safe_dump({"stages": {"cv@m": stage}}))
+    published = root / "reports/metrics/ds/cv/m.json"
+    published.parent.mkdir(parents=True)
+    published.write_text(json.dumps(written))
+    return snapshot
+
+
+def test_a_cv_summary_is_recomputed_from_its_folds_own_validation_predictions(tmp_path):
+    snapshot = make_cv_run(tmp_path)
+    assert rescore.rescore(snapshot, tmp_path) == [Path("reports/metrics/ds/cv/m.json")]
+    published = json.loads((tmp_path / "reports/metrics/ds/cv/m.json").read_text())
+    frame = pd.read_csv(snapshot / "cv" / "m" / "predictions.csv")
+    own = [crossval.validation_row(fold) for _, fold in frame.groupby("fold")]
+    assert published["val_accuracy_mean"] == pytest.approx(
+        np.mean([row["val_accuracy"] for row in own])
+    )
+    assert set(published["rescored"]["replaced"]) == {"val_accuracy_mean", "val_accuracy_std"}
+
+
+def test_cv_predictions_the_lock_does_not_prove_are_refused(tmp_path):
+    snapshot = make_cv_run(tmp_path)
+    table = snapshot / "cv" / "m" / "predictions.csv"
+    table.write_text(table.read_text().replace("0.", "0.0", 1))
+    with pytest.raises(rescore.RescoreError, match="not the run's CV predictions"):
+        rescore.rescore(snapshot, tmp_path)
 
 
 def test_a_missing_param_is_named(tmp_path):
@@ -111,7 +167,7 @@ def test_what_rescore_cannot_do_is_said_with_exit_2(tmp_path, capsys, monkeypatc
     assert "not in this workspace" in capsys.readouterr().err
     (snapshot / "dvc.lock").write_text(yaml.safe_dump({"stages": {}}))
     assert rescore.main([str(snapshot)]) == 2
-    assert "no test-split or cross-dataset metrics" in capsys.readouterr().err
+    assert "no test-split, cross-dataset or CV metrics" in capsys.readouterr().err
     (snapshot / "dvc.lock").write_text("stages: [unclosed\n")
     assert rescore.main([str(snapshot)]) == 2
     assert "dvc.lock: not valid YAML" in capsys.readouterr().err
@@ -148,12 +204,14 @@ def committed_runs() -> list[Path]:
 
 
 def test_the_committed_test_metrics_are_todays_rule():
-    """Every published single-split and cross-dataset metrics file of a committed run is what
+    """Every published single-split, cross-dataset and CV metrics file of a committed run (or
+    its snapshot's `rescored/` copy, where another run is published) is what
     today's metrics code gives from the run's committed predictions: change the interval rule
     and this fails until `python -m pipeline.stages.rescore` has been run."""
     runs = committed_runs()
     assert {run.name for run in runs} >= {"all_idb2_nested", "cnmc_scratch_fraction_crop"}
     for run in runs:
-        for published, content in rescore.rescored_metrics(run, REPO).items():
-            current = json.loads((REPO / published).read_text())
-            assert rescore.figures(current) == rescore.figures(content), published
+        for target, content in rescore.rescored_metrics(run, REPO).items():
+            assert (REPO / target).is_file(), f"{target}: run `rescore {run.name}`"
+            current = json.loads((REPO / target).read_text())
+            assert rescore.figures(current) == rescore.figures(content), target
