@@ -8,11 +8,14 @@ a scaled logistic regression, scored by grouped stratified k-fold CV, for
 - `background`: the raw image outside the cell mask (the leak we look for),
 - `cell`: the raw image inside the mask (what a model *should* use),
 - `model_input`: the segmented, cropped image the models train on (cell on black),
-- `model_input_background`: everything of that image outside the cell, found by taking the
-  segmentation mask through the crop stage's own crop, padding and resize: black, near-black
-  and the halo around the cell alike. Segmentation that blacks the background out leaves it
-  nothing to learn from; a background tint, a ring of smear kept around the cell or a failed
-  segmentation shows up here (a test paints a label-dependent tint and expects the warning).
+- `model_input_background`: the pixels of that image no cell pixel contributes to, found by
+  taking the segmentation mask through the crop stage's own crop, padding and resize, with
+  the image's own interpolation (`crop_footprint`). The resize's blend of the cell's edge is
+  the cell, not background: counting it (a nearest-neighbour mask did, until 2026-12-06) let
+  the probe read the cell's own colour there and raise a false warning (ROC-AUC 0.891 on
+  ALL-IDB2). Segmentation that blacks the background out leaves this region nothing to learn
+  from; anything added after it (a tint, a padding colour, a stage that stopped masking)
+  shows up here (a test paints a label-dependent tint and expects the warning).
 
 A background ROC-AUC above `probe.warn_roc_auc` is logged as a warning and shown in the
 report: `shortcut_warning` for the raw image (the dataset carries a shortcut), and
@@ -38,7 +41,7 @@ from pipeline.evaluate.metrics import compute_metrics
 from pipeline.io import read_image
 from pipeline.labels import y_true
 from pipeline.parallel import parallel_map
-from pipeline.preprocess.crop import crop_and_resize_mask
+from pipeline.preprocess.crop import crop_footprint
 from pipeline.preprocess.segment import Segmentation, apply_mask_and_crop
 from pipeline.preprocess.split import grouped_folds
 
@@ -78,7 +81,7 @@ def image_features(
     if cell.shape != raw.shape[:2]:
         raise ValueError(f"mask shape {cell.shape} does not match image shape {raw.shape[:2]}")
     segmented, window = apply_mask_and_crop(raw, Segmentation(cell, cell, found=True))
-    inside = crop_and_resize_mask(segmented, window, crop_cfg)
+    inside = crop_footprint(segmented, window, crop_cfg)
     if inside.shape != model_input.shape[:2]:
         raise ValueError(
             f"model input {model_input.shape[:2]} does not match the crop config's "

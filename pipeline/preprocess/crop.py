@@ -28,19 +28,21 @@ def crop_box(image: np.ndarray, cfg) -> tuple[int, int, int, int]:
 
 def crop_and_resize(image: np.ndarray, cfg) -> np.ndarray:
     """Crop by `cfg.rule`, optionally pad to a square with black, resize to `cfg.size`."""
-    return _reshape(image, crop_box(image, cfg), cfg, nearest=False)
+    return _reshape(image, crop_box(image, cfg), cfg)
 
 
-def crop_and_resize_mask(image: np.ndarray, mask: np.ndarray, cfg) -> np.ndarray:
-    """`mask` (of `image`'s size) through the same crop, padding and resize as `image`, by
-    nearest neighbour: which pixels of the model's input belong to the cell."""
+def crop_footprint(image: np.ndarray, mask: np.ndarray, cfg) -> np.ndarray:
+    """The pixels of `image`'s crop that any pixel of `mask` (of `image`'s size) contributes
+    to: the mask taken through the same crop, padding and resize, with the image's own
+    interpolation. Outside it the crop's pixels come from outside the mask alone; a
+    nearest-neighbour mask would call the resize's blend of the cell's edge "outside"."""
     if mask.shape != image.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape[:2]}")
-    reshaped = _reshape(mask.astype(np.uint8), crop_box(image, cfg), cfg, nearest=True)
-    return reshaped > 0
+    reshaped = _reshape(mask.astype(np.float32), crop_box(image, cfg), cfg)
+    return np.abs(reshaped) > 1e-6
 
 
-def _reshape(image: np.ndarray, box: tuple[int, int, int, int], cfg, nearest: bool) -> np.ndarray:
+def _reshape(image: np.ndarray, box: tuple[int, int, int, int], cfg) -> np.ndarray:
     top, bottom, left, right = box
     region = image[top:bottom, left:right]
     if cfg.pad_to_square:
@@ -57,7 +59,5 @@ def _reshape(image: np.ndarray, box: tuple[int, int, int, int], cfg, nearest: bo
             value=0,
         )
     shrinking = region.shape[0] > cfg.size
-    interpolation = (
-        cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    )
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     return cv2.resize(region, (cfg.size, cfg.size), interpolation=interpolation)

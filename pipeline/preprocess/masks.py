@@ -61,7 +61,9 @@ def read_gt_mask(path: Path | str, shape: tuple[int, ...]) -> tuple[np.ndarray, 
             f"{path}: a {mask.shape[1]}x{mask.shape[0]} mask cannot be a rescaled "
             f"{width}x{height} image (another aspect ratio: wrong or cropped mask?)"
         )
-    label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+    # EXACT: plain INTER_NEAREST samples floor(x * scale), shifting a 257 px mask on a 103 px
+    # image half a pixel down and right (nucleus Dice 0.940 instead of 0.950 on ALL-IDB2)
+    label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
     return label > 0, label == 1
 
 

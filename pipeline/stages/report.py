@@ -74,6 +74,7 @@ def extra_sections(
         "Shortcut audit (background vs cell)": sections.shortcut_table(probes),
     }
     warnings = sections.data_version_lines(test_metrics) + sections.collapse_lines(test_metrics)
+    warnings += sections.collapse_lines({(f"{d} → {t}", m): v for (d, t, m), v in cross.items()})
     warnings += [
         f"**Warning (shortcut audit, {d}):** {line}."
         for d, v in sorted(probes.items())

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.evaluate.probes import PROBES, audit, colour_features, image_features, probe_scores
 from pipeline.io import read_image, write_image
-from pipeline.preprocess.crop import crop_and_resize, crop_and_resize_mask
+from pipeline.preprocess.crop import crop_and_resize, crop_footprint
 from pipeline.preprocess.segment import Segmentation, apply_mask_and_crop
 from pipeline.report.sections import shortcut_table
 from tests.conftest import section
@@ -22,19 +22,25 @@ def model_input_of(image: np.ndarray, cell: np.ndarray, input_tint: np.ndarray |
     segmented, window = apply_mask_and_crop(image, Segmentation(cell, cell, found=True))
     model_input = crop_and_resize(segmented, CROP)
     if input_tint is not None:
-        outside = ~crop_and_resize_mask(segmented, window, CROP)
+        outside = ~crop_footprint(segmented, window, CROP)
         model_input[outside] = input_tint
     return model_input
 
 
 def smear(
-    tmp_path, leak: bool, n_per_class: int = 30, seed: int = 0, input_leak: bool = False
+    tmp_path,
+    leak: bool,
+    n_per_class: int = 30,
+    seed: int = 0,
+    input_leak: bool = False,
+    cell_signal: bool = False,
 ) -> pd.DataFrame:
     """Cells on a noisy pink background; with `leak`, the background tint follows the label;
     with `input_leak`, a near-black tint that follows the label is painted into the models'
     input around the cell (what an imperfect segmentation or a stain halo would leave).
 
-    The cell's colour is drawn independently of the label, so only a leak can be learnt.
+    The cell's colour is drawn independently of the label, so only a leak can be learnt;
+    with `cell_signal` it follows the label (what a model should learn, not a shortcut).
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:SIDE, :SIDE]
@@ -47,7 +53,8 @@ def smear(
         radius = rng.uniform(6, 11)
         dist = np.hypot(yy - SIDE / 2, xx - SIDE / 2)
         cell = dist <= radius
-        image[cell] = np.array([120, 70, 160]) + rng.normal(0, 10, 3)
+        shade = (40 if label == "all" else -40) if cell_signal else 0
+        image[cell] = np.array([120 + shade, 70, 160 - shade]) + rng.normal(0, 10, 3)
         image = np.clip(image, 0, 255).astype(np.uint8)
         mask = np.where(dist <= radius / 2, 255, np.where(cell, 128, 0)).astype(np.uint8)
         tint = None
@@ -72,6 +79,15 @@ def test_a_background_that_carries_the_label_is_found_and_warned_about(tmp_path,
     assert result["model_input_background_roc_auc"] == pytest.approx(0.5, abs=0.15)
     assert not result["model_input_warning"]
     assert result["cell_roc_auc"] < 0.75
+
+
+def test_the_cells_own_colour_blended_at_its_edge_is_no_background_shortcut(tmp_path):
+    """The resize blends the cell's edge into the pixels beside it: that is the cell, and a
+    cell colour that follows the label must not read as the background reaching the model."""
+    result = audit(smear(tmp_path, leak=False, cell_signal=True), CFG, CROP, seed=0, n_boot=200)
+    assert result["cell_roc_auc"] > 0.9
+    assert result["model_input_background_roc_auc"] == pytest.approx(0.5, abs=0.15)
+    assert not result["model_input_warning"]
 
 
 def test_a_background_without_the_label_stays_near_chance(tmp_path, caplog):

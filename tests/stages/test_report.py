@@ -72,3 +72,13 @@ def test_the_report_notes_name_metrics_of_models_no_longer_configured(workspace)
     report_text = (workspace / paths.REPORTS / "table2.md").read_text()
     [line] = [line for line in report_text.splitlines() if "leftover metrics" in line]
     assert "`models`: synthetic/old_net." in line
+
+
+def test_a_collapsed_cross_dataset_model_is_warned_about_like_a_test_split_one(workspace):
+    cross = workspace / paths.cross_dir(DATASET) / "synthetic_cnmc" / "svm_hog.json"
+    cross.parent.mkdir(parents=True)
+    flags = {"collapsed": True, "predicted_all_share": 1.0, "balanced_accuracy": 0.5}
+    cross.write_text(json.dumps({"accuracy": 0.5, "n": 8, **flags}))
+    assert run_stage(workspace, "report") == 0
+    report_text = (workspace / paths.REPORTS / "table2.md").read_text()
+    assert "Warning (collapsed model, synthetic → synthetic_cnmc/svm_hog)" in report_text
