@@ -10,7 +10,7 @@ b* separates cell from background pixels with a mean per-image ROC-AUC of 0.99 a
 for grayscale, and cytoplasm from background with 0.98 against 0.84. Healthy cells often have a
 faint cytoplasm that plain Otsu lumps with the background; `otsu_classes: 3` (multi-Otsu)
 gives it a class of its own and keeps the two bluer classes (whole-cell Dice on the 130 dev
-masks: gray/2 classes 0.86, b*/2 classes 0.90, b*/3 classes 0.94).
+masks, `reports/segmentation/all_idb2.json`: gray/2 classes 0.86, b*/3 classes 0.95).
 
 Every pixel-size parameter is given at `reference_side` and scaled to the image, so the same
 config works on 0.4-scale ALL-IDB2 (103 px), the original (257 px) and C-NMC (450 px).
