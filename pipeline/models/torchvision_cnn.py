@@ -3,7 +3,6 @@ classification network whose head is a single Linear layer at `fc` or `classifie
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
@@ -15,7 +14,6 @@ import torch
 import torchvision
 from torch import nn
 from torch.utils.data import DistributedSampler
-from torchvision.datasets import ImageFolder
 
 from pipeline.config import ConfigError
 from pipeline.labels import CLASSES, POSITIVE
@@ -30,6 +28,7 @@ from pipeline.models.weights import torchvision_weights
 from pipeline.train import distributed, loop
 from pipeline.train.data import (
     COLOR_JITTER_KEYS,
+    dataset_fingerprint,
     eval_transform,
     image_folder,
     make_loader,
@@ -125,17 +124,6 @@ def make_scheduler(
     if config.get("scheduler", "none") == "none":
         return None
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(config["epochs"]))
-
-
-def dataset_fingerprint(dataset: ImageFolder) -> str:
-    """Hash of relative paths, sizes and labels: a checkpoint is not resumed on other data."""
-    root = Path(dataset.root)
-    digest = hashlib.sha256()
-    for path, label in dataset.samples:
-        digest.update(
-            f"{Path(path).relative_to(root)}|{Path(path).stat().st_size}|{label}\n".encode()
-        )
-    return digest.hexdigest()
 
 
 def class_weights(targets: Sequence[int]) -> torch.Tensor:

@@ -34,7 +34,7 @@ from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
 from pipeline.models.base import CamTarget, Classifier, TrainContext
 from pipeline.models.weights import yolo_weights
-from pipeline.train.data import check_images
+from pipeline.train.data import check_images, dataset_fingerprint, image_folder
 from pipeline.train.device import pin_threads, pinned_threads, resolve_device
 from pipeline.train.history import KEPT
 
@@ -264,7 +264,12 @@ class YoloClassifier(Classifier):
             "seed": ctx.seed,
             "patience": ctx.early_stopping_patience,
             "class_balance": ctx.class_balance,
-            "data": str(Path(ctx.data_dir).resolve()),
+            # what is in the folder, not its name: a re-split or re-augmented dataset under
+            # the same path must not resume a checkpoint trained on the old images
+            "data": {
+                split: dataset_fingerprint(image_folder(Path(ctx.data_dir), split, None))
+                for split in ("train", "val")
+            },
         }
         last = run_dir / "weights" / "last.pt"
         resume = self._resumable(work_dir / STAMP, stamp, last)
@@ -284,8 +289,8 @@ class YoloClassifier(Classifier):
             model = ultralytics.YOLO(f"{self.config['variant']}.yaml")
 
         def on_fit_epoch_end(trainer: Any) -> None:
-            if trainer.epoch >= trainer.epochs:  # the re-validation of best.pt after training
-                return
+            if "val/loss" not in trainer.metrics:  # the re-validation of best.pt after training
+                return  # (also after an early stop, when trainer.epoch < trainer.epochs)
             metrics = {**trainer.label_loss_items(trainer.tloss), **trainer.metrics}
             self._relay(ctx, _row(trainer.epoch + 1, metrics), relayed)
 

@@ -6,6 +6,7 @@ predict time exactly the tensors it was validated on.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -75,6 +76,17 @@ def image_folder(data_dir: Path, split: str, transform: transforms.Compose | Non
     if empty:
         raise BadInputError(empty, what=f"class folder(s) without images in split {split!r}")
     return dataset
+
+
+def dataset_fingerprint(dataset: ImageFolder) -> str:
+    """Hash of relative paths, sizes and labels: a checkpoint is not resumed on other data."""
+    root = Path(dataset.root)
+    digest = hashlib.sha256()
+    for path, label in dataset.samples:
+        digest.update(
+            f"{Path(path).relative_to(root)}|{Path(path).stat().st_size}|{label}\n".encode()
+        )
+    return digest.hexdigest()
 
 
 def make_loader(

@@ -19,7 +19,7 @@ from pipeline.io import BadInputError, read_image
 from pipeline.models import MissingWeightsError, build_model, load_model
 from pipeline.train import loop
 from tests.conftest import train_context
-from tests.models.conftest import recording_context
+from tests.models.conftest import make_image_folder, recording_context
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 TINY = {"pretrained": "none", "epochs": 2, "batch_size": 8}
@@ -566,3 +566,45 @@ def test_yolo_marks_the_last_of_tied_epochs_as_kept() -> None:
     assert [row.get(KEPT) for row in marked] == [None, None, None, 1.0]
     assert selected_epoch(marked, "val_accuracy")["epoch"] == 4
     assert _mark_kept([]) == []
+
+
+def test_yolo_stopped_early_returns_the_epochs_it_ran(image_folder_dir: Path, tmp_path: Path):
+    """Ultralytics re-validates best.pt after an early stop too, with no loss: not an epoch."""
+    relayed: list[int] = []
+    ctx = train_context(
+        image_folder_dir, tmp_path / "work", image_size=32, early_stopping_patience=1,
+        on_epoch=lambda epoch, row: relayed.append(epoch),
+    )  # fmt: skip
+    history = build_model(model_config("yolov8", epochs=8, lr=0.5)).fit(ctx)
+    assert len(history) < 8, "the run was meant to stop early"
+    assert relayed == [int(row["epoch"]) for row in history]
+
+
+def test_yolo_never_resumes_a_checkpoint_of_other_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed run's checkpoint under the same data path, after a re-split: start afresh."""
+    from pipeline.models.yolo import YoloClassifier
+
+    data = make_image_folder(tmp_path / "cells")
+
+    def kill_after_first_epoch(epoch: int, row: dict[str, float]) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    def fit(on_epoch: Any) -> None:
+        ctx = train_context(data, tmp_path / "work", image_size=32, on_epoch=on_epoch)
+        build_model(model_config("yolov8", epochs=2)).fit(ctx)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(kill_after_first_epoch)
+    for path in sorted((data / "train" / "all").glob("*.png"))[:3]:
+        path.unlink()  # the same folder now holds other training images
+    resumable = YoloClassifier._resumable
+    answers: list[bool] = []
+    monkeypatch.setattr(
+        YoloClassifier, "_resumable",
+        staticmethod(lambda *args: answers.append(resumable(*args)) or answers[-1]),
+    )  # fmt: skip
+    fit(None)
+    assert answers == [False]
