@@ -48,6 +48,7 @@ from pipeline.io import (
 from pipeline.labels import y_true
 
 log = logging.getLogger(__name__)
+RESCORED = "rescored"  # in a snapshot: today's figures of a run whose files are not published
 
 
 class RescoreError(PipelineError, ValueError):
@@ -88,7 +89,8 @@ def run_params(snapshot: Path) -> dict[str, Any]:
 
 
 def scored_files(snapshot: Path, root: Path) -> list[Scored]:
-    """The run's test-split and cross-dataset metrics files and the predictions behind them."""
+    """The run's test-split, cross-dataset and CV metrics files and the predictions behind
+    them."""
     dataset = run_params(snapshot)["dataset"]
     lock = read_yaml(snapshot / "dvc.lock")
     locked = locked_outs((lock.get("stages") or {}).values(), ("outs", "metrics"))
@@ -135,9 +137,6 @@ def scored_files(snapshot: Path, root: Path) -> list[Scored]:
             "dvc.lock records"
         )
     return found
-
-
-RESCORED = "rescored"  # in a snapshot: today's figures of a run whose files are not published
 
 
 def rescored_metrics(snapshot: Path, root: Path | None = None) -> dict[Path, dict[str, Any]]:
