@@ -267,11 +267,13 @@ def cv_run_args(dataset: str, model_name: str) -> dict[str, str]:
     return {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
 
 
-def bootstrap_args(cfg: DictConfig) -> dict[str, Any]:
+def metrics_args(cfg: DictConfig) -> dict[str, Any]:
+    """`compute_metrics`' settings from `evaluate` and `seed`, as the evaluate stage uses them."""
     return {
         "n_boot": cfg.evaluate.bootstrap_samples,
         "confidence": cfg.evaluate.confidence,
         "seed": cfg.seed,
+        "collapse_share": cfg.evaluate.collapse_share,
     }
 
 
@@ -302,7 +304,7 @@ def cross_validate(
     nested = len(plan.configs) > 1
     folds = folds_for(frame, cfg)
     plan.report_unusable(folds)
-    bootstrap = bootstrap_args(cfg)
+    bootstrap = metrics_args(cfg)
     parts, per_fold, selected = [], [], []
     run_args = cv_run_args(dataset, model_name)
     with tracking.start_run(
@@ -487,7 +489,7 @@ def ensemble_cv(
     stacked = np.stack(
         [members[n].sort_values(keys)["p_all"].to_numpy(float) for n in names]
     )  # (members, rows)
-    bootstrap = bootstrap_args(cfg)
+    bootstrap = metrics_args(cfg)
     parts, per_fold, selected, chosen = [], [], [], []
     for (repeat, fold), rows in base.groupby(["repeat", "fold"], sort=True):
         index = rows.index.to_numpy()

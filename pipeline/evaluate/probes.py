@@ -3,7 +3,8 @@
 On ALL-IDB2 blast and healthy images were acquired differently, so the smear background's
 colour alone predicts the label; a classifier that sees the background can score well without
 looking at the cell. This probe measures it: simple colour statistics of an image region feed
-a scaled logistic regression, scored by grouped stratified k-fold CV, for
+a scaled logistic regression, scored by stratified k-fold CV grouped by subject (whatever
+`split.group_by` says: the probe asks about the dataset, not about a split protocol), for
 
 - `background`: the raw image outside the cell mask (the leak we look for),
 - `cell`: the raw image inside the mask (what a model *should* use),

@@ -33,6 +33,7 @@ def run(cfg) -> None:
         seed=cfg.seed,
         n_boot=cfg.evaluate.bootstrap_samples,
         confidence=cfg.evaluate.confidence,
+        collapse_share=cfg.evaluate.collapse_share,
     )
     atomic_write_json(paths.shortcut(name), result)
     log.info(

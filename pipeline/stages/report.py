@@ -121,9 +121,9 @@ def run(cfg) -> None:
         f"Test split of each dataset ({cfg.split.test:.0%} of images, stratified, grouped by "
         f"{cfg.split.group_by}; augmentation on {', '.join(cfg.augment.splits)} only). Image "
         f"side {cfg.crop.size} px. Weights: see each model's `pretrained` in params.yaml. "
-        "95% intervals in brackets: Clopper–Pearson for proportions (widened to the group "
-        "bootstrap where cells cluster in subjects), group bootstrap for F1, weighted F1, "
-        "balanced accuracy and ROC-AUC."
+        f"{cfg.evaluate.confidence:.0%} intervals in brackets: Clopper–Pearson for proportions "
+        "(widened to the group bootstrap where cells cluster in subjects), group bootstrap for "
+        "F1, weighted F1, balanced accuracy and ROC-AUC."
     )
     warnings += sections.leftover_lines(test_metrics, [*cfg.models, ENSEMBLE])
     for line in warnings:

@@ -209,10 +209,10 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
             tables[item.predictions] = pd.read_csv(root / item.predictions)
         frame = tables[item.predictions]
         original = read_json(item.as_written)
-        bootstrap = {k: params[k] for k in ("n_boot", "confidence", "seed")}
-        if item.column is None:  # as the cv stage summarises (its default collapse share)
+        settings = {k: params[k] for k in ("n_boot", "confidence", "seed", "collapse_share")}
+        if item.column is None:  # a CV's table, summarised as the cv stage does
             fresh = summary_from_predictions(
-                frame, original["folds"], original["repeats"], **bootstrap
+                frame, original["folds"], original["repeats"], **settings
             )
         elif item.column not in frame:
             raise RescoreError(
@@ -223,8 +223,7 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
                 y_true(frame["label"]),
                 frame[item.column].to_numpy(),
                 groups=frame["group"].astype(str).to_numpy(),
-                collapse_share=params["collapse_share"],
-                **bootstrap,
+                **settings,
             )
         replaced = {k: original.get(k) for k, v in fresh.items() if not same(original.get(k), v)}
         content = {**original, **{k: fresh[k] for k in replaced}}

@@ -222,3 +222,18 @@ def test_image_level_folds_are_warned_about_and_subject_grouped_ones_are_not(cap
     with caplog.at_level("WARNING", logger="pipeline.evaluate.crossval"):
         make_folds(data, folds=3, repeats=1, seed=0, val_fraction=0.2, group_by="none")
     assert "image-level protocol" in caplog.text
+
+
+def test_cv_scores_with_the_evaluate_stages_settings_collapse_share_included(cfg):
+    """A CV flagged `collapsed` by another share than the test split's would disagree with it."""
+    from omegaconf import OmegaConf
+
+    from pipeline.evaluate.crossval import metrics_args
+
+    changed = OmegaConf.merge(cfg, {"evaluate": {"collapse_share": 0.3}, "seed": 5})
+    assert metrics_args(changed) == {
+        "n_boot": cfg.evaluate.bootstrap_samples,
+        "confidence": cfg.evaluate.confidence,
+        "seed": 5,
+        "collapse_share": 0.3,
+    }

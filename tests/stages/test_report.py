@@ -82,3 +82,10 @@ def test_a_collapsed_cross_dataset_model_is_warned_about_like_a_test_split_one(w
     assert run_stage(workspace, "report") == 0
     report_text = (workspace / paths.REPORTS / "table2.md").read_text()
     assert "Warning (collapsed model, synthetic → synthetic_cnmc/svm_hog)" in report_text
+
+
+def test_the_notes_state_the_configured_confidence(tmp_path):
+    root = make_workspace(tmp_path / "ws90", ["evaluate.confidence=0.9"])
+    write_metrics(root, "svm_hog")
+    assert run_stage(root, "report") == 0
+    assert "90% intervals in brackets" in (root / paths.REPORTS / "table2.md").read_text()
