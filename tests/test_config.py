@@ -300,3 +300,8 @@ def test_a_dataset_file_missing_keys_names_them_and_what_to_do(tmp_path, monkeyp
     monkeypatch.setattr(config, "conf_dir", lambda: conf)
     with pytest.raises(ConfigError, match=r"without a value: \['dataset\.classes'.*conf/dataset/"):
         compose(["dataset=mine"])
+
+
+def test_an_ensemble_member_that_is_no_model_is_refused():
+    with pytest.raises(ConfigError, match=r"ensemble.members: \['nope'\] not in models"):
+        compose(["ensemble.members=[svm_hog,nope]"])

@@ -588,3 +588,9 @@ def test_the_committed_gate_names_only_what_the_committed_metrics_hold():
     gate = yaml.safe_load((REPO / "params.yaml").read_text())["gate"]
     committed = read_metrics_dir(REPO / "reports" / "metrics")
     check_names(list(gate["metrics"]), gate["flags"], committed)
+
+
+def test_a_loss_rising_by_exactly_the_tolerance_passes():
+    rules = resolve_rules({"metrics": {"val_loss_mean": "lower"}, "tolerances": {"default": 0.02}})
+    rows = compare({"m.json": {"val_loss_mean": 0.30}}, {"m.json": {"val_loss_mean": 0.32}}, rules)
+    assert [r.status for r in rows] == ["ok"]

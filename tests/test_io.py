@@ -116,3 +116,14 @@ def test_locked_outs_leaves_out_an_output_without_md5_and_an_entry_without_outs(
 
     assert "models/m" not in locked_outs(LOCK_ENTRIES)
     assert locked_outs([{}, {"outs": None}], ("outs", "metrics")) == {}
+
+
+def test_a_block_that_writes_nothing_fails_and_leaves_the_target(tmp_path):
+    from pipeline.io import atomic_path
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(FileNotFoundError, match="nothing was written"), atomic_path(target):
+        pass
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

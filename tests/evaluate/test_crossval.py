@@ -237,3 +237,30 @@ def test_cv_scores_with_the_evaluate_stages_settings_collapse_share_included(cfg
         "seed": 5,
         "collapse_share": 0.3,
     }
+
+
+def test_validation_row_calls_a_p_all_of_exactly_the_threshold_all():
+    from pipeline.evaluate.crossval import validation_row
+
+    rows = pd.DataFrame({"part": ["val", "val", "test"], "label": ["all", "hem", "hem"],
+                         "p_all": [0.5, 0.2, 0.9]})  # fmt: skip
+    assert validation_row(rows)["val_accuracy"] == 1.0
+
+
+def test_a_summary_from_predictions_reads_each_folds_validation_rows():
+    from pipeline.evaluate.crossval import summary_from_predictions
+
+    predictions = pd.DataFrame(
+        {
+            "id": list("abcdefgh"),
+            "label": ["all", "hem", "all", "hem"] * 2,
+            "group": list("abcdefgh"),
+            "repeat": [0] * 8,
+            "fold": [0] * 4 + [1] * 4,
+            "part": ["test", "test", "val", "val"] * 2,
+            "p_all": [0.9, 0.1, 0.8, 0.7, 0.9, 0.1, 0.8, 0.2],
+        }
+    )
+    summary = summary_from_predictions(predictions, folds=2, repeats=1, n_boot=20, seed=0)
+    assert summary["val_accuracy_mean"] == pytest.approx(0.75)  # fold 0: 1/2, fold 1: 2/2
+    assert summary["n"] == 4

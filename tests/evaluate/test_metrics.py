@@ -234,3 +234,25 @@ def test_a_stuck_rate_of_clustered_cells_counts_its_groups_not_its_cells():
     # unclustered cells keep the exact interval over cells
     cells = compute_metrics(y, p, n_boot=300)
     assert cells["recall_ci_low"] == pytest.approx(exact_interval(240, 240, 0.95)[0])
+
+
+def test_a_single_class_test_set_is_not_called_collapsed():
+    """Calling every cell ALL is no collapse when every test cell is ALL."""
+    m = compute_metrics([1] * 20, [0.9] * 20, n_boot=20)
+    assert m["predicted_all_share"] == 1.0 and not m["collapsed"]
+
+
+def test_the_collapse_share_itself_is_not_a_collapse():
+    y = np.array([1] * 10 + [0] * 10)
+    p = np.array([0.9] + [0.1] * 19)  # 1 of 20 called ALL: exactly 5%
+    assert not compute_metrics(y, p, n_boot=20, collapse_share=0.05)["collapsed"]
+    assert compute_metrics(y, p, n_boot=20, collapse_share=0.06)["collapsed"]
+
+
+def test_an_unvarying_bootstrap_falls_back_on_the_smaller_classs_groups():
+    # a perfect ranking: every resample's ROC-AUC is 1; 2 healthy subjects, 5 ALL subjects
+    groups = np.array(["h1"] * 4 + ["h2"] * 4 + [f"a{i}" for i in range(5) for _ in range(2)])
+    y = np.array([0] * 8 + [1] * 10)
+    m = compute_metrics(y, np.where(y == 1, 0.9, 0.1), groups=groups, n_boot=50)
+    assert m["roc_auc"] == 1.0
+    assert m["roc_auc_ci_low"] == pytest.approx(exact_interval(2, 2, 0.95)[0])

@@ -69,3 +69,14 @@ def test_materialise_writes_originals_and_named_transformed_copies(tmp_path):
         expected = apply_op(source, row.op) if row.op else source
         assert np.array_equal(image, expected)
     assert (tmp_path / "out" / "val" / "hem").is_dir()
+
+
+def test_a_split_table_missing_a_new_crop_is_stale():
+    from pipeline.preprocess.augment import StaleInputError, require_images_of
+
+    table = pd.DataFrame({"id": ["a", "b"]})
+    require_images_of(table, pd.DataFrame({"id": ["b", "a"]}), "split.csv")
+    with pytest.raises(StaleInputError, match="misses 1 new one"):
+        require_images_of(table, pd.DataFrame({"id": ["a", "b", "c"]}), "split.csv")
+    with pytest.raises(StaleInputError, match="lists 1 image"):
+        require_images_of(table, pd.DataFrame({"id": ["a"]}), "split.csv")

@@ -44,3 +44,31 @@ def test_a_narrow_fraction_of_a_narrow_image_keeps_at_least_one_pixel_each_way()
     top, bottom, left, right = crop_box(narrow, crop)
     assert bottom > top and right > left
     assert crop_and_resize(narrow, crop).shape == (16, 16, 3)
+
+
+def test_a_cell_bright_in_one_channel_only_is_foreground():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[30:60, 20:80, 2] = 25  # max over channels 25 > 10, mean 8.3 < 10
+    assert crop_box(image, cfg(margin=0.0, threshold=10)) == (30, 60, 20, 80)
+
+
+def test_shrinking_averages_every_pixel_not_a_sample_of_them():
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    out = crop_and_resize(noise, cfg(rule="fraction", fraction=[0.0, 1.0], size=64))
+    # area averaging of 4x4 blocks: a quarter of the noise's spread (a 2x2 sample: half)
+    assert out.std() < noise.std() / 3
+
+
+def test_the_footprint_holds_every_crop_pixel_the_mask_contributes_to():
+    from pipeline.preprocess.crop import crop_footprint
+
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[10:30, 10:30] = 100
+    mask = np.zeros((40, 40), bool)
+    mask[15:25, 15:25] = True
+    changed = image.copy()
+    changed[mask] = 250
+    crop = cfg(size=97, margin=0.0)  # enlarged with cubic interpolation: edges blend
+    differs = np.any(crop_and_resize(image, crop) != crop_and_resize(changed, crop), axis=2)
+    footprint = crop_footprint(image, mask, crop)
+    assert differs.any() and not (differs & ~footprint).any()

@@ -126,3 +126,13 @@ def test_score_segmentations_summary_and_worst() -> None:
     json.dumps(summary)  # DVC metrics must be plain JSON
     with pytest.raises(ValueError, match="no segmentations"):
         score_segmentations([])
+
+
+def test_a_downscaled_mask_samples_pixel_centres(tmp_path: Path) -> None:
+    """Every odd column is nucleus: halving samples columns 1, 3, ... (the centres of 2-pixel
+    blocks), not 0, 2, ... as plain nearest neighbour would."""
+    mask = np.full((8, 8, 3), 255, np.uint8)
+    mask[:, 1::2] = NUCLEUS_BGR
+    cv2.imwrite(str(tmp_path / "m.png"), mask)
+    cell, nucleus = read_gt_mask(tmp_path / "m.png", (4, 4))
+    assert nucleus.all() and cell.all()

@@ -5,6 +5,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import ConfigError
 from pipeline.preprocess.split import (
+    _acceptable,
     assign_splits,
     balanced_partition,
     check_split,
@@ -179,3 +180,24 @@ def test_fewer_subjects_than_a_hold_out_needs_folds_is_a_split_or_one_clear_erro
     tiny = frame(n_subjects=4, per_subject=6)  # 2 subjects a class: too few for 3 parts
     with pytest.raises(ConfigError, match=r"class '(all|hem)' has 1 subject"):
         assign_splits(tiny, SPLIT, seed=0)
+
+
+def test_a_part_without_a_class_is_never_acceptable_whatever_the_tolerance():
+    frame = pd.DataFrame({"label": ["all"] * 4 + ["hem"] * 4})
+    parts = np.array([0, 0, 1, 1, 0, 0, 0, 0])  # part 1 has no healthy cell
+    assert not _acceptable(frame, parts, [0.5, 0.5], tolerance=1.0)
+    assert _acceptable(frame, np.array([0, 0, 1, 1, 0, 0, 1, 1]), [0.5, 0.5], tolerance=0.0)
+
+
+def test_a_mixed_group_counts_for_its_majority_class():
+    # duplicates labelled differently: group m is 3 healthy cells and 1 ALL cell, so it is a
+    # healthy group; the healthy class then has 2 groups, enough for 2 parts
+    frame = pd.DataFrame(
+        {
+            "label": ["hem", "hem", "hem", "hem", "hem", "hem", "all", "all", "all", "all"],
+            "group": ["n1", "n1", "n1", "m", "m", "m", "m", "p1", "p1", "p2"],
+        }
+    )
+    parts = balanced_partition(frame, frame["group"], [0.5, 0.5], seed=0, what="test")
+    part_of = dict(zip(frame["group"], parts, strict=True))
+    assert part_of["n1"] != part_of["m"] and part_of["p1"] != part_of["p2"]

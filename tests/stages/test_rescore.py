@@ -215,3 +215,16 @@ def test_the_committed_test_metrics_are_todays_rule():
             assert (REPO / target).is_file(), f"{target}: run `rescore {run.name}`"
             current = json.loads((REPO / target).read_text())
             assert rescore.figures(current) == rescore.figures(content), target
+
+
+def test_a_published_file_rescored_from_this_run_returns_to_its_figures_as_written(
+    tmp_path, monkeypatch
+):
+    """Rescored once, then the metrics rule reverted: the published file must not keep the
+    figures of the rule that is gone."""
+    snapshot = make_run(tmp_path)
+    rescore.rescore(snapshot, tmp_path)
+    as_written = json.loads((snapshot / "metrics" / "m.json").read_text())
+    monkeypatch.setattr(rescore, "compute_metrics", lambda *args, **kwargs: dict(as_written))
+    assert rescore.rescore(snapshot, tmp_path) == [Path("reports/metrics/ds/m.json")]
+    assert json.loads((tmp_path / "reports/metrics/ds/m.json").read_text()) == as_written

@@ -54,3 +54,20 @@ def test_selection_reads_the_models_own_validation_scores() -> None:
     own = {"val_accuracy": 0.6, "val_loss": 0.7}
     assert selection_row(history, "val_accuracy", own) == {"epoch": 1, "train_loss": 0.3, **own}
     assert selection_row(history, "val_accuracy", {})["val_accuracy"] == 0.9  # no val part
+
+
+def test_the_last_row_the_model_marked_kept_wins():
+    history = [
+        {"epoch": 1, "val_accuracy": 0.9, KEPT: 1.0},
+        {"epoch": 2, "val_accuracy": 0.8, KEPT: 1.0},
+    ]
+    assert selected_epoch(history, "val_accuracy")["epoch"] == 2
+
+
+def test_a_monitor_the_history_lacks_selects_on_validation_accuracy():
+    history = [
+        {"epoch": 1, "val_accuracy": 0.6},
+        {"epoch": 2, "val_accuracy": 0.8},
+        {"epoch": 3, "val_accuracy": 0.7},
+    ]
+    assert selected_epoch(history, "val_loss")["epoch"] == 2
