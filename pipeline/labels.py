@@ -27,5 +27,18 @@ def called_all(p_all: np.ndarray | Iterable[float], threshold: float = THRESHOLD
     return np.asarray(p_all, dtype=float) >= threshold
 
 
+def call_scores(is_all: Iterable[bool], p_all: Iterable[float], prefix: str) -> dict[str, float]:
+    """`<prefix>_accuracy` of the calls and `<prefix>_loss` (log loss) of P(ALL) against the
+    truth: how every model and ensemble is scored on its validation cells for selection."""
+    from sklearn.metrics import log_loss
+
+    truth = np.asarray(list(is_all), dtype=bool)
+    p = np.asarray(list(p_all), dtype=float)
+    return {
+        f"{prefix}_accuracy": float((called_all(p) == truth).mean()),
+        f"{prefix}_loss": float(log_loss(truth, p, labels=[False, True])),
+    }
+
+
 def label_of(p_all: float, threshold: float = THRESHOLD) -> str:
     return POSITIVE if p_all >= threshold else NEGATIVE

@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from sklearn.metrics import log_loss
 
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate.fold_store import FoldStore
 from pipeline.evaluate.metrics import Number, compute_metrics, summarise_folds
 from pipeline.io import atomic_path, atomic_write_json, read_image
-from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, called_all, y_true
+from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, call_scores, called_all, y_true
 from pipeline.models.base import build_model
 from pipeline.preprocess.augment import augmented_table, materialise, plan_augmentation
 from pipeline.preprocess.split import (
@@ -213,17 +212,20 @@ def test_fold_rows(predictions: pd.DataFrame) -> pd.DataFrame:
     return predictions[predictions["part"] == "test"]
 
 
+def test_fold_metrics(predictions: pd.DataFrame, **settings: Any) -> dict[str, Any]:
+    """`compute_metrics` of one fold's test rows (`settings`: `metrics_args`)."""
+    test = test_fold_rows(predictions)
+    return compute_metrics(
+        y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **settings
+    )
+
+
 def validation_row(predictions: pd.DataFrame) -> dict[str, float]:
     """Accuracy and log loss of the validation rows of one fold (what selection may read)."""
     val = predictions[predictions["part"] == "val"]
     if val.empty:
         return {}
-    truth = y_true(val["label"])
-    p_all = val["p_all"].to_numpy(float)
-    return {
-        "val_accuracy": float((called_all(p_all) == truth.astype(bool)).mean()),
-        "val_loss": float(log_loss(truth, p_all, labels=[0, 1])),
-    }
+    return call_scores(y_true(val["label"]).astype(bool), val["p_all"], "val")
 
 
 def summarise_selection(selected: Sequence[Mapping[str, float]]) -> dict[str, Number]:
@@ -316,10 +318,7 @@ def cross_validate(
             tried = train_candidates(plan, frame, fold, cfg, run_name, parent.info.run_id)
             best = choose([kept for _, kept, _ in tried])
             predictions, kept, run_id = tried[best]
-            test = test_fold_rows(predictions)
-            metrics = compute_metrics(
-                y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **bootstrap
-            )
+            metrics = test_fold_metrics(predictions, **bootstrap)
             with tracking.start_run(  # the test fold scores the chosen candidate only
                 cfg, run_id=run_id, nested=True, parent_run_id=parent.info.run_id, **run_args
             ):
@@ -506,12 +505,7 @@ def ensemble_cv(
         predictions = base.loc[index, ["id", "label", "group", "repeat", "fold", "part"]].assign(
             candidate=0, p_all=p_all
         )
-        test = test_fold_rows(predictions)
-        per_fold.append(
-            compute_metrics(
-                y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **bootstrap
-            )
-        )
+        per_fold.append(test_fold_metrics(predictions, **bootstrap))
         selected.append(validation_row(predictions))
         parts.append(predictions)
         chosen.append(
@@ -580,12 +574,7 @@ def summary_from_predictions(
     a published CV with when the metrics or the selection rule change."""
     per_fold, selected = [], []
     for _, fold in predictions.groupby(["repeat", "fold"], sort=True):
-        test = test_fold_rows(fold)
-        per_fold.append(
-            compute_metrics(
-                y_true(test["label"]), test["p_all"], groups=test["group"].to_numpy(), **bootstrap
-            )
-        )
+        per_fold.append(test_fold_metrics(fold, **bootstrap))
         selected.append(validation_row(fold) if "part" in fold else {})
     return summarise_cv(
         predictions, per_fold, folds, repeats, [row for row in selected if row], **bootstrap

@@ -89,21 +89,17 @@ class Classifier(ABC):
         """Accuracy (at the decision threshold) and log loss of this model's own P(ALL) on a
         split of the image folder: what selection reads, whatever the training history logged
         (resnet50_svm's history scores its CNN head, not the SVM that predicts)."""
-        from sklearn.metrics import accuracy_score, log_loss
-
         from pipeline.io import read_image
-        from pipeline.labels import POSITIVE, called_all
+        from pipeline.labels import POSITIVE, call_scores
         from pipeline.train.data import image_folder
 
         folder = image_folder(data_dir, split, transform=None)
         if not folder.samples:
             return {}
         p_all = self.predict_proba([read_image(path) for path, _ in folder.samples])
-        is_all = np.asarray(folder.targets) == folder.class_to_idx[POSITIVE]
-        return {
-            f"{split}_accuracy": float(accuracy_score(is_all, called_all(p_all))),
-            f"{split}_loss": float(log_loss(is_all, p_all, labels=[False, True])),
-        }
+        return call_scores(
+            np.asarray(folder.targets) == folder.class_to_idx[POSITIVE], p_all, split
+        )
 
     def cam_target(self) -> CamTarget | None:
         """Grad-CAM hook; None for models without a convolutional feature map (HOG+SVM)."""

@@ -48,8 +48,9 @@ def run(cfg, model_name: str, *fold_numbers: str) -> None:
         log.info("cv.nested: no tune.grids.%s, so nothing to choose: fixed settings", model_name)
     from pipeline.preprocess.card import read_card, warn_on_resize
 
-    warn_on_resize(read_card(paths.cropped(dataset)), cfg.crop.size, paths.cropped(dataset))
-    frame = manifest.read(paths.cropped(dataset) / "manifest.csv")
+    cropped = paths.cropped(dataset)
+    warn_on_resize(read_card(cropped), cfg.crop.size, cropped)
+    frame = manifest.read(cropped / "manifest.csv")
     tracking.check_reachable(cfg)
     if shard:
         store = crossval.train_fold_shard(frame, cfg, model_name, shard, candidates)

@@ -148,13 +148,13 @@ def rescored_metrics(snapshot: Path, root: Path | None = None) -> dict[Path, dic
     run, results = _rescored(snapshot, root)
     out = {}
     for published, original, content in results:
-        target = destination(snapshot, run, published, original, root)
+        target = destination(run, published, original, root)
         if target == published or figures(content) != figures(original):
             out[target] = content
     return out
 
 
-def destination(snapshot: Path, run: str, published: Path, original: dict, root: Path) -> Path:
+def destination(run: str, published: Path, original: dict, root: Path) -> Path:
     """The published file when it holds this run's figures (as written, or rescored from this
     run before); else (another run's, or none published) the snapshot's own `rescored/` copy,
     so published figures are never overwritten with another run's, and this run's are still
@@ -164,8 +164,7 @@ def destination(snapshot: Path, run: str, published: Path, original: dict, root:
     rescored_from = ((current or {}).get("rescored") or {}).get("run")
     if current is not None and (current == original or rescored_from == run):
         return published
-    folder = (snapshot if snapshot.is_absolute() else root / snapshot).resolve()
-    return folder.relative_to(root.resolve()) / RESCORED / published.relative_to(paths.METRICS)
+    return Path(run).parent / RESCORED / published.relative_to(paths.METRICS)  # run: its lock
 
 
 def rescore(snapshot: Path, root: Path | None = None) -> list[Path]:
@@ -203,13 +202,13 @@ def _rescored(snapshot: Path, root: Path) -> tuple[str, list[tuple[Path, dict, d
     run = str(snapshot.relative_to(root.resolve()) / "dvc.lock")
     params = run_params(snapshot)
     revision = tracking.code_and_machine()["git_revision"]
+    settings = {k: params[k] for k in ("n_boot", "confidence", "seed", "collapse_share")}
     results, tables = [], {}  # a cross-dataset table holds every model's column: read it once
     for item in scored_files(snapshot, root):
         if item.predictions not in tables:
             tables[item.predictions] = pd.read_csv(root / item.predictions)
         frame = tables[item.predictions]
         original = read_json(item.as_written)
-        settings = {k: params[k] for k in ("n_boot", "confidence", "seed", "collapse_share")}
         if item.column is None:  # a CV's table, summarised as the cv stage does
             fresh = summary_from_predictions(
                 frame, original["folds"], original["repeats"], **settings
