@@ -31,6 +31,7 @@ from pipeline.io import (
 )
 from pipeline.labels import y_true
 from pipeline.models.base import Classifier, load_model
+from pipeline.preprocess.augment import require_split_of
 from pipeline.preprocess.card import read_card
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     require_trained_on(model_dir, manifest_path, data_digest)
     model = load_model(model_dir)
     table = manifest.read(manifest_path)
+    require_split_of(table, manifest.read(paths.split_table(dataset)), str(manifest_path.parent))
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = y_true(test["label"])
     p_all = predict_split(model, test)

@@ -2,9 +2,7 @@
 
 import sys
 
-from pipeline import manifest, paths
 from pipeline.evaluate.holdout import evaluate_model
-from pipeline.preprocess.augment import require_split_of
 from pipeline.stages.common import model_config, stage
 from pipeline.train.device import pin_threads
 
@@ -12,12 +10,6 @@ from pipeline.train.device import pin_threads
 @stage
 def run(cfg, model_name: str) -> None:
     model_config(cfg, model_name)  # fails clearly on an unknown name
-    data_dir = paths.prepared(cfg.dataset.name)
-    require_split_of(
-        manifest.read(data_dir / "manifest.csv"),
-        manifest.read(paths.split_table(cfg.dataset.name)),
-        str(data_dir),
-    )
     pin_threads(cfg.train.threads)
     evaluate_model(cfg, model_name)
 
