@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.io import IMAGE_SUFFIXES
+from pipeline.io import IMAGE_SUFFIXES, is_hidden
 
 # ALL-IDB2 mask colours in BGR order (as OpenCV reads them).
 BACKGROUND_BGR = (255, 255, 255)
@@ -79,6 +79,18 @@ def find_mask(mask_dir: Path | str, image_id: str, source: Path | str | None = N
                 if path.is_file():
                     return path
     return None
+
+
+def unmatched_masks(mask_dir: Path | str, taken: Iterable[Path | str]) -> list[str]:
+    """Names of the files in `mask_dir` (hidden files aside) that no image took, `taken` being
+    the masks `find_mask` returned: a mask of an image the dataset lacks, under another label or
+    another suffix would otherwise be left out of the scores without a word."""
+    used = {Path(path).name for path in taken}
+    return sorted(
+        path.name
+        for path in Path(mask_dir).iterdir()
+        if path.is_file() and not is_hidden(path.name) and path.name not in used
+    )
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -25,7 +25,13 @@ from pipeline.data.build import build_manifest
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_write_json, atomic_write_text, read_image
 from pipeline.parallel import parallel_map
-from pipeline.preprocess.masks import find_mask, overlap_row, read_gt_mask, score_segmentations
+from pipeline.preprocess.masks import (
+    find_mask,
+    overlap_row,
+    read_gt_mask,
+    score_segmentations,
+    unmatched_masks,
+)
 from pipeline.preprocess.segment import segment_cell
 from pipeline.stages.common import log
 
@@ -60,6 +66,14 @@ def compare(cfg, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame
     if not mask_dir.is_dir():
         raise ConfigError(f"dataset.masks: {mask_dir} is not a folder")
     frame, _ = build_manifest(cfg.dataset, workspace)
+    taken = [find_mask(mask_dir, row["id"], row["path"]) for row in frame.to_dict("records")]
+    unmatched = unmatched_masks(mask_dir, [path for path in taken if path])
+    if unmatched:
+        log.warning(
+            "dataset.masks: %d files in %s match no image (by image id or file name) and are "
+            "not scored: %s",
+            len(unmatched), mask_dir, unmatched[:20],
+        )  # fmt: skip
     rows = []
     for name, changes in variants.items():
         segment_cfg = OmegaConf.merge(cfg.segment, changes)

@@ -13,7 +13,13 @@ from pipeline.config import workspace_root
 from pipeline.io import atomic_path, atomic_write_json, read_image, write_image
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.card import segmentation_card, write_card
-from pipeline.preprocess.masks import find_mask, overlap_row, read_gt_mask, score_segmentations
+from pipeline.preprocess.masks import (
+    find_mask,
+    overlap_row,
+    read_gt_mask,
+    score_segmentations,
+    unmatched_masks,
+)
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 from pipeline.stages.common import log, stage
 
@@ -30,7 +36,7 @@ def _segment_one(row: dict, cfg, out_dir, mask_dir) -> dict:
     overlap = None
     if truth is not None:
         overlap = overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
-    return {"id": row["id"], "found": seg.found, "overlap": overlap}
+    return {"id": row["id"], "found": seg.found, "overlap": overlap, "truth": truth}
 
 
 @stage
@@ -75,6 +81,15 @@ def run(cfg) -> None:
                 "file name, e.g. Im001_1.png): segmentation is not scored",
                 mask_dir,
             )
+        if mask_dir:
+            unmatched = unmatched_masks(mask_dir, [r["truth"] for r in results if r["truth"]])
+            summary["n_masks_unmatched"] = len(unmatched)
+            if unmatched:
+                log.warning(
+                    "dataset.masks: %d files in %s match no image (by image id or file name) "
+                    "and are not scored: %s",
+                    len(unmatched), mask_dir, unmatched[:20],
+                )  # fmt: skip
         if scored:
             scores, per_image = score_segmentations(scored)
             summary.update(scores)

@@ -19,6 +19,7 @@ from pipeline.preprocess.masks import (
     overlap_row,
     read_gt_mask,
     score_segmentations,
+    unmatched_masks,
 )
 
 
@@ -136,3 +137,17 @@ def test_a_downscaled_mask_samples_pixel_centres(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "m.png"), mask)
     cell, nucleus = read_gt_mask(tmp_path / "m.png", (4, 4))
     assert nucleus.all() and cell.all()
+
+
+def test_masks_no_image_took_are_named(tmp_path: Path) -> None:
+    """A held-out folder may hold masks of images the dataset lacks, under another label, or
+    another suffix: they are named, not silently left out of the scores."""
+    for name in ("Im002_1.tif", "Im004_0.tif", "Im999_1.png", "Im006_1.gif"):
+        write_colour_mask(tmp_path / name)
+    (tmp_path / ".DS_Store").write_bytes(b"")  # OS clutter is not a mask
+    taken = [find_mask(tmp_path, image_id) for image_id in ("Im002_1", "Im004_1", "Im006_1")]
+    assert unmatched_masks(tmp_path, [path for path in taken if path]) == [
+        "Im004_0.tif",
+        "Im006_1.gif",
+        "Im999_1.png",
+    ]

@@ -41,3 +41,14 @@ def test_a_bad_mask_or_dataset_ends_with_its_message_not_a_traceback(
         assert compare_segmentation.main([*TINY_OVERRIDES, "dataset.root=nowhere"]) == 2
         assert "nowhere" in caplog.text and "Traceback" not in caplog.text
         assert not Path("reports/segmentation").exists()
+
+
+def test_a_mask_no_image_took_is_named(tmp_path: Path, monkeypatch, caplog) -> None:
+    root = make_workspace(tmp_path / "ws")
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    assert run_stage(root, "generate_demo") == 0
+    with contextlib.chdir(root):
+        masks = Path("artifacts/demo/smear_masks")
+        (masks / "Im999_1.png").write_bytes((masks / "Im001_1.png").read_bytes())
+        assert compare_segmentation.main(list(TINY_OVERRIDES)) == 0
+    assert "1 files in" in caplog.text and "['Im999_1.png']" in caplog.text

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 from pipeline import paths
-from tests.workspace import copy_workspace, run_stage
+from tests.workspace import copy_workspace, make_workspace, run_stage
 
 
 def test_masks_that_match_no_image_are_said_not_silently_unscored(
@@ -22,3 +23,25 @@ def test_masks_that_match_no_image_are_said_not_silently_unscored(
     assert f"dataset.masks: no image has a mask in {elsewhere}" in caplog.text
     summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
     assert summary["segmented"] and "cell_dice_mean" not in summary
+
+
+def test_a_held_out_mask_folder_names_the_masks_no_image_took(tmp_path, monkeypatch, caplog):
+    """Masks for some images only, plus masks of images not in the dataset: the images with a
+    mask are scored, and every mask that matched none is named and counted."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    root = make_workspace(tmp_path / "ws")
+    assert run_stage(root, "generate_demo") == 0
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    demo_masks = root / "artifacts" / "demo" / "smear_masks"
+    for name in ("Im002_1.png", "Im004_1.png"):
+        shutil.copy(demo_masks / name, held_out / name)
+    shutil.copy(demo_masks / "Im006_1.png", held_out / "Im006_0.png")  # the other label
+    shutil.copy(demo_masks / "Im008_1.png", held_out / "Im999_1.png")  # no such image
+    make_workspace(root, [f"dataset.masks={held_out}"])
+    assert run_stage(root, "ingest") == 0
+    with caplog.at_level(logging.WARNING):
+        assert run_stage(root, "segment") == 0
+    summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
+    assert summary["n_scored"] == 2 and summary["n_masks_unmatched"] == 2
+    assert "2 files in" in caplog.text and "['Im006_0.png', 'Im999_1.png']" in caplog.text
