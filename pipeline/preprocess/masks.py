@@ -114,13 +114,16 @@ def overlap_row(
     true_cell: np.ndarray,
     true_nucleus: np.ndarray,
 ) -> dict[str, Any]:
-    """One per-image row for `score_segmentations`."""
+    """One per-image row for `score_segmentations`. A mask that draws the cell without a
+    nucleus (a whole-cell-only code) leaves the nucleus unscored (NaN), not scored 0: every
+    white cell has one."""
+    drawn = bool(true_nucleus.any()) or not true_cell.any()
     return {
         "id": image_id,
         "cell_dice": dice(cell, true_cell),
         "cell_iou": iou(cell, true_cell),
-        "nucleus_dice": dice(nucleus, true_nucleus),
-        "nucleus_iou": iou(nucleus, true_nucleus),
+        "nucleus_dice": dice(nucleus, true_nucleus) if drawn else float("nan"),
+        "nucleus_iou": iou(nucleus, true_nucleus) if drawn else float("nan"),
     }
 
 
@@ -130,15 +133,20 @@ def score_segmentations(
     """Summarise per-image rows (as from `overlap_row`) into metrics and a per-image table.
 
     The summary is flat and JSON-ready (DVC metrics): mean/median of each score, the scored
-    count and the ids of the worst images by whole-cell Dice (where to look first).
+    count and the ids of the worst images by whole-cell Dice (where to look first). Nucleus
+    scores average the masks that draw a nucleus (`n_nucleus_scored`; null with none).
     """
     table = pd.DataFrame(list(rows))
     if table.empty:
         raise ValueError("no segmentations to score (no image had a ground-truth mask)")
     table = table.sort_values("cell_dice", kind="stable").reset_index(drop=True)
-    summary: dict[str, Any] = {"n_scored": len(table)}
+    summary: dict[str, Any] = {
+        "n_scored": len(table),
+        "n_nucleus_scored": int(table["nucleus_dice"].notna().sum()),
+    }
     for column in ("cell_dice", "cell_iou", "nucleus_dice", "nucleus_iou"):
-        summary[f"{column}_mean"] = round(float(table[column].mean()), 4)
-        summary[f"{column}_median"] = round(float(table[column].median()), 4)
+        for statistic in ("mean", "median"):
+            value = float(table[column].agg(statistic))  # NaN (nucleus not drawn) left out
+            summary[f"{column}_{statistic}"] = None if np.isnan(value) else round(value, 4)
     summary["worst_cell_dice_ids"] = table["id"].head(N_WORST).tolist()
     return summary, table

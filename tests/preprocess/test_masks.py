@@ -151,3 +151,23 @@ def test_masks_no_image_took_are_named(tmp_path: Path) -> None:
         "Im006_1.gif",
         "Im999_1.png",
     ]
+
+
+def test_a_whole_cell_only_mask_leaves_the_nucleus_unscored_not_zero(tmp_path: Path) -> None:
+    """A mask code with the whole cell in one colour (no nucleus drawn) must not count as a
+    true empty nucleus: that would score every predicted nucleus 0 and sink the mean."""
+    full, cell_only = tmp_path / "full.png", tmp_path / "cell_only.png"
+    write_colour_mask(full)
+    mask = cv2.imread(str(full))
+    mask[(mask == NUCLEUS_BGR).all(axis=2)] = CYTOPLASM_BGR
+    cv2.imwrite(str(cell_only), mask)
+    rows = []
+    for name, path in (("full", full), ("cell_only", cell_only)):
+        true_cell, true_nucleus = read_gt_mask(path, (100, 100))
+        rows.append(overlap_row(name, true_cell, true_nucleus, true_cell, true_nucleus))
+    assert np.isnan(rows[1]["nucleus_dice"]) and rows[1]["cell_dice"] == 1.0
+    summary, _ = score_segmentations(rows)
+    assert summary["n_nucleus_scored"] == 1 and summary["nucleus_dice_mean"] == 1.0
+    summary, _ = score_segmentations(rows[1:])  # no mask draws a nucleus
+    assert summary["nucleus_dice_mean"] is None and summary["cell_dice_mean"] == 1.0
+    json.dumps(summary, allow_nan=False)
