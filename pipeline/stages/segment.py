@@ -36,6 +36,7 @@ def _segment_one(row: dict, cfg, out_dir, mask_dir) -> dict:
     overlap = None
     if truth is not None:
         overlap = overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
+        overlap["found"] = seg.found  # False: scored as the whole image it fell back to
     return {"id": row["id"], "found": seg.found, "overlap": overlap, "truth": truth}
 
 
@@ -73,6 +74,7 @@ def run(cfg) -> None:
             "method": cfg.segment.method,
             "n_images": len(frame),
             "n_cell_not_found": len(not_found),
+            "cell_not_found_ids": not_found,
         }
         scored = [r["overlap"] for r in results if r["overlap"]]
         if mask_dir and not scored:  # a wrong folder or naming: say so, not a silent no-score
@@ -99,7 +101,9 @@ def run(cfg) -> None:
         log.warning(
             "no plausible cell found in %d images (kept whole): %s", len(not_found), not_found[:20]
         )
-    log.info("segmentation summary: %s", {k: v for k, v in summary.items() if "worst" not in k})
+    log.info(
+        "segmentation summary: %s", {k: v for k, v in summary.items() if not k.endswith("_ids")}
+    )
 
 
 main = run

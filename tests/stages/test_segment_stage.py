@@ -6,6 +6,8 @@ import json
 import logging
 import shutil
 
+import pandas as pd
+
 from pipeline import paths
 from tests.workspace import copy_workspace, make_workspace, run_stage
 
@@ -45,3 +47,17 @@ def test_a_held_out_mask_folder_names_the_masks_no_image_took(tmp_path, monkeypa
     summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
     assert summary["n_scored"] == 2 and summary["n_masks_unmatched"] == 2
     assert "2 files in" in caplog.text and "['Im006_0.png', 'Im999_1.png']" in caplog.text
+
+
+def test_images_whose_cell_was_not_found_are_named_in_the_metrics_and_scores(tmp_path, monkeypatch):
+    """A fallback to the whole image is a failure the per-image report must name, not only
+    a count and a log line."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    root = make_workspace(tmp_path / "ws", ["segment.min_area_px=100000000"])  # nothing is
+    for stage in ("generate_demo", "ingest", "segment"):  # large enough to be the cell
+        assert run_stage(root, stage) == 0
+    summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
+    scores = pd.read_csv(root / paths.segmented("synthetic") / "scores.csv")
+    assert summary["n_cell_not_found"] == summary["n_images"] == len(scores)
+    assert sorted(summary["cell_not_found_ids"]) == sorted(scores["id"])
+    assert not scores["found"].any()
