@@ -14,6 +14,7 @@ from pipeline.io import atomic_path, atomic_write_json, read_image, write_image
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.card import segmentation_card, write_card
 from pipeline.preprocess.masks import (
+    MaskError,
     find_mask,
     overlap_row,
     read_gt_mask,
@@ -33,11 +34,22 @@ def _segment_one(row: dict, cfg, out_dir, mask_dir) -> dict:
     label_mask = np.where(seg.nucleus, 255, np.where(seg.cell, 128, 0)).astype(np.uint8)
     write_image(out_dir / "masks" / f"{row['id']}.png", label_mask)
     truth = find_mask(mask_dir, row["id"], row["path"]) if mask_dir else None
-    overlap = None
+    overlap, mask_error = None, None
     if truth is not None:
-        overlap = overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
-        overlap["found"] = seg.found  # False: scored as the whole image it fell back to
-    return {"id": row["id"], "found": seg.found, "overlap": overlap, "truth": truth}
+        try:
+            true_masks = read_gt_mask(truth, image.shape)
+        except MaskError as exc:  # gathered, so one error names every bad mask
+            mask_error = str(exc)
+        else:
+            overlap = overlap_row(row["id"], seg.cell, seg.nucleus, *true_masks)
+            overlap["found"] = seg.found  # False: scored as the whole image it fell back to
+    return {
+        "id": row["id"],
+        "found": seg.found,
+        "overlap": overlap,
+        "truth": truth,
+        "mask_error": mask_error,
+    }
 
 
 @stage
@@ -64,6 +76,11 @@ def run(cfg) -> None:
             frame.to_dict("records"),
             desc=f"segment {name} ({cfg.segment.method})",
         )
+        bad_masks = [r["mask_error"] for r in results if r["mask_error"]]
+        if bad_masks:
+            raise MaskError(
+                f"dataset.masks: {len(bad_masks)} masks cannot be scored:\n" + "\n".join(bad_masks)
+            )
         frame["path"] = [str(final / "images" / f"{i}.png") for i in frame["id"]]
         frame["mask"] = [str(final / "masks" / f"{i}.png") for i in frame["id"]]
         manifest.write(frame, staged / "manifest.csv")

@@ -6,6 +6,8 @@ import json
 import logging
 import shutil
 
+import cv2
+import numpy as np
 import pandas as pd
 
 from pipeline import paths
@@ -61,3 +63,23 @@ def test_images_whose_cell_was_not_found_are_named_in_the_metrics_and_scores(tmp
     assert summary["n_cell_not_found"] == summary["n_images"] == len(scores)
     assert sorted(summary["cell_not_found_ids"]) == sorted(scores["id"])
     assert not scores["found"].any()
+
+
+def test_every_bad_mask_is_named_in_one_error(tmp_path, monkeypatch, capsys):
+    """Not the first one only, found again after each fix and rerun."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    root = make_workspace(tmp_path / "ws")
+    assert run_stage(root, "generate_demo") == 0
+    masks = tmp_path / "masks"
+    shutil.copytree(root / "artifacts" / "demo" / "smear_masks", masks)
+    (masks / "Im005_1.png").write_bytes(b"not an image")
+    grey = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 3  # a label map, not the code
+    cv2.imwrite(str(masks / "Im007_1.png"), grey.astype(np.uint8))
+    make_workspace(root, [f"dataset.masks={masks}"])
+    assert run_stage(root, "ingest") == 0
+    assert run_stage(root, "segment") == 1
+    error = capsys.readouterr().err
+    assert "2 masks cannot be scored" in error
+    assert "Im005_1.png: not a readable mask image" in error
+    assert "Im007_1.png: 100% of pixels are none of the mask colours" in error
+    assert not (root / paths.segmented("synthetic")).exists()
