@@ -27,6 +27,11 @@ _MAX_COLOUR_DISTANCE = 100.0
 # Share of pixels that may be off-palette (JPEG ringing, antialiasing) before the file is rejected.
 _MAX_OFF_PALETTE = 0.05
 N_WORST = 5
+# The interval of a mean Dice: a percentile bootstrap over images, seeded (a rerun writes the
+# same file), at the 95% the gate's `ci_scale` assumes.
+BOOTSTRAP_SAMPLES = 2000
+CONFIDENCE = 0.95
+INTERVAL_KEYS = ("cell_dice", "nucleus_dice")
 
 
 class MaskError(PipelineError, ValueError):
@@ -127,14 +132,30 @@ def overlap_row(
     }
 
 
+def mean_interval(values: Iterable[float], seed: int = 0) -> tuple[float | None, float | None]:
+    """95% percentile-bootstrap interval of the mean of per-image scores (NaN left out), bounds
+    rounded outwards to 4 decimals; (None, None) where the sample cannot vary (one image, or
+    all alike), rather than a zero-width interval."""
+    sample = np.asarray(list(values), dtype=float)
+    sample = sample[~np.isnan(sample)]
+    if sample.size < 2 or np.ptp(sample) == 0:
+        return None, None
+    draws = np.random.default_rng(seed).integers(0, sample.size, (BOOTSTRAP_SAMPLES, sample.size))
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(sample[draws].mean(axis=1), [tail, 1 - tail])
+    return float(np.floor(low * 1e4) / 1e4), float(np.ceil(high * 1e4) / 1e4)
+
+
 def score_segmentations(
     rows: Iterable[Mapping[str, Any]],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Summarise per-image rows (as from `overlap_row`) into metrics and a per-image table.
 
     The summary is flat and JSON-ready (DVC metrics): mean/median of each score, the scored
-    count and the ids of the worst images by whole-cell Dice (where to look first). Nucleus
-    scores average the masks that draw a nucleus (`n_nucleus_scored`; null with none).
+    count, the mean Dice's interval (`mean_interval`: its sampling noise over images, which
+    the gate allows for) and the ids of the worst images by whole-cell Dice (where to look
+    first). Nucleus scores average the masks that draw a nucleus (`n_nucleus_scored`; null
+    with none).
     """
     table = pd.DataFrame(list(rows))
     if table.empty:
@@ -148,5 +169,8 @@ def score_segmentations(
         for statistic in ("mean", "median"):
             value = float(table[column].agg(statistic))  # NaN (nucleus not drawn) left out
             summary[f"{column}_{statistic}"] = None if np.isnan(value) else round(value, 4)
+    for column in INTERVAL_KEYS:  # what the gate reads as the mean's noise
+        low, high = mean_interval(table[column])
+        summary[f"{column}_mean_ci_low"], summary[f"{column}_mean_ci_high"] = low, high
     summary["worst_cell_dice_ids"] = table["id"].head(N_WORST).tolist()
     return summary, table

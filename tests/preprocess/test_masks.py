@@ -16,6 +16,7 @@ from pipeline.preprocess.masks import (
     dice,
     find_mask,
     iou,
+    mean_interval,
     overlap_row,
     read_gt_mask,
     score_segmentations,
@@ -171,3 +172,47 @@ def test_a_whole_cell_only_mask_leaves_the_nucleus_unscored_not_zero(tmp_path: P
     summary, _ = score_segmentations(rows[1:])  # no mask draws a nucleus
     assert summary["nucleus_dice_mean"] is None and summary["cell_dice_mean"] == 1.0
     json.dumps(summary, allow_nan=False)
+
+
+def test_the_mean_dice_has_an_interval_never_zero_width() -> None:
+    """The gate reads `<metric>_ci_low/_high` as the baseline's noise: on a held-out set of
+    masks the mean moves by about that much, so a bare mean would be gated on 0.01 alone."""
+    truth = np.zeros((10, 10), bool)
+    truth[2:8, 2:8] = True
+    rows = []
+    for k in range(7):
+        pred = truth.copy()
+        pred[2 : 2 + k] = False
+        rows.append(overlap_row(f"im{k}", pred, pred, truth, truth))
+    summary, _ = score_segmentations(rows)
+    for key in ("cell_dice_mean", "nucleus_dice_mean"):
+        low, high = summary[f"{key}_ci_low"], summary[f"{key}_ci_high"]
+        assert 0 <= low < summary[key] < high <= 1
+    assert score_segmentations(rows)[0] == summary  # seeded: a rerun writes the same file
+    same = [overlap_row(f"im{k}", truth, truth, truth, truth) for k in range(3)]
+    summary, _ = score_segmentations(same)  # all alike: no interval, not [1, 1]
+    assert summary["cell_dice_mean_ci_low"] is None and summary["cell_dice_mean_ci_high"] is None
+    assert mean_interval([0.9]) == (None, None)
+    low, high = mean_interval([0.99990, 0.99991])  # rounded outwards, not to one value
+    assert low < high
+    json.dumps(summary, allow_nan=False)
+
+
+def test_a_dice_interval_widens_the_gates_allowance() -> None:
+    from pipeline.gate import Rule
+
+    rows = [overlap_row(f"im{k}", *pair) for k, pair in enumerate(_varied_pairs(40))]
+    summary, _ = score_segmentations(rows)
+    rule = Rule(tolerance=0.01, ci_scale=2.0)
+    allowed = rule.allowance(summary["cell_dice_mean"], summary["cell_dice_mean_ci_low"], None)
+    assert allowed > 0.01
+
+
+def _varied_pairs(n: int):
+    rng = np.random.default_rng(1)
+    truth = np.zeros((20, 20), bool)
+    truth[4:16, 4:16] = True
+    for _ in range(n):
+        pred = truth.copy()
+        pred[4 : 4 + int(rng.integers(0, 8))] = False
+        yield pred, pred, truth, truth
