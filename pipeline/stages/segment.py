@@ -66,6 +66,12 @@ def run(cfg) -> None:
             write_card(staged, card)
         atomic_write_json(metrics_path, {"segmented": False, "n_images": len(frame)})
         log.info("%s: segment=false, images pass through unchanged", name)
+        if cfg.dataset.masks:  # a user who set masks expects scores: say why there are none
+            log.warning(
+                "dataset.masks is set (%s) but nothing is segmented (dataset.segment=%s, "
+                "segment.method=%s): the masks are not scored",
+                cfg.dataset.masks, cfg.dataset.segment, cfg.segment.method,
+            )  # fmt: skip
         return
     mask_dir = cfg.dataset.masks and workspace_root() / cfg.dataset.masks
     if mask_dir and not mask_dir.is_dir():

@@ -83,3 +83,19 @@ def test_every_bad_mask_is_named_in_one_error(tmp_path, monkeypatch, capsys):
     assert "Im005_1.png: not a readable mask image" in error
     assert "Im007_1.png: 100% of pixels are none of the mask colours" in error
     assert not (root / paths.segmented("synthetic")).exists()
+
+
+def test_masks_set_while_nothing_is_segmented_are_said_unscored(tmp_path, monkeypatch, caplog):
+    """C-NMC-like data (segment: false) or segment.method=none with dataset.masks set: the
+    stage passes the images through, and says the masks were not scored."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    root = make_workspace(tmp_path / "ws", ["segment.method=none"])
+    for stage in ("generate_demo", "ingest"):
+        assert run_stage(root, stage) == 0
+    with caplog.at_level(logging.WARNING):
+        assert run_stage(root, "segment") == 0
+    assert "dataset.masks is set (artifacts/demo/smear_masks) but nothing is segmented" in (
+        caplog.text
+    )
+    summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
+    assert summary == {"segmented": False, "n_images": 32}
