@@ -98,6 +98,23 @@ def unmatched_masks(mask_dir: Path | str, taken: Iterable[Path | str]) -> list[s
     )
 
 
+def refuse_shared_masks(taken: Iterable[tuple[str, Path | str | None]]) -> None:
+    """`taken`: (image id, the mask `find_mask` gave it). One mask matched by several images
+    (by file name: `Malignant/x.png` and `Benign/x.png` both find `x.png`) would score each
+    against another image's cell; a MaskError names them."""
+    images: dict[Path, list[str]] = {}
+    for image_id, path in taken:
+        if path is not None:
+            images.setdefault(Path(path), []).append(image_id)
+    shared = [f"{path.name}: {ids}" for path, ids in sorted(images.items()) if len(ids) > 1]
+    if shared:
+        raise MaskError(
+            f"dataset.masks: {len(shared)} masks match several images by file name; name each "
+            "mask after its image id (the manifest's id column, e.g. Benign__x.png):\n"
+            + "\n".join(shared)
+        )
+
+
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """2|A∩B| / (|A|+|B|); two empty masks agree perfectly (1.0)."""
     pred, truth = pred.astype(bool), truth.astype(bool)

@@ -29,6 +29,7 @@ from pipeline.preprocess.masks import (
     find_mask,
     overlap_row,
     read_gt_mask,
+    refuse_shared_masks,
     score_segmentations,
     unmatched_masks,
 )
@@ -67,6 +68,7 @@ def compare(cfg, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame
         raise ConfigError(f"dataset.masks: {mask_dir} is not a folder")
     frame, _ = build_manifest(cfg.dataset, workspace)
     taken = [find_mask(mask_dir, row["id"], row["path"]) for row in frame.to_dict("records")]
+    refuse_shared_masks(zip(frame["id"], taken, strict=True))
     unmatched = unmatched_masks(mask_dir, [path for path in taken if path])
     if unmatched:
         log.warning(

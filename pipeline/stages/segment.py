@@ -18,6 +18,7 @@ from pipeline.preprocess.masks import (
     find_mask,
     overlap_row,
     read_gt_mask,
+    refuse_shared_masks,
     score_segmentations,
     unmatched_masks,
 )
@@ -82,6 +83,7 @@ def run(cfg) -> None:
             frame.to_dict("records"),
             desc=f"segment {name} ({cfg.segment.method})",
         )
+        refuse_shared_masks((r["id"], r["truth"]) for r in results)
         bad_masks = [r["mask_error"] for r in results if r["mask_error"]]
         if bad_masks:
             raise MaskError(

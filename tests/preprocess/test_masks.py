@@ -19,6 +19,7 @@ from pipeline.preprocess.masks import (
     mean_interval,
     overlap_row,
     read_gt_mask,
+    refuse_shared_masks,
     score_segmentations,
     unmatched_masks,
 )
@@ -216,3 +217,17 @@ def _varied_pairs(n: int):
         pred = truth.copy()
         pred[4 : 4 + int(rng.integers(0, 8))] = False
         yield pred, pred, truth, truth
+
+
+def test_one_mask_found_by_two_images_file_name_is_refused(tmp_path: Path) -> None:
+    """`Malignant/x.png` and `Benign/x.png` (ids `Malignant__x`, `Benign__x`) both find `x.png`
+    by file name: each would be scored against one mask, one of them another image's."""
+    write_colour_mask(tmp_path / "x.png")
+    write_colour_mask(tmp_path / "y.png")
+    images = {f"{folder}__x": tmp_path / folder / "x.jpg" for folder in ("Malignant", "Benign")}
+    images["Benign__y"] = tmp_path / "Benign" / "y.jpg"
+    taken = [(i, find_mask(tmp_path, i, source)) for i, source in images.items()]
+    with pytest.raises(MaskError, match=r"x.png: \['Malignant__x', 'Benign__x'\]"):
+        refuse_shared_masks(taken)
+    write_colour_mask(tmp_path / "Benign__x.png")  # named by id, as the message says
+    refuse_shared_masks([(i, find_mask(tmp_path, i, source)) for i, source in images.items()])

@@ -99,3 +99,32 @@ def test_masks_set_while_nothing_is_segmented_are_said_unscored(tmp_path, monkey
     )
     summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
     assert summary == {"segmented": False, "n_images": 32}
+
+
+def test_a_mask_two_images_find_by_file_name_stops_the_stage(tmp_path, monkeypatch, capsys):
+    """A folder dataset with `x.png` under both class folders and one mask `x.png`: both
+    images found it, so one was scored against the other's cell, in silence."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    root = make_workspace(tmp_path / "ws")
+    assert run_stage(root, "generate_demo") == 0
+    demo = root / "artifacts" / "demo"
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    masks.mkdir()
+    for folder, label in (("Malignant", "1"), ("Benign", "0")):
+        (images / folder).mkdir(parents=True)
+        for k, source in enumerate(sorted(demo.glob(f"smear/*_{label}.png"))[:4]):
+            shutil.copy(source, images / folder / f"cell{k}.png")
+    shutil.copy(demo / "smear_masks" / "Im001_1.png", masks / "cell0.png")
+    make_workspace(
+        root,
+        [
+            "dataset=folder_example",
+            f"dataset.root={images}",
+            "dataset.classes={all: [Malignant], hem: [Benign]}",
+            "dataset.segment=true",
+            f"dataset.masks={masks}",
+        ],
+    )
+    assert run_stage(root, "ingest") == 0
+    assert run_stage(root, "segment") == 1
+    assert "cell0.png: ['Benign__cell0', 'Malignant__cell0']" in capsys.readouterr().err
