@@ -27,8 +27,8 @@ _MAX_COLOUR_DISTANCE = 100.0
 # Share of pixels that may be off-palette (JPEG ringing, antialiasing) before the file is rejected.
 _MAX_OFF_PALETTE = 0.05
 N_WORST = 5
-# The interval of a mean Dice: a percentile bootstrap over images, seeded (a rerun writes the
-# same file), at the 95% the gate's `ci_scale` assumes.
+# The interval of a mean Dice: a 95% percentile bootstrap over images, seeded (a rerun writes
+# the same file).
 BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
 INTERVAL_KEYS = ("cell_dice", "nucleus_dice")
@@ -169,10 +169,11 @@ def score_segmentations(
     """Summarise per-image rows (as from `overlap_row`) into metrics and a per-image table.
 
     The summary is flat and JSON-ready (DVC metrics): mean/median of each score, the scored
-    count, the mean Dice's interval (`mean_interval`: its sampling noise over images, which
-    the gate allows for) and the ids of the worst images by whole-cell Dice (where to look
-    first). Nucleus scores average the masks that draw a nucleus (`n_nucleus_scored`; null
-    with none).
+    count, the mean Dice's interval (`mean_interval`: its sampling noise over images, what a
+    held-out set of masks is read against; the gate keeps its tolerance, since segmentation
+    is deterministic on the same masks) and the ids of the worst images by whole-cell Dice
+    (where to look first). Nucleus scores average the masks that draw a nucleus
+    (`n_nucleus_scored`; null with none).
     """
     table = pd.DataFrame(list(rows))
     if table.empty:
@@ -186,8 +187,8 @@ def score_segmentations(
         for statistic in ("mean", "median"):
             value = float(table[column].agg(statistic))  # NaN (nucleus not drawn) left out
             summary[f"{column}_{statistic}"] = None if np.isnan(value) else round(value, 4)
-    for column in INTERVAL_KEYS:  # what the gate reads as the mean's noise
+    for column in INTERVAL_KEYS:  # not `_ci_low/_high`: the gate would widen its tolerance
         low, high = mean_interval(table[column])
-        summary[f"{column}_mean_ci_low"], summary[f"{column}_mean_ci_high"] = low, high
+        summary[f"{column}_mean_interval"] = None if low is None else [low, high]
     summary["worst_cell_dice_ids"] = table["id"].head(N_WORST).tolist()
     return summary, table
