@@ -6,7 +6,7 @@ manual masks, summarised as a DVC metrics JSON (mean/median and the worst images
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +87,23 @@ def find_mask(mask_dir: Path | str, image_id: str, source: Path | str | None = N
 
 
 def unmatched_masks(mask_dir: Path | str, taken: Iterable[Path | str]) -> list[str]:
-    """Names of the files in `mask_dir` (hidden files aside) that no image took, `taken` being
+    """Names of the entries in `mask_dir` (hidden ones aside) that no image took, `taken` being
     the masks `find_mask` returned: a mask of an image the dataset lacks, under another label or
-    another suffix would otherwise be left out of the scores without a word."""
+    another suffix, or a subfolder (`name/`: never searched) would otherwise be left out of the
+    scores without a word."""
     used = {Path(path).name for path in taken}
     return sorted(
-        path.name
+        f"{path.name}/" if path.is_dir() else path.name
         for path in Path(mask_dir).iterdir()
-        if path.is_file() and not is_hidden(path.name) and path.name not in used
+        if not is_hidden(path.name) and path.name not in used
+    )
+
+
+def unmatched_warning(mask_dir: Path | str, unmatched: Sequence[str]) -> str:
+    """The warning for `unmatched_masks`' names (the first 20)."""
+    return (
+        f"dataset.masks: {len(unmatched)} entries in {mask_dir} match no image (by image id or "
+        f"file name; subfolders are not searched) and are not scored: {list(unmatched[:20])}"
     )
 
 

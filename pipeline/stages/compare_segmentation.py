@@ -32,6 +32,7 @@ from pipeline.preprocess.masks import (
     refuse_shared_masks,
     score_segmentations,
     unmatched_masks,
+    unmatched_warning,
 )
 from pipeline.preprocess.segment import segment_cell
 from pipeline.stages.common import log
@@ -71,11 +72,7 @@ def compare(cfg, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame
     refuse_shared_masks(zip(frame["id"], taken, strict=True))
     unmatched = unmatched_masks(mask_dir, [path for path in taken if path])
     if unmatched:
-        log.warning(
-            "dataset.masks: %d files in %s match no image (by image id or file name) and are "
-            "not scored: %s",
-            len(unmatched), mask_dir, unmatched[:20],
-        )  # fmt: skip
+        log.warning("%s", unmatched_warning(mask_dir, unmatched))
     rows = []
     for name, changes in variants.items():
         segment_cfg = OmegaConf.merge(cfg.segment, changes)

@@ -21,6 +21,7 @@ from pipeline.preprocess.masks import (
     refuse_shared_masks,
     score_segmentations,
     unmatched_masks,
+    unmatched_warning,
 )
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 from pipeline.stages.common import log, stage
@@ -112,11 +113,7 @@ def run(cfg) -> None:
             unmatched = unmatched_masks(mask_dir, [r["truth"] for r in results if r["truth"]])
             summary["n_masks_unmatched"] = len(unmatched)
             if unmatched:
-                log.warning(
-                    "dataset.masks: %d files in %s match no image (by image id or file name) "
-                    "and are not scored: %s",
-                    len(unmatched), mask_dir, unmatched[:20],
-                )  # fmt: skip
+                log.warning("%s", unmatched_warning(mask_dir, unmatched))
         if scored:
             scores, per_image = score_segmentations(scored)
             summary.update(scores)

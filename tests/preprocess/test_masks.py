@@ -147,8 +147,11 @@ def test_masks_no_image_took_are_named(tmp_path: Path) -> None:
     for name in ("Im002_1.tif", "Im004_0.tif", "Im999_1.png", "Im006_1.gif"):
         write_colour_mask(tmp_path / name)
     (tmp_path / ".DS_Store").write_bytes(b"")  # OS clutter is not a mask
+    (tmp_path / "Benign").mkdir()  # masks sorted by class: find_mask never looks inside
+    write_colour_mask(tmp_path / "Benign" / "Im132_0.tif")
     taken = [find_mask(tmp_path, image_id) for image_id in ("Im002_1", "Im004_1", "Im006_1")]
     assert unmatched_masks(tmp_path, [path for path in taken if path]) == [
+        "Benign/",
         "Im004_0.tif",
         "Im006_1.gif",
         "Im999_1.png",

@@ -51,4 +51,4 @@ def test_a_mask_no_image_took_is_named(tmp_path: Path, monkeypatch, caplog) -> N
         masks = Path("artifacts/demo/smear_masks")
         (masks / "Im999_1.png").write_bytes((masks / "Im001_1.png").read_bytes())
         assert compare_segmentation.main(list(TINY_OVERRIDES)) == 0
-    assert "1 files in" in caplog.text and "['Im999_1.png']" in caplog.text
+    assert "1 entries in" in caplog.text and "['Im999_1.png']" in caplog.text

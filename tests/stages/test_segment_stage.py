@@ -48,7 +48,7 @@ def test_a_held_out_mask_folder_names_the_masks_no_image_took(tmp_path, monkeypa
         assert run_stage(root, "segment") == 0
     summary = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
     assert summary["n_scored"] == 2 and summary["n_masks_unmatched"] == 2
-    assert "2 files in" in caplog.text and "['Im006_0.png', 'Im999_1.png']" in caplog.text
+    assert "2 entries in" in caplog.text and "['Im006_0.png', 'Im999_1.png']" in caplog.text
 
 
 def test_images_whose_cell_was_not_found_are_named_in_the_metrics_and_scores(tmp_path, monkeypatch):
