@@ -397,7 +397,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.stages.choose_upstream", description=__doc__.splitlines()[0]
+        prog="python -m pipeline.stages.choose_upstream", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("name", help="output name under reports/upstream/<dataset>/")
     parser.add_argument(

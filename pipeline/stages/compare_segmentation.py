@@ -94,6 +94,9 @@ def compare(cfg, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame
 
 def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(overrides):  # not Hydra overrides: Hydra's lexer would fail
+        print(f"usage: python -m pipeline.stages.compare_segmentation [key=value ...]\n\n{__doc__}")
+        return 0
     try:
         cfg = config.compose(overrides)
         table = compare(cfg)

@@ -256,7 +256,9 @@ def figures(content: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.stages.rescore", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("snapshot", type=Path, help="reports/experiments/<name>")
     args = parser.parse_args(argv)
     try:

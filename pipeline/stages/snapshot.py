@@ -215,7 +215,9 @@ def snapshot(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.stages.snapshot", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("name", help="folder name under reports/experiments/")
     parser.add_argument("--force", action="store_true", help="replace an existing snapshot")
     parser.add_argument(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+
+import pytest
 
 from tests.workspace import make_workspace, run_stage
 
@@ -32,3 +35,26 @@ def test_a_scratch_folder_with_its_own_params_is_a_workspace_of_its_own(tmp_path
     manifest = scratch / "artifacts" / "synthetic" / "manifest.csv"
     assert manifest.is_file() and not (repo / "artifacts").exists()
     assert Path(scratch / "artifacts" / "demo").is_dir()
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        p.stem
+        for p in (Path(__file__).parents[2] / "pipeline" / "stages").glob("*.py")
+        if p.stem not in ("__init__", "common")
+    ),
+)
+def test_every_stage_prints_its_command_and_description_for_help(module, capsys):
+    """`--help` exits 0 naming `python -m pipeline.stages.<module>` and saying what it does,
+    without composing the config (compare_segmentation's Hydra lexer failed on `--help`)."""
+    stage_module = importlib.import_module(f"pipeline.stages.{module}")
+    try:
+        code = stage_module.main(["--help"])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(f"usage: python -m pipeline.stages.{module}"), out
+    last_word = stage_module.__doc__.split("\n\n")[0].split()[-1]
+    assert last_word in out, out  # the description's whole first paragraph, not one line
