@@ -55,7 +55,6 @@ METRICS = (
     "roc_auc",
 )
 PROPORTIONS = ("accuracy", "precision", "recall", "specificity")
-COUNTS = ("tp", "fp", "tn", "fn", "n", "n_groups")
 COLLAPSE_SHARE = 0.05
 
 Number = float | int | None

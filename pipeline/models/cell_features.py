@@ -79,17 +79,12 @@ def _dark(gray: np.ndarray, cell: np.ndarray) -> np.ndarray:
     return cell & (gray <= (threshold_otsu(levels) if np.ptp(levels) else levels.max()))
 
 
-def cell_and_nucleus(image: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cell: the largest non-black region of `image` (the whole crop when segmentation
-    left none). The nucleus: the largest `_dark` region of the cell."""
-    cell, _, nucleus = _cell_dark_nucleus(image, gray)
-    return cell, nucleus
-
-
 def _cell_dark_nucleus(
     image: np.ndarray, gray: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`cell_and_nucleus` with the cell's `_dark` mask between them, for `_outline`'s lobes."""
+    """The cell: the largest non-black region of `image` (the whole crop when segmentation
+    left none). Its `_dark` mask (for `_outline`'s lobes). The nucleus: the largest `_dark`
+    region of the cell (the whole cell when there is none)."""
     cell = _largest_region(image.max(axis=2) > BACKGROUND_LEVEL)
     if cell.sum() < 2:
         cell = np.ones(image.shape[:2], bool)

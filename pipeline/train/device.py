@@ -19,6 +19,7 @@ class DeviceSpec:
 
     @property
     def multi_gpu(self) -> bool:
+        """More than one GPU id: train with one DistributedDataParallel rank per GPU."""
         return len(self.device_ids) > 1
 
     @property

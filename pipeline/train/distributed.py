@@ -30,7 +30,7 @@ def world_size(strategy: str, processes: int, device: DeviceSpec) -> int:
     CPU, else one (plain single-process training, bit for bit as before)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"train.strategy: {strategy!r} not in {STRATEGIES}")
-    if device.device.type == "cuda" and len(device.device_ids) > 1:
+    if device.device.type == "cuda" and device.multi_gpu:
         return len(device.device_ids)
     if strategy == "ddp" and device.device.type == "cpu":
         if processes < 1:

@@ -387,12 +387,12 @@ def test_yolo_resumes_an_interrupted_run(
 def test_cell_features_measure_the_cell_and_its_dark_nucleus() -> None:
     """A 40x40 light cell with a 16x20 dark nucleus on black: the areas, their ratio and the
     colours are those drawn, whatever the crop's pixel size."""
-    from pipeline.models.cell_features import FEATURE_NAMES, cell_and_nucleus, cell_features
+    from pipeline.models.cell_features import FEATURE_NAMES, _cell_dark_nucleus, cell_features
 
     image = np.zeros((64, 64, 3), np.uint8)
     image[10:50, 12:52] = (200, 160, 210)
     image[20:36, 20:40] = (60, 20, 110)
-    cell, nucleus = cell_and_nucleus(image, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    cell, _, nucleus = _cell_dark_nucleus(image, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
     assert cell.sum() == 40 * 40 and nucleus.sum() == 16 * 20
     named = dict(zip(FEATURE_NAMES, cell_features(image), strict=True))
     assert named["cell_area"] == pytest.approx(1600 / 64**2)
