@@ -3,8 +3,8 @@
 Merging the composed config into these dataclasses is what makes a misspelt key or a value of
 the wrong type fail at start-up, naming the full key, instead of being silently ignored. Every
 default lives in the YAML under conf/ (the paper's values, documented there): a field here is
-MISSING, so a key that conf/ forgets to set fails loudly too. `style` is the one optional key
-(synthetic datasets only).
+MISSING, so a key that conf/ forgets to set fails loudly too. The optional keys are the dataset
+keys of one adapter only (`OPTIONAL_DATASET_KEYS`).
 """
 
 from __future__ import annotations

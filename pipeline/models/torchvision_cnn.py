@@ -105,7 +105,11 @@ def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
     return network
 
 
-def make_optimizer(config: dict[str, Any], parameters: Iterable[nn.Parameter]):
+def make_optimizer(
+    config: dict[str, Any], parameters: Iterable[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """`optimizer` (sgd | adam | adamw) over the parameters left trainable by `trainable`,
+    with `lr`, `weight_decay` and, for sgd, `momentum`."""
     trainable = [p for p in parameters if p.requires_grad]
     lr, weight_decay = float(config["lr"]), float(config.get("weight_decay", 0.0))
     name = config["optimizer"]

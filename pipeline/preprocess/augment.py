@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from pipeline.errors import PipelineError
 from pipeline.io import read_image, write_image
 from pipeline.labels import CLASSES
 from pipeline.parallel import parallel_map
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ OPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def plan_augmentation(frame: pd.DataFrame, cfg, seed: int) -> pd.DataFrame:
+def plan_augmentation(frame: pd.DataFrame, cfg: DictConfig, seed: int) -> pd.DataFrame:
     """Rows to add: (source id, op) so each augmented split grows to `multiplier` x its size.
 
     Sources are drawn without replacement (a seeded permutation, repeated only when the

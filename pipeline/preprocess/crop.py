@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def crop_box(image: np.ndarray, cfg) -> tuple[int, int, int, int]:
+
+def crop_box(image: np.ndarray, cfg: DictConfig) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of the region to keep, by `cfg.rule`.
 
     `bbox` keeps the tight box around pixels brighter than `threshold` plus a `margin`, which
@@ -26,12 +31,12 @@ def crop_box(image: np.ndarray, cfg) -> tuple[int, int, int, int]:
     return max(top - pad_y, 0), min(bottom + pad_y, h), max(left - pad_x, 0), min(right + pad_x, w)
 
 
-def crop_and_resize(image: np.ndarray, cfg) -> np.ndarray:
+def crop_and_resize(image: np.ndarray, cfg: DictConfig) -> np.ndarray:
     """Crop by `cfg.rule`, optionally pad to a square with black, resize to `cfg.size`."""
     return _reshape(image, crop_box(image, cfg), cfg)
 
 
-def crop_footprint(image: np.ndarray, mask: np.ndarray, cfg) -> np.ndarray:
+def crop_footprint(image: np.ndarray, mask: np.ndarray, cfg: DictConfig) -> np.ndarray:
     """The pixels of `image`'s crop that any pixel of `mask` (of `image`'s size) contributes
     to: the mask taken through the same crop, padding and resize, with the image's own
     interpolation. Outside it the crop's pixels come from outside the mask alone; a

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.config import GROUP_BY, ConfigError
 from pipeline.labels import NEGATIVE, POSITIVE
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def hold_out(
     return parts == 1
 
 
-def assign_splits(frame: pd.DataFrame, cfg, seed: int) -> pd.Series:
+def assign_splits(frame: pd.DataFrame, cfg: DictConfig, seed: int) -> pd.Series:
     """A `split` column (train/val/test) for `frame` (columns label, group, sha256): the test
     part held out first, then the validation part from the rest (`cfg`: the split config)."""
     frame = frame.reset_index(drop=True)

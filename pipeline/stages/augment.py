@@ -3,6 +3,8 @@ rotated copies to the augmented splits (train only by default; split before augm
 
 import sys
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths
 from pipeline.io import atomic_path
 from pipeline.preprocess.augment import (
@@ -17,7 +19,7 @@ from pipeline.stages.common import log, stage
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.split_table(name))
     cropped = manifest.read(paths.cropped(name) / "manifest.csv")

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import config, paths
 from pipeline.config import ConfigError
@@ -59,7 +59,7 @@ def _score_one(row: dict, segment_cfg, mask_dir) -> dict | None:
     return overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
 
 
-def compare(cfg, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame:
+def compare(cfg: DictConfig, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame:
     """One row per variant: its Dice/IoU summary over the images that have a mask."""
     workspace = config.workspace_root()
     if not cfg.dataset.masks:

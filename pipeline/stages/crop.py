@@ -3,6 +3,8 @@
 import sys
 from functools import partial
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths
 from pipeline.io import atomic_path, read_image, write_image
 from pipeline.parallel import parallel_map
@@ -18,7 +20,7 @@ def _crop_one(row: dict, cfg, out_dir) -> None:
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.segmented(name) / "manifest.csv")
     card = with_crop(read_card(paths.segmented(name), SEGMENT_KEYS), cfg.crop)

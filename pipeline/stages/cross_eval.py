@@ -7,6 +7,8 @@ Target images byte-identical to a training-dataset image are left out (counted i
 
 import sys
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths
 from pipeline.config import ConfigError, workspace_root
 from pipeline.data import build_manifest
@@ -18,7 +20,7 @@ from pipeline.stages.common import log, model_config, stage
 
 
 @stage
-def run(cfg, *model_names: str) -> None:
+def run(cfg: DictConfig, *model_names: str) -> None:
     dataset = cfg.dataset.name
     stray_roots = sorted(set(cfg.cross.roots) - set(cfg.cross.targets))
     if stray_roots:  # a misspelt name: its target would silently read its default root

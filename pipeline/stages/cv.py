@@ -17,13 +17,15 @@ scores (docs/scaling.md).
 
 import sys
 
+from omegaconf import DictConfig, OmegaConf
+
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
 from pipeline.stages.common import log, model_config, stage
 
 
 @stage
-def run(cfg, model_name: str, *fold_numbers: str) -> None:
+def run(cfg: DictConfig, model_name: str, *fold_numbers: str) -> None:
     dataset = cfg.dataset.name
     model_config(cfg, model_name)  # a clear error for an unknown model name
     shard = parse_fold_numbers(fold_numbers)
@@ -35,8 +37,6 @@ def run(cfg, model_name: str, *fold_numbers: str) -> None:
         write_cv_outputs(dataset, model_name, {"enabled": False})
         log.info("cv.folds=0: cross-validation off (dvc exp run -S cv.folds=5 turns it on)")
         return
-    from omegaconf import OmegaConf
-
     from pipeline import tracking
     from pipeline.evaluate import crossval, tuning
     from pipeline.train.device import pin_threads

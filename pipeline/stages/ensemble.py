@@ -21,6 +21,7 @@ import sys
 import time
 
 import pandas as pd
+from omegaconf import DictConfig
 
 from pipeline import paths, tracking
 from pipeline.evaluate import crossval
@@ -65,7 +66,7 @@ def member_selection(dataset: str, member: str) -> dict:
     return read_json(path)
 
 
-def single_split(cfg, members: list[str]) -> None:
+def single_split(cfg: DictConfig, members: list[str]) -> None:
     dataset = cfg.dataset.name
     data_dir = paths.prepared(dataset)
     data_hash = file_digest(data_dir / "manifest.csv")
@@ -108,7 +109,7 @@ def single_split(cfg, members: list[str]) -> None:
     evaluate_model(cfg, NAME)
 
 
-def cross_validated(cfg, members: list[str]) -> None:
+def cross_validated(cfg: DictConfig, members: list[str]) -> None:
     dataset = cfg.dataset.name
     predictions = {
         name: pd.read_csv(paths.cv_predictions(dataset, name), dtype={"id": str, "group": str})
@@ -140,7 +141,7 @@ def cross_validated(cfg, members: list[str]) -> None:
 
 
 @stage
-def run(cfg, part: str = "split") -> None:
+def run(cfg: DictConfig, part: str = "split") -> None:
     dataset = cfg.dataset.name
     members = list(cfg.ensemble.members)
     recorded_folder(dataset, members[0], part)  # an unknown part fails here, naming it

@@ -6,6 +6,8 @@ stage cannot depend on a list of folders read from params)."""
 import sys
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from pipeline import paths
 from pipeline.config import ConfigError
 from pipeline.io import atomic_write_json, folder_digest
@@ -26,7 +28,7 @@ def recorded_folder(dataset: str, member: str, part: str) -> Path:
 
 
 @stage
-def run(cfg, model_name: str, part: str) -> None:
+def run(cfg: DictConfig, model_name: str, part: str) -> None:
     dataset = cfg.dataset.name
     model_config(cfg, model_name)
     folder = recorded_folder(dataset, model_name, part)

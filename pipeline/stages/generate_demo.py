@@ -2,13 +2,15 @@
 
 import sys
 
+from omegaconf import DictConfig
+
 from pipeline import paths
 from pipeline.data.synthetic import generate_demo
 from pipeline.stages.common import log, stage
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     generate_demo(cfg.demo, cfg.seed, paths.DEMO)  # replaces the folder atomically
     log.info("demo datasets written to %s", paths.DEMO)
 

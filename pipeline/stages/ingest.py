@@ -2,6 +2,8 @@
 
 import sys
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths
 from pipeline.config import workspace_root
 from pipeline.data import build_manifest
@@ -10,7 +12,7 @@ from pipeline.stages.common import log, stage
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     name = cfg.dataset.name
     frame, problems = build_manifest(cfg.dataset, workspace_root())
     quarantine = paths.dataset_dir(name) / "quarantine.txt"

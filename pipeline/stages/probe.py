@@ -3,6 +3,8 @@
 
 import sys
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths
 from pipeline.evaluate.probes import audit
 from pipeline.io import atomic_write_json
@@ -10,7 +12,7 @@ from pipeline.stages.common import log, stage
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     name = cfg.dataset.name
     if not cfg.dataset.segment or cfg.segment.method == "none":
         atomic_write_json(paths.shortcut(name), {"applicable": False})

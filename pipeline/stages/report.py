@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import DictConfig
 
 from pipeline import paths, tracking
 from pipeline.errors import PipelineError
@@ -95,7 +96,7 @@ def data_digest(dataset: str) -> str | None:
     return file_digest(manifest_path) if manifest_path.is_file() else None
 
 
-def register_champion(cfg, dataset: str) -> None:
+def register_champion(cfg: DictConfig, dataset: str) -> None:
     """Register the dataset's champion; none to register is a warning, not a failure: the
     table is written, and a fresh store (models restored from the DVC cache) has no runs."""
     try:
@@ -109,7 +110,7 @@ def register_champion(cfg, dataset: str) -> None:
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     test_metrics = collect_metrics()
     found, warnings = extra_sections(test_metrics)
     if not test_metrics and set(found) <= {SPLIT_SECTION}:  # would look like a finished report

@@ -7,6 +7,7 @@ import sys
 from functools import partial
 
 import numpy as np
+from omegaconf import DictConfig
 
 from pipeline import manifest, paths
 from pipeline.config import workspace_root
@@ -55,7 +56,7 @@ def _segment_one(row: dict, cfg, out_dir, mask_dir) -> dict:
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.manifest(name))
     final = paths.segmented(name)

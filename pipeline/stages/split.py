@@ -7,6 +7,8 @@ about in both.
 
 import sys
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths
 from pipeline.io import atomic_write_json
 from pipeline.preprocess.split import IMAGE_LEVEL_WARNING, assign_splits, check_split, split_summary
@@ -14,7 +16,7 @@ from pipeline.stages.common import log, stage
 
 
 @stage
-def run(cfg) -> None:
+def run(cfg: DictConfig) -> None:
     name = cfg.dataset.name
     frame = manifest.read(paths.cropped(name) / "manifest.csv")
     frame["split"] = assign_splits(frame, cfg.split, cfg.seed).values

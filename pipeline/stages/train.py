@@ -9,6 +9,8 @@ import shutil
 import sys
 import time
 
+from omegaconf import DictConfig
+
 from pipeline import manifest, paths, tracking
 from pipeline.inference import training_card
 from pipeline.io import atomic_path, file_digest, folder_digest
@@ -22,7 +24,7 @@ from pipeline.train.history import selection_row
 
 
 @stage
-def run(cfg, model_name: str) -> None:
+def run(cfg: DictConfig, model_name: str) -> None:
     dataset = cfg.dataset.name
     classifier = build_model(model_config(cfg, model_name))
     threads = pin_threads(cfg.train.threads)

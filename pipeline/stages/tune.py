@@ -13,7 +13,7 @@ import json
 import sys
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import manifest, paths
 from pipeline.io import atomic_path, atomic_write_json
@@ -23,7 +23,7 @@ DEFAULT_FOLDS = 5
 
 
 @stage
-def run(cfg, model_name: str) -> None:
+def run(cfg: DictConfig, model_name: str) -> None:
     from pipeline import tracking
     from pipeline.evaluate import crossval, tuning
     from pipeline.models import build_model
