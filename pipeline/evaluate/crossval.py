@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import manifest, paths
 from pipeline.config import ConfigError
 from pipeline.evaluate.fold_store import FoldStore
-from pipeline.evaluate.metrics import Number, compute_metrics, summarise_folds
+from pipeline.evaluate.metrics import Number, compute_metrics, metrics_args, summarise_folds
 from pipeline.io import atomic_path, atomic_write_json, read_image
 from pipeline.labels import NEGATIVE, POSITIVE, THRESHOLD, call_scores, called_all, y_true
 from pipeline.models.base import build_model
@@ -267,16 +267,6 @@ def choose(scores: Sequence[Mapping[str, float]]) -> int:
 def cv_run_args(dataset: str, model_name: str) -> dict[str, str]:
     """The MLflow run fields every run of one model's CV carries (parent, fold, shard)."""
     return {"dataset": dataset, "model": model_name, "stage": f"cv@{model_name}"}
-
-
-def metrics_args(cfg: DictConfig) -> dict[str, Any]:
-    """`compute_metrics`' settings from `evaluate` and `seed`, as the evaluate stage uses them."""
-    return {
-        "n_boot": cfg.evaluate.bootstrap_samples,
-        "confidence": cfg.evaluate.confidence,
-        "seed": cfg.seed,
-        "collapse_share": cfg.evaluate.collapse_share,
-    }
 
 
 def cross_validate(

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from pipeline import manifest, paths, tracking
 from pipeline.errors import PipelineError
 from pipeline.evaluate.explain import write_overlays
-from pipeline.evaluate.metrics import collapse_warning, compute_metrics
+from pipeline.evaluate.metrics import collapse_warning, compute_metrics, metrics_args
 from pipeline.evaluate.plots import write_plot_data
 from pipeline.io import (
     atomic_path,
@@ -96,10 +96,7 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
         labels,
         p_all,
         groups=test["group"].to_numpy(),
-        n_boot=cfg.evaluate.bootstrap_samples,
-        confidence=cfg.evaluate.confidence,
-        seed=cfg.seed,
-        collapse_share=cfg.evaluate.collapse_share,
+        **metrics_args(cfg),
     )
     history = read_json(model_dir / "history.json")
     plot_dir = paths.plots(dataset, model_name)

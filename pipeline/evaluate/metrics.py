@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -44,6 +44,9 @@ from sklearn.metrics import (
 
 from pipeline.labels import THRESHOLD
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 METRICS = (
     "accuracy",
     "precision",
@@ -58,6 +61,19 @@ PROPORTIONS = ("accuracy", "precision", "recall", "specificity")
 COLLAPSE_SHARE = 0.05
 
 Number = float | int | None
+
+
+def metrics_args(cfg: DictConfig) -> dict[str, Any]:
+    """`compute_metrics`' settings (`n_boot`, `confidence`, `seed`, `collapse_share`) from
+    `evaluate` and `seed`: one reading, so that the test split, CV, cross-dataset tests and the
+    shortcut audit score alike (a CV flagged `collapsed` by another share than the test split's
+    would disagree with it)."""
+    return {
+        "n_boot": cfg.evaluate.bootstrap_samples,
+        "confidence": cfg.evaluate.confidence,
+        "seed": cfg.seed,
+        "collapse_share": cfg.evaluate.collapse_share,
+    }
 
 
 def compute_metrics(

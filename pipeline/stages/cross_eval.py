@@ -13,7 +13,7 @@ from pipeline import manifest, paths
 from pipeline.config import ConfigError, workspace_root
 from pipeline.data import build_manifest
 from pipeline.evaluate import cross_dataset
-from pipeline.evaluate.metrics import compute_metrics
+from pipeline.evaluate.metrics import compute_metrics, metrics_args
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.labels import y_true
 from pipeline.stages.common import log, model_config, stage
@@ -73,10 +73,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
                     y,
                     predictions[name],
                     groups=predictions["group"].to_numpy(),
-                    n_boot=cfg.evaluate.bootstrap_samples,
-                    confidence=cfg.evaluate.confidence,
-                    seed=cfg.seed,
-                    collapse_share=cfg.evaluate.collapse_share,
+                    **metrics_args(cfg),
                 )
                 metrics["n_left_out_seen_in_training"] = seen
                 atomic_write_json(out / f"{name}.json", metrics)

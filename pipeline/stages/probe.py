@@ -6,6 +6,7 @@ import sys
 from omegaconf import DictConfig
 
 from pipeline import manifest, paths
+from pipeline.evaluate.metrics import metrics_args
 from pipeline.evaluate.probes import audit
 from pipeline.io import atomic_write_json
 from pipeline.stages.common import log, stage
@@ -28,15 +29,7 @@ def run(cfg: DictConfig) -> None:
             f"{name}: no segmentation mask or cropped image for {unmatched[:10]}; "
             "re-run the segment and crop stages"
         )
-    result = audit(
-        frame,
-        cfg.probe,
-        cfg.crop,
-        seed=cfg.seed,
-        n_boot=cfg.evaluate.bootstrap_samples,
-        confidence=cfg.evaluate.confidence,
-        collapse_share=cfg.evaluate.collapse_share,
-    )
+    result = audit(frame, cfg.probe, cfg.crop, **metrics_args(cfg))
     atomic_write_json(paths.shortcut(name), result)
     log.info(
         "%s shortcut audit ROC-AUC: %s",

@@ -228,7 +228,7 @@ def test_cv_scores_with_the_evaluate_stages_settings_collapse_share_included(cfg
     """A CV flagged `collapsed` by another share than the test split's would disagree with it."""
     from omegaconf import OmegaConf
 
-    from pipeline.evaluate.crossval import metrics_args
+    from pipeline.evaluate.metrics import metrics_args
 
     changed = OmegaConf.merge(cfg, {"evaluate": {"collapse_share": 0.3}, "seed": 5})
     assert metrics_args(changed) == {
