@@ -518,6 +518,21 @@ def ensemble_cv(
     return summary, predictions, record
 
 
+def selection_record(
+    summary: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]], predictions: pd.DataFrame
+) -> dict[str, Any]:
+    """`selection.json` of a CV: the candidates and the one each fold kept (read from its
+    prediction rows), so a reader sees which settings scored each test fold."""
+    chosen = predictions.groupby(["repeat", "fold"])["candidate"].first()
+    return {
+        "selection": summary["selection"],
+        "candidates": list(candidates),
+        "chosen": [
+            {"repeat": int(r), "fold": int(f), "candidate": int(c)} for (r, f), c in chosen.items()
+        ],
+    }
+
+
 def write_cv_outputs(
     dataset: str,
     model_name: str,

@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, validate
-from pipeline.io import file_digest
+from pipeline.io import atomic_path, file_digest
 
 # Candidates may only change what acts inside a fold. Segmentation, crop and dataset are
 # upstream stages: vary those with `dvc exp run -S ...` instead.
@@ -119,6 +119,34 @@ def finished_candidates(table_path: Path) -> dict[str, dict[str, Any]]:
             name: None if pd.isna(row[name]) else float(row[name]) for name in metrics
         }
         for _, row in table.iterrows()
+    }
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], selected: int | None) -> pd.DataFrame:
+    """Every finished candidate, rewritten after each one so a killed search can resume;
+    `selected` marks the winner once all are done (none is marked before)."""
+    table = pd.DataFrame(rows)
+    table.insert(0, "selected", [i == selected for i in range(len(table))])
+    with atomic_path(path) as staged:
+        table.to_csv(staged, index=False)
+    return table
+
+
+def winner_record(
+    cfg: DictConfig, model_name: str, overrides: Mapping[str, Any], row: pd.Series
+) -> dict[str, Any]:
+    """The search's outcome as the report lists it: the winning candidate's overrides (to copy
+    into `conf/experiment/`), how it was chosen, and its kept metrics (`row`: its table row)."""
+    return {
+        "model": model_name,
+        "dataset": cfg.dataset.name,
+        "folds": cfg.cv.folds,
+        "repeats": cfg.cv.repeats,
+        "selected_by": list(SELECTION),
+        "overrides": overrides,
+        "metrics": {
+            k: None if pd.isna(v) else float(v) for k, v in row[list(KEPT_METRICS)].items()
+        },
     }
 
 

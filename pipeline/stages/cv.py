@@ -68,14 +68,7 @@ def run(cfg: DictConfig, model_name: str, *fold_numbers: str) -> None:
     summary, predictions = crossval.cross_validate(
         frame, cfg, model_name, f"cv {model_name}", candidates=candidates
     )
-    chosen = predictions.groupby(["repeat", "fold"])["candidate"].first()
-    selection = {
-        "selection": summary["selection"],
-        "candidates": candidates,
-        "chosen": [
-            {"repeat": int(r), "fold": int(f), "candidate": int(c)} for (r, f), c in chosen.items()
-        ],
-    }
+    selection = crossval.selection_record(summary, candidates, predictions)
     crossval.write_cv_outputs(
         dataset, model_name, summary, predictions, crossval.subject_table(predictions), selection
     )

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import manifest, paths
-from pipeline.io import atomic_path, atomic_write_json
+from pipeline.io import atomic_write_json
 from pipeline.stages.common import log, model_config, stage
 
 DEFAULT_FOLDS = 5
@@ -66,22 +66,11 @@ def run(cfg: DictConfig, model_name: str) -> None:
                 parent_run_id=parent.info.run_id,
             )  # fmt: skip
             rows[number] = tuning.candidate_row(candidates[number], summary, fingerprints[number])
-            _write_table(table_path, [rows[n] for n in sorted(rows)], selected=None)
+            tuning.write_table(table_path, [rows[n] for n in sorted(rows)], selected=None)
         ordered = [rows[n] for n in sorted(rows)]
         best = tuning.select(pd.DataFrame(ordered))
-        table = _write_table(table_path, ordered, selected=best)
-        winner = {
-            "model": model_name,
-            "dataset": dataset,
-            "folds": cfg.cv.folds,
-            "repeats": cfg.cv.repeats,
-            "selected_by": list(tuning.SELECTION),
-            "overrides": candidates[best],
-            "metrics": {
-                k: None if pd.isna(v) else float(v)
-                for k, v in table.iloc[best][list(tuning.KEPT_METRICS)].items()
-            },
-        }
+        table = tuning.write_table(table_path, ordered, selected=best)
+        winner = tuning.winner_record(cfg, model_name, candidates[best], table.iloc[best])
         winner_path = paths.tuning_winner(dataset, model_name)
         atomic_write_json(winner_path, {**winner, "candidates": len(table)})
         tracking.log_cv_summary({k: v for k, v in winner["metrics"].items() if v is not None})
@@ -94,16 +83,6 @@ def run(cfg: DictConfig, model_name: str) -> None:
         table.iloc[best]["accuracy_mean"],
         table.to_string(index=False),
     )
-
-
-def _write_table(path, rows: list[dict], selected: int | None) -> pd.DataFrame:
-    """Every finished candidate, rewritten after each one so a killed search can resume;
-    `selected` marks the winner once all are done (none is marked before)."""
-    table = pd.DataFrame(rows)
-    table.insert(0, "selected", [i == selected for i in range(len(table))])
-    with atomic_path(path) as staged:
-        table.to_csv(staged, index=False)
-    return table
 
 
 main = run
