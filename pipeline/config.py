@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pipeline.errors import PipelineError
 from pipeline.schema import Config
@@ -179,7 +179,14 @@ def _typed(cfg: DictConfig) -> DictConfig:
         return OmegaConf.merge(OmegaConf.structured(Config), cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"invalid config key '{key}': {exc.msg}") from None
+        message = str(exc.msg).splitlines()[0]  # the rest repeats the key and names a dataclass
+        if isinstance(exc, ConfigKeyError):  # a misspelt key: say what is there instead
+            section = key.rpartition(".")[0]
+            schema = OmegaConf.structured(Config)
+            known = OmegaConf.select(schema, section) if section else schema
+            if isinstance(known, DictConfig):
+                message += f"; the keys of {section or 'the top level'}: {', '.join(sorted(known))}"
+        raise ConfigError(f"invalid config key '{key}': {message}") from None
 
 
 _ABSENT = object()

@@ -44,8 +44,11 @@ def test_unknown_key_fails_naming_it(tmp_path):
     params["crop"]["sizee"] = 3
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match="crop.sizee"):
+    with pytest.raises(ConfigError, match="crop.sizee") as raised:
         load(path)
+    message = str(raised.value)
+    assert "the keys of crop: fraction, margin, pad_to_square, rule, size, threshold" in message
+    assert "reference_type" not in message  # OmegaConf's dataclass detail, not the user's
 
 
 @pytest.mark.parametrize("empty", ["val", "test"])

@@ -473,7 +473,8 @@ def ensemble_cv(
             )
     if top_k is not None and "val" not in set(base["part"]):
         raise ConfigError(
-            "ensemble.top_k needs the members' validation rows: re-run their cv stages"
+            f"ensemble.top_k={top_k} chooses members on validation rows, and the CV predictions "
+            f"of {names} have none (part 'val'): re-run their cv stages"
         )
     stacked = np.stack(
         [members[n].sort_values(keys)["p_all"].to_numpy(float) for n in names]

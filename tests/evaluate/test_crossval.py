@@ -169,6 +169,10 @@ def test_the_ensemble_cv_is_the_mean_of_the_members_and_top_k_chooses_on_validat
     assert [c["members"] for c in record["chosen"]] == [["good", "mid"], ["good", "mid"]]
     test = combined[combined["part"] == "test"].set_index("id")["p_all"]
     np.testing.assert_allclose(test["c"], (0.8 + 0.1) / 2)
+    # without validation rows top_k cannot choose: the error names the key and the members
+    tests_only = {name: table[table["part"] == "test"] for name, table in members.items()}
+    with pytest.raises(ConfigError, match=r"ensemble.top_k=2 .*\['good', 'bad', 'mid'\]"):
+        ensemble_cv(tests_only, None, 2, cfg)
 
 
 COMMITTED_CV = Path(__file__).resolve().parents[2] / "reports" / "cv"
