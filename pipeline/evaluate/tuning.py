@@ -99,6 +99,8 @@ def data_digest(frame: pd.DataFrame) -> str:
 def candidate_row(
     candidate: Mapping[str, Any], summary: Mapping[str, Any], candidate_fingerprint: str
 ) -> dict[str, Any]:
+    """One row of the tuning table: the candidate's overrides, its kept CV metrics and the
+    fingerprint by which a resumed search recognises it."""
     return {
         **candidate,
         **{name: summary.get(name) for name in KEPT_METRICS},

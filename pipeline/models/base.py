@@ -136,6 +136,9 @@ def build_model(config: dict[str, Any]) -> Classifier:
 
 
 def load_model(directory: Path | str) -> Classifier:
+    """The model saved in `directory` by `Classifier.save`, rebuilt from its own card (kind,
+    config, input side), so it predicts as it was trained whatever params.yaml says now.
+    Unloadable weights are a `MalformedFileError` naming the folder and how to restore it."""
     directory = Path(directory)
     card_path = directory / MODEL_CARD
     if not card_path.exists():

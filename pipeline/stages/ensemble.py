@@ -67,6 +67,8 @@ def member_selection(dataset: str, member: str) -> dict:
 
 
 def single_split(cfg: DictConfig, members: list[str]) -> None:
+    """Assemble `models/<dataset>/ensemble` from the trained members (the `top_k` best on
+    validation, if set), log it as the MLflow run `ensemble` and score it on the test split."""
     dataset = cfg.dataset.name
     data_dir = paths.prepared(dataset)
     data_hash = file_digest(data_dir / "manifest.csv")
@@ -110,6 +112,8 @@ def single_split(cfg: DictConfig, members: list[str]) -> None:
 
 
 def cross_validated(cfg: DictConfig, members: list[str]) -> None:
+    """Average the members' committed out-of-fold P(ALL) fold by fold (`top_k`: each fold's
+    best on its validation part) and write the CV outputs under the name `ensemble`."""
     dataset = cfg.dataset.name
     predictions = {
         name: pd.read_csv(paths.cv_predictions(dataset, name), dtype={"id": str, "group": str})

@@ -67,7 +67,9 @@ KEPT = (
 )
 
 
-def protocol_path(dataset: str) -> Any:
+def protocol_path(dataset: str) -> Path:
+    """`reports/protocol/<dataset>`: with `.json`, `.csv` and `.md` the comparison's outputs,
+    as a folder the trained sides' predictions."""
     return paths.REPORTS / "protocol" / dataset
 
 
