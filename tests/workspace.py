@@ -73,6 +73,19 @@ def run_stage(root: Path, name: str, *args: str) -> int:
         return module.main(list(args))
 
 
+def cropped_workspace(root: Path, overrides: Sequence[str] = ()) -> Path:
+    """A tiny workspace run from generate_demo to crop (what the CV-based stages read), one
+    worker per stage (spawning a pool costs more than these few images)."""
+    import pytest
+
+    make_workspace(root, overrides)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALL_DETECT_JOBS", "1")
+        for name in PREP_STAGES[: PREP_STAGES.index("crop") + 1]:
+            assert run_stage(root, name) == 0, name
+    return root
+
+
 def run_pipeline(
     root: Path, models: Sequence[str] = MODELS, ensemble: bool = True, report: bool = True
 ) -> None:

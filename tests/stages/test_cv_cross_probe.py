@@ -10,20 +10,16 @@ import pytest
 
 from pipeline import paths
 from pipeline.evaluate.cross_dataset import target_predictor
+from tests import workspace
 from tests.workspace import MODELS, make_workspace, run_stage
 
 
 @pytest.fixture(scope="module")
 def cropped_workspace(tmp_path_factory):
     """generate_demo -> crop on the tiny smear demo, with 3-fold CV on; no model trained."""
-    root = make_workspace(
+    return workspace.cropped_workspace(
         tmp_path_factory.mktemp("cv_workspace"), ["cv.folds=3", "tracking.register_best=false"]
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ALL_DETECT_JOBS", "1")
-        for name in ("generate_demo", "ingest", "segment", "crop"):
-            assert run_stage(root, name) == 0, name
-    return root
 
 
 def test_cv_off_writes_the_disabled_marker_without_reading_data(tmp_path):

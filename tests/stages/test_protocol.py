@@ -16,17 +16,12 @@ from pipeline import config, paths
 from pipeline.evaluate import crossval
 from pipeline.labels import called_all, y_true
 from pipeline.stages import protocol
-from tests.workspace import make_workspace, run_stage
+from tests.workspace import cropped_workspace, make_workspace, run_stage
 
 
 @pytest.fixture(scope="module")
 def cropped(tmp_path_factory):
-    root = make_workspace(tmp_path_factory.mktemp("protocol"), ["cv.folds=3"])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ALL_DETECT_JOBS", "1")
-        for name in ("generate_demo", "ingest", "segment", "crop"):
-            assert run_stage(root, name) == 0, name
-    return root
+    return cropped_workspace(tmp_path_factory.mktemp("protocol"), ["cv.folds=3"])
 
 
 def fake_cross_validate(seen):
