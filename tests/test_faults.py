@@ -49,7 +49,8 @@ def fails_cleanly(root: Path, capsys, stage: str, *args: str) -> str:
     before = snapshot(root)
     assert run_stage(root, stage, *args) == 1
     err = capsys.readouterr().err
-    assert f"error in stage {stage}:" in err and "Traceback" not in err
+    name = "@".join([stage, *(a for a in args if "=" not in a)])  # train@svm_hog
+    assert f"error in stage {name}:" in err and "Traceback" not in err
     assert snapshot(root) == before
     assert temp_leftovers(root) == []
     return err
@@ -152,7 +153,7 @@ def test_unknown_model_on_the_command_line(workspace):
         timeout=300,
     )
     assert result.returncode == 1
-    assert "error in stage train: unknown model 'nosuchmodel'" in result.stderr
+    assert "error in stage train@nosuchmodel: unknown model 'nosuchmodel'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

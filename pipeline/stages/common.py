@@ -49,6 +49,7 @@ def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
         except TypeError as exc:  # "missing a required argument", "too many positional ..."
             print(f"error in stage {name}: {exc} (got {words})\n{usage}", file=sys.stderr)
             return 2
+        name = "@".join([name, *words])  # as dvc.yaml names it (train@svm_hog): which model failed
         outside = _outside_workspace()
         if outside:
             print(f"error in stage {name}: {outside}", file=sys.stderr)

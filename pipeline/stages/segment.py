@@ -87,9 +87,12 @@ def run(cfg: DictConfig) -> None:
         )
         refuse_shared_masks((r["id"], r["truth"]) for r in results)
         bad_masks = [r["mask_error"] for r in results if r["mask_error"]]
+        if len(bad_masks) == 1:
+            raise MaskError(f"dataset.masks: {bad_masks[0]}")
         if bad_masks:
             raise MaskError(
-                f"dataset.masks: {len(bad_masks)} masks cannot be scored:\n" + "\n".join(bad_masks)
+                f"dataset.masks: {len(bad_masks)} masks cannot be scored:\n  "
+                + "\n  ".join(bad_masks)
             )
         frame["path"] = [str(final / "images" / f"{i}.png") for i in frame["id"]]
         frame["mask"] = [str(final / "masks" / f"{i}.png") for i in frame["id"]]

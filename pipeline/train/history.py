@@ -5,8 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from pipeline.errors import PipelineError
+
 LOSSES = ("train_loss", "val_loss")
 KEPT = "kept"  # 1 on the row of the checkpoint a model kept by a rule of its own (YOLO)
+
+
+class TrainingDivergedError(PipelineError, RuntimeError):
+    """No checkpoint is worth keeping (every epoch's loss non-finite, or no epoch at all)."""
 
 
 def diverged(row: Mapping[str, float]) -> bool:
@@ -21,13 +27,16 @@ def selected_epoch(history: Sequence[Mapping[str, float]], monitor: str) -> Mapp
     anything else maximised). A row marked `KEPT` by the model wins: Ultralytics keeps the
     last of tied epochs."""
     if not history:
-        raise ValueError("empty training history: the model reported no epoch")
+        raise TrainingDivergedError("empty training history: the model reported no epoch")
     marked = [row for row in history if row.get(KEPT)]
     if marked:
         return marked[-1]
     candidates = [row for row in history if not diverged(row)]
     if not candidates:
-        raise ValueError("every epoch of the training history diverged (non-finite loss)")
+        raise TrainingDivergedError(
+            f"training diverged: every epoch (1-{len(history)}) ended with a non-finite loss "
+            "(history.json); lower the model's `lr`"
+        )
     if monitor not in history[0]:
         monitor = "val_accuracy"  # a model that cannot honour the monitor selects on accuracy
     sign = -1.0 if monitor == "val_loss" else 1.0

@@ -24,11 +24,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from pipeline.config import MONITORS
-from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.train import distributed
 from pipeline.train.device import DeviceSpec
-from pipeline.train.history import diverged
+from pipeline.train.history import TrainingDivergedError, diverged
 
 if TYPE_CHECKING:
     from pipeline.train.context import TrainContext
@@ -164,10 +163,6 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
         log.warning("ignoring checkpoint %s: it was written for another config", path)
         return None
     return checkpoint
-
-
-class TrainingDivergedError(PipelineError, RuntimeError):
-    """Every epoch ended with a non-finite loss: no checkpoint is worth keeping."""
 
 
 @dataclass

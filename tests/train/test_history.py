@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from pipeline.train.history import KEPT, diverged, selected_epoch, selection_row
+from pipeline.errors import PipelineError
+from pipeline.train.history import (
+    KEPT,
+    TrainingDivergedError,
+    diverged,
+    selected_epoch,
+    selection_row,
+)
 
 NAN = math.nan
 
@@ -35,9 +42,12 @@ def test_a_diverged_epoch_is_never_selected() -> None:
     assert not diverged({"epoch": 1, "val_accuracy": 0.5})  # a history without losses
 
 
-def test_a_history_that_only_diverged_is_an_error() -> None:
-    with pytest.raises(ValueError, match="every epoch"):
+def test_a_history_that_only_diverged_is_a_user_facing_error() -> None:
+    # a PipelineError: the stage prints it as one line (lower the lr), not a traceback
+    with pytest.raises(PipelineError, match=r"every epoch \(1-1\).*lower the model's `lr`"):
         selected_epoch([{"epoch": 1, "train_loss": NAN, "val_accuracy": 0.5}], "val_accuracy")
+    with pytest.raises(TrainingDivergedError, match="no epoch"):
+        selected_epoch([], "val_accuracy")
 
 
 def test_a_row_the_model_marked_kept_wins_over_the_rule() -> None:
