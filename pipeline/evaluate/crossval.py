@@ -103,7 +103,8 @@ def make_folds(
         try:
             check_split(checked, group_column="split_group")
         except ValueError as exc:
-            raise ValueError(f"cv repeat {repeat} fold {fold}: {exc}") from exc
+            # the same type: a ConfigError (a class missing from a part) stays the user's
+            raise type(exc)(f"cv repeat {repeat} fold {fold}: {exc}") from exc
         out.append(Fold(repeat, fold, split))
     return out
 

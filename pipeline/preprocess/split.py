@@ -83,6 +83,7 @@ def assign_splits(frame: pd.DataFrame, cfg: DictConfig, seed: int) -> pd.Series:
     part held out first, then the validation part from the rest (`cfg`: the split config)."""
     frame = frame.reset_index(drop=True)
     groups = split_groups(frame, cfg.group_by).reset_index(drop=True)
+    require_groups(frame, groups, len(SPLITS), "the train/val/test split")
     split = np.full(len(frame), "train", dtype=object)
     test = hold_out(frame, groups, cfg.test, seed, cfg.tolerance, "the test split")
     split[test] = "test"
@@ -111,6 +112,7 @@ def grouped_folds(
     from StratifiedGroupKFold, or the search when a fold would miss a class or its share."""
     frame = frame.reset_index(drop=True)
     groups = split_groups(frame, group_by).reset_index(drop=True)
+    require_groups(frame, groups, folds, f"{folds} folds")
     fractions = [1 / folds] * folds
     out = []
     for repeat in range(repeats):
@@ -157,14 +159,37 @@ def balanced_partition(
     for label in sorted(set(group_label)):
         members = np.flatnonzero(group_label == label)
         if len(members) < len(fractions):
-            raise ConfigError(
-                f"cannot make {what}: class '{label}' has {len(members)} "
-                f"{'subjects' if len(members) != 1 else 'subject'} (groups), fewer than the "
-                f"{len(fractions)} parts, each of which needs one (use fewer folds, or "
-                f"split.group_by=none for the image-level protocol)"
-            )
+            raise ConfigError(_too_few(what, label, len(members), len(fractions)))
         part_of_group[members] = _search(sizes[members], np.asarray(fractions), rng)
     return part_of_group[group_ids]
+
+
+def _too_few(what: str, label: str, count: int, parts: int, mixed: int = 0) -> str:
+    subjects = "subject" if count == 1 else "subjects"
+    shared = (
+        f" ({mixed} of them also hold the other class: a subject with cells of both classes, "
+        "or one subject name used in both class folders)"
+        if mixed
+        else ""
+    )
+    return (
+        f"cannot make {what}: class '{label}' has {count} {subjects} (groups), fewer than the "
+        f"{parts} parts, each of which needs one{shared}; use fewer folds, or "
+        "split.group_by=none for the image-level protocol"
+    )
+
+
+def require_groups(frame: pd.DataFrame, groups: pd.Series, parts: int, what: str) -> None:
+    """One ConfigError naming the first class whose images lie in fewer than `parts` groups,
+    counted over the whole of `frame` (before any part is held out)."""
+    frame, groups = frame.reset_index(drop=True), groups.reset_index(drop=True)
+    mixed_groups = set(groups[frame.groupby(groups.to_numpy())["label"].transform("nunique") > 1])
+    for label in sorted(frame["label"].unique()):
+        holding = set(groups[frame["label"] == label])
+        if len(holding) < parts:
+            raise ConfigError(
+                _too_few(what, label, len(holding), parts, len(holding & mixed_groups))
+            )
 
 
 def _cost(counts: np.ndarray, targets: np.ndarray) -> float:
@@ -266,4 +291,23 @@ def check_split(frame: pd.DataFrame, group_column: str = "group") -> None:
         if not ((frame["split"] == s) & (frame["label"] == c)).any()
     ]
     if missing:
-        raise ValueError(f"split/class combinations without images: {missing}")
+        counts = _group_counts(frame, group_column)
+        raise ConfigError(f"split/class combinations without images: {missing} ({counts})")
+
+
+def _group_counts(frame: pd.DataFrame, group_column: str) -> str:
+    """How many groups hold each class, and how many of them hold both: a class whose images
+    sit in groups of the other class's majority gets no part of its own."""
+    labels_per_group = frame.groupby(group_column)["label"].transform("nunique")
+    counts = []
+    for label in sorted(frame["label"].unique()):
+        of_label = frame["label"] == label
+        mixed = frame.loc[of_label & (labels_per_group > 1), group_column].nunique()
+        counts.append(
+            f"class '{label}' lies in {frame.loc[of_label, group_column].nunique()} groups, "
+            f"{mixed} of them holding both classes"
+        )
+    return "; ".join(counts) + (
+        "; a group holding both classes (a subject with cells of both, or one subject name "
+        "used in both class folders) is placed as its majority class"
+    )

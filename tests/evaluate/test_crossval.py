@@ -268,3 +268,14 @@ def test_a_summary_from_predictions_reads_each_folds_validation_rows():
     summary = summary_from_predictions(predictions, folds=2, repeats=1, n_boot=20, seed=0)
     assert summary["val_accuracy_mean"] == pytest.approx(0.75)  # fold 0: 1/2, fold 1: 2/2
     assert summary["n"] == 4
+
+
+def test_a_fold_without_a_class_stays_a_config_error_naming_the_fold():
+    # healthy cells only inside 4 of 10 ALL subjects: a test fold gets none of them; the fold
+    # is named and the error keeps its type (one line from the stage, not a traceback)
+    rows = [("all", f"subject:P{s}") for s in range(10) for _ in range(8)]
+    rows += [("hem", f"subject:P{s}") for s in range(4)]
+    data = pd.DataFrame(rows, columns=["label", "group"])
+    data["id"] = data["sha256"] = [f"c{i}" for i in range(len(data))]
+    with pytest.raises(ConfigError, match=r"cv repeat 0 fold \d: .*'test/hem'.*lies in 4 groups"):
+        make_folds(data, folds=3, repeats=1, seed=0, val_fraction=0.2)

@@ -178,7 +178,7 @@ def test_fewer_subjects_than_a_hold_out_needs_folds_is_a_split_or_one_clear_erro
     held = hold_out(data, data["group"], 0.1, seed=0, tolerance=0.25, what="the test split")
     assert set(data.loc[held, "label"]) == {"all", "hem"}
     tiny = frame(n_subjects=4, per_subject=6)  # 2 subjects a class: too few for 3 parts
-    with pytest.raises(ConfigError, match=r"class '(all|hem)' has 1 subject"):
+    with pytest.raises(ConfigError, match=r"class 'all' has 2 subjects .* fewer than the 3 parts"):
         assign_splits(tiny, SPLIT, seed=0)
 
 
@@ -201,3 +201,33 @@ def test_a_mixed_group_counts_for_its_majority_class():
     parts = balanced_partition(frame, frame["group"], [0.5, 0.5], seed=0, what="test")
     part_of = dict(zip(frame["group"], parts, strict=True))
     assert part_of["n1"] != part_of["m"] and part_of["p1"] != part_of["p2"]
+
+
+def mixed_subjects(hem_subjects: int = 3) -> pd.DataFrame:
+    """10 ALL subjects of 8 cells; the healthy cells sit in the first `hem_subjects` of them,
+    one each (a patient with both kinds of cells, or one name used in both class folders)."""
+    rows = [("all", f"subject:P{s}") for s in range(10) for _ in range(8)]
+    rows += [("hem", f"subject:P{s}") for s in range(hem_subjects)]
+    data = pd.DataFrame(rows, columns=["label", "group"])
+    data["id"] = data["sha256"] = [f"c{i}" for i in range(len(data))]
+    return data
+
+
+def test_a_class_counted_over_the_whole_dataset_and_its_shared_subjects_named():
+    # 2 healthy subjects, both shared with ALL: the error counts the dataset's 2, not what is
+    # left after the test split, and says why a shared subject cannot help
+    data = mixed_subjects(hem_subjects=2)
+    with pytest.raises(ConfigError, match=r"class 'hem' has 2 subjects .*\(2 of them also hold"):
+        assign_splits(data, SPLIT, seed=0)
+    with pytest.raises(ConfigError, match=r"cannot make 5 folds: class 'hem' has 2 subjects"):
+        grouped_folds(data, folds=5, repeats=1, seed=0)
+
+
+def test_a_class_only_in_the_other_class_s_subjects_is_one_clear_error():
+    """Its subjects count for ALL (their majority), so no part is kept for the healthy class:
+    a ConfigError (printed as one line by the stage) naming the class, never a bare ValueError
+    (a traceback)."""
+    data = mixed_subjects(hem_subjects=3)
+    with pytest.raises(ConfigError, match=r"'val/hem'.*class 'hem' lies in 3 groups, 3 of them"):
+        data["split"] = assign_splits(data, SPLIT, seed=0).values
+        check_split(data)
