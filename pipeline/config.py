@@ -261,13 +261,26 @@ def _dataset_problems(ds: DictConfig) -> list[str]:
     problems = []
     if not PLAIN_NAME.fullmatch(str(ds.name)):
         problems.append(f"dataset.name: {ds.name!r} names output folders; {PLAIN_NAME_RULE}")
+    if not str(ds.root).strip():
+        problems.append(
+            "dataset.root: empty; name the dataset's folder (relative to the repository)"
+        )
     tabular = ds.adapter in ("folder", "csv")
+    what = "folder names" if ds.adapter == "folder" else "label values"
     if tabular and set(ds.classes or {}) != {"all", "hem"}:
-        what = "folder names" if ds.adapter == "folder" else "label values"
         problems.append(
             f"dataset.classes: must map exactly 'all' and 'hem' to {what}, "
             f"got {sorted(ds.classes or {})}"
         )
+    elif tabular:
+        problems += [
+            f"dataset.classes.{label}: maps to no {what}, got {list(names)}"
+            for label, names in ds.classes.items()
+            if not [name for name in names if str(name).strip()]
+        ]
+        shared = set(ds.classes.all) & set(ds.classes.hem)
+        if shared:
+            problems.append(f"dataset.classes: {sorted(shared)} mapped to both 'all' and 'hem'")
     readers = {"group_pattern": ("folder", "csv"), "labels_file": ("csv",), "columns": ("csv",)}
     problems += [
         f"dataset.{key}: read by the {'/'.join(adapters)} adapter only, not {ds.adapter}"

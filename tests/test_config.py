@@ -163,6 +163,10 @@ def test_invalid_values_fail_naming_the_key(override, message):
             "got ['label', 'path', 'x']",
         ),
         ("csv_example", {"classes": {"all": ["1"]}}, "dataset.classes: must map"),
+        ("folder_example", {"classes": {"all": [], "hem": ["b"]}}, "dataset.classes.all: maps to"),
+        ("csv_example", {"classes": {"all": ["1"], "hem": [""]}}, "dataset.classes.hem: maps to"),
+        ("csv_example", {"classes": {"all": ["1", "0"], "hem": ["0"]}}, "['0'] mapped to both"),
+        ("folder_example", {"root": ""}, "dataset.root: empty"),
     ],
 )
 def test_adapter_keys_are_checked_naming_the_key(dataset, changes, message):
