@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from pipeline.config import ConfigError, compose, conf_dir
 from pipeline.inference import Predictor
 from pipeline.io import read_image
+from pipeline.labels import CLASSES
 from pipeline.models.base import load_model
 from pipeline.preprocess.card import read_card
 
@@ -44,6 +45,24 @@ def drop_training_images(target: pd.DataFrame, training: pd.DataFrame) -> tuple[
     how many were dropped: a model is not tested on images it (or its validation) has seen."""
     seen = target["sha256"].isin(set(training["sha256"]))
     return target[~seen].reset_index(drop=True), int(seen.sum())
+
+
+def require_unseen_classes(target: pd.DataFrame, seen: int, name: str, dataset: str) -> None:
+    """A ConfigError unless `target` (the images left after `drop_training_images`, `seen`
+    of them dropped) still holds both classes: scored on one class, accuracy, balanced
+    accuracy and F1 read 1.0 for a model that calls everything that class."""
+    if target.empty:
+        raise ConfigError(
+            f"cross.targets: every image of {name!r} is also in the training dataset "
+            f"{dataset!r}: nothing unseen to test on"
+        )
+    missing = [label for label in CLASSES if not (target["label"] == label).any()]
+    if missing:
+        raise ConfigError(
+            f"cross.targets: {name!r} has no unseen image of class '{missing[0]}' ({seen} of "
+            f"its images are byte-identical to {dataset!r}'s and left out): its metrics would "
+            "score one class only"
+        )
 
 
 def target_predictor(model_dir: Path, target_segment: bool) -> tuple[str, Predictor]:

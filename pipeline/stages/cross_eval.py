@@ -52,11 +52,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
             if problems:
                 log.warning("%s: %d bad files skipped", target_name, len(problems))
             frame, seen = cross_dataset.drop_training_images(frame, training)
-            if frame.empty:
-                raise ConfigError(
-                    f"cross.targets: every image of {target_name!r} is also in the training "
-                    f"dataset {dataset!r}: nothing unseen to test on"
-                )
+            cross_dataset.require_unseen_classes(frame, seen, target_name, dataset)
             if seen:
                 log.warning(
                     "%s: %d images byte-identical to %s's are left out (seen in training)",

@@ -270,6 +270,26 @@ def test_cross_eval_leaves_out_images_seen_in_training(
     assert "every image of 'synthetic' is also in the training dataset" in capsys.readouterr().err
 
 
+def test_a_target_left_with_one_class_is_refused_naming_it(
+    trained_view, demo_workspace, tmp_path, capsys
+):
+    """Every healthy target image is a training image: scored on the ALL cells alone, a model
+    calling everything ALL got accuracy, balanced accuracy and F1 of 1.0, not collapsed."""
+    target = tmp_path / "target"
+    shutil.copytree(demo_workspace / "artifacts" / "demo" / "cnmc" / "C-NMC_Leukemia", target)
+    trained = pd.read_csv(demo_workspace / paths.manifest("synthetic"))
+    for path in (target / "training_data" / "fold_0" / "hem").iterdir():
+        path.unlink()
+    for i, row in enumerate(trained[trained["label"] == "hem"].head(3).itertuples()):
+        copy = target / "training_data" / "fold_0" / "hem" / f"UID_H9{i}_1_1_hem.png"
+        shutil.copyfile(demo_workspace / row.path, copy)
+    root = trained_view(f"+cross.roots.synthetic_cnmc={target}")
+    assert run_stage(root, "cross_eval", "svm_hog") == 1
+    err = capsys.readouterr().err
+    assert "'synthetic_cnmc' has no unseen image of class 'hem' (3 of its images" in err
+    assert not (root / paths.cross_dir("synthetic")).exists()
+
+
 def test_the_target_decides_segmentation_the_model_decides_how(demo_workspace):
     model_dir = demo_workspace / paths.model_dir("synthetic", "svm_hog")
     key_plain, plain = target_predictor(model_dir, target_segment=False)
