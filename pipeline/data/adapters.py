@@ -25,6 +25,8 @@ CNMC_FOLD = re.compile(r"^fold_(\d+)$")
 ALL_IDB2_NAME = re.compile(r"^Im(?P<number>\d+)_(?P<label>[01])$")
 ALL_IDB2_LABELS = {"1": POSITIVE, "0": NEGATIVE}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Ids name files (<id>.png; <label>_<id>__rot270.png ...), and a file name holds 255 bytes
+MAX_ID = 160
 
 
 @dataclass
@@ -341,8 +343,12 @@ def read_csv(
 
 
 def _safe_id(relative: Path, taken: set[str]) -> str:
-    """A file-name-safe id from a relative path; a hash suffix resolves sanitising collisions."""
+    """A file-name-safe id from a relative path; a hash suffix resolves sanitising collisions
+    and stands for the middle of an id longer than MAX_ID (deeply nested, long names)."""
     base = _UNSAFE.sub("_", "__".join((*relative.parts[:-1], relative.stem)))
+    if len(base) > MAX_ID:
+        digest = hashlib.sha1(str(relative).encode()).hexdigest()[:8]
+        base = f"{base[: MAX_ID // 2 - 5]}_{digest}_{base[-(MAX_ID // 2 - 5) :]}"
     candidate = base
     if candidate in taken:
         candidate = f"{base}_{hashlib.sha1(str(relative).encode()).hexdigest()[:8]}"

@@ -464,3 +464,23 @@ def test_synthetic_reuses_real_layout_readers(tmp_path, write_image, dataset_cfg
 def test_synthetic_needs_a_style(tmp_path, dataset_cfg):
     with pytest.raises(ValueError, match=r"dataset\.style"):
         build_manifest(dataset_cfg(tmp_path, "synthetic", style=None), tmp_path)
+
+
+def test_ids_of_deeply_nested_long_names_stay_short_unique_and_writable(
+    tmp_path, write_image, dataset_cfg
+):
+    """The id names every later file (<id>.png); made of 3 names of 91 characters it was 280,
+    past the 255-byte file-name limit: ingest passed and crop died with a traceback."""
+    long = "x" * 90
+    for seed, label in enumerate(("all", "hem")):
+        for i in range(2):
+            path = tmp_path / label / f"{long}A" / f"{long}B" / f"{long}{i}.png"
+            write_image(path, seed=2 * seed + i)
+    cfg = dataset_cfg(tmp_path, "folder", classes={"all": ["all"], "hem": ["hem"]})
+    frame, _ = build_manifest(cfg, tmp_path)
+    assert frame["id"].is_unique and frame["id"].str.len().max() <= 160
+    assert frame["id"].str.endswith(("x0", "x1")).all()  # the name's end is kept
+    out = tmp_path / "out"
+    out.mkdir()
+    for image_id in frame["id"]:
+        (out / f"all_{image_id}__rot270.png").write_bytes(b"")  # the longest name made of it
