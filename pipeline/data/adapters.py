@@ -200,7 +200,8 @@ def _subject_group(text: str, group_pattern: str | None) -> str | None:
 def read_folder(
     root: Path, classes: Mapping[str, Iterable[str]] | None, group_pattern: str | None = None
 ) -> Listing:
-    """Folder-per-class: `classes` maps 'all'/'hem' to folder names under `root`.
+    """Folder-per-class: `classes` maps 'all'/'hem' to folders under `root`, by name or by
+    path for nested ones (several folds: `fold_1/all`, `fold_2/all`).
 
     Images may be nested anywhere below a class folder. Each image is its own group, unless
     `group_pattern` finds its subject in its path relative to `root` (e.g. a patient folder).
@@ -210,21 +211,17 @@ def read_folder(
     listing.fatal_problems += problems
     if listing.fatal_problems:
         return listing
-    folder_label = {name: label for label, names in mapping.items() for name in names}
-    children = visible_children(root)
-    present = {p.name for p in children if p.is_dir()}
-    unmapped = sorted(present - set(folder_label))
-    listing.file_problems += [
-        f"{root / name}: class folder not mapped in dataset.classes" for name in unmapped
-    ]
-    listing.file_problems += [  # an image there is in no class; a README is not data
-        f"{path}: an image at the dataset root, outside every class folder of dataset.classes"
-        for path in children
-        if not path.is_dir() and is_image(path)
-    ]
+    folder_label = {
+        Path(name).as_posix(): label for label, names in mapping.items() for name in names
+    }
+    listing.fatal_problems += _nested_problems(sorted(folder_label))
+    if listing.fatal_problems:
+        return listing
+    listing.file_problems += _beside_class_folders(root, folder_label)
     listing.fatal_problems += [
         f"{root / name}: folder mapped in dataset.classes is missing"
-        for name in sorted(set(folder_label) - present)
+        for name in sorted(folder_label)
+        if not (root / name).is_dir()
     ]
     ids: set[str] = set()
     for name, label in sorted(folder_label.items()):
@@ -241,6 +238,44 @@ def read_folder(
             subject_text = relative.as_posix() if group_pattern else None
             _add_entry(listing, path, relative, label, subject_text, group_pattern, ids)
     return listing
+
+
+def _nested_problems(names: list[str]) -> list[str]:
+    """Class folders (paths below the root, e.g. 'fold_1/all') that leave the root or lie
+    inside another class folder (its images would be listed under both)."""
+    problems = [
+        f"dataset.classes: {name!r} must be a folder below the root (no '..', not absolute)"
+        for name in names
+        if Path(name).is_absolute() or ".." in Path(name).parts or name in ("", ".")
+    ]
+    problems += [
+        f"dataset.classes: {inner!r} lies inside the class folder {outer!r}"
+        for outer in names
+        for inner in names
+        if inner != outer and Path(inner).is_relative_to(outer)
+    ]
+    return problems
+
+
+def _beside_class_folders(root: Path, class_folders: Iterable[str]) -> list[str]:
+    """What lies beside the class folders, at the root and in each folder on the way to a
+    nested one ('fold_1' of 'fold_1/all'): an unmapped folder, or an image in no class."""
+    mapped = {Path(name) for name in class_folders}
+    on_the_way = {Path(*path.parts[:i]) for path in mapped for i in range(len(path.parts))}
+    problems = []
+    for folder in sorted(on_the_way):
+        if not (root / folder).is_dir():
+            continue
+        for child in visible_children(root / folder):
+            relative = folder / child.name
+            if child.is_dir() and relative not in mapped | on_the_way:
+                problems.append(f"{child}: class folder not mapped in dataset.classes")
+            elif not child.is_dir() and is_image(child):  # a README is not data
+                where = "at the dataset root" if folder == Path() else f"in {folder}"
+                problems.append(
+                    f"{child}: an image {where}, outside every class folder of dataset.classes"
+                )
+    return problems
 
 
 def _add_entry(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -266,6 +267,44 @@ def test_folder_maps_nested_class_folders(tmp_path, write_image, dataset_cfg):
         "blast__x": "all",
     }
     assert frame["group"].tolist() == frame["id"].tolist()
+
+
+def test_folder_class_folders_by_path_below_the_root(tmp_path, write_image, dataset_cfg):
+    """Folds merged by naming nested class folders: they were reported 'missing' (only the
+    root's own children were looked up) and their parents 'not mapped'. What lies beside
+    them on the way (a fold's stray folder or image) is named, as at the root."""
+    root = tmp_path / "training_data"
+    for seed, name in enumerate(["fold_1/all/a.png", "fold_1/hem/h.png", "fold_2/all/b.png"]):
+        write_image(root / name, seed)
+    classes = {"all": ["fold_1/all", "fold_2/all/"], "hem": ["fold_1/hem"]}
+    frame, problems = build_manifest(dataset_cfg(root, "folder", classes=classes), tmp_path)
+    assert problems == []
+    assert frame.set_index("id")["label"].to_dict() == {
+        "fold_1__all__a": "all", "fold_1__hem__h": "hem", "fold_2__all__b": "all"
+    }  # fmt: skip
+    write_image(root / "fold_2" / "extra" / "e.png", 7)
+    write_image(root / "fold_2" / "stray.png", 8)
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "folder", classes=classes), tmp_path)
+    assert str(info.value).count("\n") == 2
+    assert "fold_2/extra: class folder not mapped" in str(info.value)
+    assert "stray.png: an image in fold_2, outside every class folder" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ({"all": ["a"], "hem": ["a/b"]}, "'a/b' lies inside the class folder 'a'"),
+        ({"all": ["../a"], "hem": ["b"]}, "'../a' must be a folder below the root"),
+    ],
+)
+def test_folder_class_folders_inside_another_or_outside_the_root_are_refused(
+    tmp_path, write_image, dataset_cfg, classes, message
+):
+    for seed, name in enumerate(["a/b/x.png", "a/y.png", "b/z.png"]):
+        write_image(tmp_path / "ds" / name, seed)
+    with pytest.raises(BadInputError, match=re.escape(message)):
+        build_manifest(dataset_cfg(tmp_path / "ds", "folder", classes=classes), tmp_path)
 
 
 def test_folder_follows_linked_batches_once_and_ignores_os_clutter(
