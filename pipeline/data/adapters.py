@@ -59,7 +59,7 @@ def visible_below(folder: Path) -> list[Path]:
     folder once, so a link cycle cannot loop."""
     found: list[Path] = []
     walked: set[str] = set()
-    for current, folders, files in os.walk(folder, followlinks=True):
+    for current, folders, files in os.walk(folder, followlinks=True, onerror=_unlisted):
         real = os.path.realpath(current)
         if real in walked:
             folders[:] = []
@@ -68,6 +68,12 @@ def visible_below(folder: Path) -> list[Path]:
         folders[:] = sorted(name for name in folders if not is_hidden(name))
         found += [Path(current) / name for name in files if not is_hidden(name)]
     return sorted(found)
+
+
+def _unlisted(error: OSError) -> None:
+    """A folder that cannot be listed (no permission) stops the walk naming it: `os.walk`
+    alone skips it without a word, and its images would vanish from the dataset."""
+    raise error
 
 
 def check_root(root: Path) -> list[str]:

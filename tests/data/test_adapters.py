@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from pipeline.data import build_manifest
 from pipeline.data.build import merge_duplicate_groups
 from pipeline.io import BadInputError
 from pipeline.manifest import COLUMNS
+from pipeline.stages.common import ENVIRONMENT_ERRNOS
 
 CNMC_FILES = {
     "all": ["UID_11_10_1_all.bmp", "UID_11_10_2_all.bmp", "UID_3_1_1_all.bmp"],
@@ -289,6 +292,25 @@ def test_folder_class_folders_by_path_below_the_root(tmp_path, write_image, data
     assert str(info.value).count("\n") == 2
     assert "fold_2/extra: class folder not mapped" in str(info.value)
     assert "stray.png: an image in fold_2, outside every class folder" in str(info.value)
+
+
+def test_a_folder_that_cannot_be_listed_stops_ingest_naming_it(
+    tmp_path, write_image, dataset_cfg, monkeypatch
+):
+    """os.walk skips an unreadable folder silently: a patient's images vanished."""
+    root = make_folder(tmp_path / "ds", write_image)
+    listing = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "early":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError) as info:
+        build_manifest(dataset_cfg(root, "folder", classes=CLASSES), tmp_path)
+    assert info.value.errno in ENVIRONMENT_ERRNOS  # one line from the stage, no traceback
+    assert info.value.filename == str(root / "Malignant" / "early")
 
 
 @pytest.mark.parametrize(
