@@ -64,8 +64,9 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-# Files an operating system drops into folders: never data, so never a "bad file" either.
-OS_CLUTTER = frozenset({"thumbs.db", "desktop.ini"})
+# Files an operating system drops into folders: never data, so never a "bad file" either
+# (__MACOSX/: the resource forks a zip made on a Mac unpacks beside the data).
+OS_CLUTTER = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 
 
 def is_hidden(name: str) -> bool:

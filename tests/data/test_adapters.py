@@ -346,6 +346,17 @@ def test_folder_follows_linked_batches_once_and_ignores_os_clutter(
     assert len(frame) == 5  # the cycle back into Benign/ adds nothing
 
 
+def test_folder_ignores_the_macos_zip_folder_beside_the_classes(tmp_path, write_image, dataset_cfg):
+    """A zip made on a Mac unpacks __MACOSX/ (resource forks) beside the class folders: it was
+    an unmapped class folder, and ingest stopped on it."""
+    root = make_folder(tmp_path / "ds", write_image)
+    fork = root / "__MACOSX" / "Benign" / "._b1.png"
+    fork.parent.mkdir(parents=True)
+    fork.write_bytes(b"\x00\x05\x16\x07")
+    frame, problems = build_manifest(dataset_cfg(root, "folder", classes=CLASSES), tmp_path)
+    assert problems == [] and len(frame) == 4
+
+
 def test_folder_accepts_omegaconf_section(tmp_path, write_image, dataset_cfg):
     root = make_folder(tmp_path / "ds", write_image)
     cfg = OmegaConf.create(dataset_cfg(root, "folder", classes=CLASSES))
