@@ -29,12 +29,6 @@ def manifest(dataset: str) -> Path:
     return dataset_dir(dataset) / "manifest.csv"
 
 
-def labels_copy(dataset: str) -> Path:
-    """The csv adapter's labels table as ingest last saw it (empty for other adapters): the
-    table may lie outside `dataset.root`, which is all DVC tracks (stage labels_table)."""
-    return dataset_dir(dataset) / "labels_table.csv"
-
-
 def segmented(dataset: str) -> Path:
     return dataset_dir(dataset) / "segmented"
 

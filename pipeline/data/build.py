@@ -49,15 +49,6 @@ def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
     raise ConfigError(f"dataset.adapter: unknown adapter {adapter!r}; known: {ADAPTERS}")
 
 
-def labels_table(dataset: Mapping[str, Any], workspace: Path) -> Path | None:
-    """The csv adapter's labels table (`labels_file`, relative to the root unless absolute,
-    the root relative to `workspace` unless absolute), or None for the other adapters."""
-    if dataset.get("adapter") != "csv" or not dataset.get("labels_file"):
-        return None
-    root = Path(workspace) / dataset["root"]  # an absolute root or table replaces the left part
-    return root / dataset["labels_file"]
-
-
 def inspect_image(path: str) -> tuple[str, str | None]:
     """(sha256, problem or None): decode the file fully so a bad one is caught here.
 
