@@ -281,7 +281,12 @@ def _dataset_problems(ds: DictConfig) -> list[str]:
         shared = set(ds.classes.all) & set(ds.classes.hem)
         if shared:
             problems.append(f"dataset.classes: {sorted(shared)} mapped to both 'all' and 'hem'")
-    readers = {"group_pattern": ("folder", "csv"), "labels_file": ("csv",), "columns": ("csv",)}
+    readers = {
+        "group_pattern": ("folder", "csv"),
+        "labels_file": ("csv",),
+        "image_dir": ("csv",),
+        "columns": ("csv",),
+    }
     problems += [
         f"dataset.{key}: read by the {'/'.join(adapters)} adapter only, not {ds.adapter}"
         for key, adapters in readers.items()

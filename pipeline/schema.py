@@ -31,11 +31,12 @@ class DatasetConfig:
     # folder and csv only: a regex whose named group `subject` reads the subject from the path
     # (csv: from the subject column when named), so no subject spans two splits or folds
     group_pattern: str | None = None
-    labels_file: str | None = None  # csv only: the labels table, relative to root
+    labels_file: str | None = None  # csv only: the labels table, inside root (DVC tracks root)
+    image_dir: str | None = None  # csv only: the folder below root the table's paths start from
     columns: dict[str, str] | None = None  # csv only: path, label and optional subject columns
 
 
-OPTIONAL_DATASET_KEYS = ("style", "group_pattern", "labels_file", "columns")
+OPTIONAL_DATASET_KEYS = ("style", "group_pattern", "labels_file", "image_dir", "columns")
 
 
 @dataclass

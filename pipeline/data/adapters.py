@@ -312,12 +312,14 @@ def read_csv(
     columns: Mapping[str, str] | None,
     classes: Mapping[str, Iterable[str]] | None,
     group_pattern: str | None = None,
+    image_dir: str | None = None,
 ) -> Listing:
-    """A table of labels: `labels_file` (relative to `root`) lists each image's path under
-    `root` and its label, which `classes` maps to 'all'/'hem'. The subject is read from the
-    `subject` column when there is one, else from the path, through `group_pattern` when set;
-    with neither, each image is its own group. Images under `root` the table does not list are
-    file problems too: an unlabelled image is never dropped silently.
+    """A table of labels: `labels_file` (a file inside `root`) lists each image's path under
+    `root / image_dir` and its label, which `classes` maps to 'all'/'hem'. The subject is read
+    from the `subject` column when there is one, else from the path, through `group_pattern`
+    when set; with neither, each image is its own group. Images the table does not list are
+    file problems too: an unlabelled image is never dropped silently. The table must lie inside
+    `root`: DVC tracks the root folder, so an edited label outside it would not re-run ingest.
     """
     listing = Listing(fatal_problems=check_root(root))
     mapping, problems = _class_mapping(classes, "label values")
@@ -327,9 +329,21 @@ def read_csv(
         listing.fatal_problems.append(
             f"dataset.columns must name the table's 'path' and 'label' columns, got {names}"
         )
-    table_path = root / labels_file if labels_file else None
-    if table_path is None or not table_path.is_file():
+    root = Path(os.path.normpath(root))
+    table_path = Path(os.path.normpath(root / labels_file)) if labels_file else None
+    images = Path(os.path.normpath(root / (image_dir or ".")))
+    if table_path is not None and not table_path.is_relative_to(root):
+        listing.fatal_problems.append(
+            f"dataset.labels_file: {table_path} lies outside dataset.root ({root}), which is what "
+            "DVC tracks: an edited label would not re-run ingest. Set root to a folder holding "
+            "both the table and the images, and image_dir to the images' folder below it"
+        )
+    elif table_path is None or not table_path.is_file():
         listing.fatal_problems.append(f"{table_path}: labels table missing (dataset.labels_file)")
+    if root.is_dir() and (not images.is_relative_to(root) or not images.is_dir()):
+        listing.fatal_problems.append(
+            f"dataset.image_dir: {images} is not a folder below dataset.root ({root})"
+        )
     if listing.fatal_problems:
         return listing
     try:
@@ -350,9 +364,9 @@ def read_csv(
     ids: set[str] = set()
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"{table_path.name}:{line}"
-        path = Path(os.path.normpath(root / row[names["path"]]))
-        if not path.is_relative_to(root):
-            listing.file_problems.append(f"{where}: {path} lies outside the root {root}")
+        path = Path(os.path.normpath(images / row[names["path"]]))
+        if not path.is_relative_to(images):
+            listing.file_problems.append(f"{where}: {path} lies outside {images}")
             continue
         if path in listed:
             listing.file_problems.append(
@@ -367,17 +381,17 @@ def read_csv(
                 f"(dataset.classes maps {sorted(value_label)})"
             )
         elif not (path.is_file() and is_image(path)):
-            listing.file_problems.append(f"{where}: {path} is not an image file under the root")
+            listing.file_problems.append(f"{where}: {path} is not an image file under {images}")
         else:
             subject_text = row[names["subject"]] if "subject" in names else None
             if subject_text is None and group_pattern:
                 subject_text = row[names["path"]]
             _add_entry(
-                listing, path, path.relative_to(root), label, subject_text, group_pattern, ids
+                listing, path, path.relative_to(images), label, subject_text, group_pattern, ids
             )
     listing.file_problems += [
         f"{path}: image not listed in {table_path}"
-        for path in visible_below(root)
+        for path in visible_below(images)
         if path.is_file() and is_image(path) and path not in listed
     ]
     return listing

@@ -45,6 +45,7 @@ def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
             dataset.get("columns"),
             dataset.get("classes"),
             dataset.get("group_pattern"),
+            dataset.get("image_dir"),
         )
     raise ConfigError(f"dataset.adapter: unknown adapter {adapter!r}; known: {ADAPTERS}")
 

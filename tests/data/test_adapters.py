@@ -437,16 +437,16 @@ PRELIM = {
     for key, value in yaml.safe_load(
         (conf_dir() / "dataset" / "cnmc_prelim_test.yaml").read_text()
     ).items()
-    if key in ("labels_file", "columns", "classes", "group_pattern")
+    if key in ("labels_file", "image_dir", "columns", "classes", "group_pattern")
 }
 
 
 def make_csv(root: Path, write_image, rows: list[tuple[str, str]]) -> Path:
-    """Images 1.bmp, 2.bmp ... under `root`, one per (Patient_ID, labels) row, and the table
-    where PRELIM's labels_file says (C-NMC's own layout)."""
+    """Images 1.bmp, 2.bmp ... in PRELIM's image_dir below `root`, one per (Patient_ID, labels)
+    row, and the table where PRELIM's labels_file says (C-NMC's own layout)."""
     lines = ["Patient_ID,new_names,labels"]
     for number, (patient, label) in enumerate(rows, start=1):
-        write_image(root / f"{number}.bmp", number)
+        write_image(root / PRELIM["image_dir"] / f"{number}.bmp", number)
         lines.append(f"{patient},{number}.bmp,{label}")
     (root / PRELIM["labels_file"]).write_text("\n".join(lines) + "\n")
     return root
@@ -481,8 +481,8 @@ def test_csv_subject_column_as_it_is_path_pattern_or_one_group_each(
 def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, dataset_cfg):
     rows = [("UID_1_1_1_all.bmp", "1"), ("UID_H2_1_1_hem.bmp", "0"), ("UID_3_1_1_all.bmp", "2")]
     root = make_csv(tmp_path / "t" / "img", write_image, rows)
-    write_image(root / "extra.png", 9)  # an image the table does not label
-    write_image(root / "4.bmp", 10)
+    write_image(root / PRELIM["image_dir"] / "extra.png", 9)  # an image the table does not label
+    write_image(root / PRELIM["image_dir"] / "4.bmp", 10)
     with (root / PRELIM["labels_file"]).open("a") as table:
         table.write("UID_1_1_1_all.bmp,1.bmp,1\n")  # listed twice
         table.write("UID_4_1_1_all.bmp,gone.bmp,1\n")  # no such file
@@ -497,7 +497,7 @@ def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, 
         "listed again (first on line 2)",
         "labels.csv:6:",
         "gone.bmp is not an image file",
-        "escape.bmp lies outside the root",
+        "escape.bmp lies outside",
         "extra.png: image not listed",
         "4.bmp: no subject in 'nobody' by dataset.group_pattern",
     ):
@@ -518,6 +518,25 @@ def test_csv_missing_table_or_column_is_fatal_naming_it(tmp_path, write_image, d
     renamed = PRELIM | {"columns": {"path": "file", "label": "labels"}} | skip
     with pytest.raises(BadInputError, match=r"no column 'file' \(dataset.columns.path\)"):
         build_manifest(dataset_cfg(root, "csv", **renamed), tmp_path)
+
+
+def test_csv_table_outside_the_root_or_a_missing_image_dir_is_fatal_naming_the_key(
+    tmp_path, write_image, dataset_cfg
+):
+    # DVC tracks dataset.root: a table outside it could be edited without re-running ingest
+    rows = [("UID_1_1_1_all.bmp", "1"), ("UID_H2_1_1_hem.bmp", "0")]
+    root = make_csv(tmp_path / "t" / "img", write_image, rows)
+    (root.parent / "outside.csv").write_text((root / PRELIM["labels_file"]).read_text())
+    skip = {"on_bad_file": "skip"}
+    outside = PRELIM | {"labels_file": "../outside.csv"} | skip
+    with pytest.raises(BadInputError, match=r"dataset.labels_file: .*outside.csv lies outside"):
+        build_manifest(dataset_cfg(root, "csv", **outside), tmp_path)
+    with pytest.raises(BadInputError, match=r"dataset.image_dir: .*nothere is not a folder"):
+        build_manifest(
+            dataset_cfg(root, "csv", **PRELIM | {"image_dir": "nothere"} | skip), tmp_path
+        )
+    frame, _ = build_manifest(dataset_cfg(root, "csv", **PRELIM), tmp_path)
+    assert frame["id"].tolist() == ["1", "2"]  # ids start below image_dir
 
 
 # --- synthetic -------------------------------------------------------------------------------

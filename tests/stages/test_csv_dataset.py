@@ -29,7 +29,7 @@ def csv_dataset(tmp_path):
                 assert cv2.imwrite(str(images / name), image)
                 rows.append(f"{name},{diagnosis},{patient}")
     (tmp_path / "my_dataset" / "labels.csv").write_text("\n".join(rows) + "\n")
-    return images
+    return images.parent  # the root: the table and the images folder
 
 
 def test_a_csv_dataset_runs_the_prep_stages_with_patients_kept_whole(tmp_path, csv_dataset):
