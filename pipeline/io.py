@@ -111,12 +111,15 @@ def read_image(path: Path | str) -> np.ndarray:
 
 
 MIN_CELL_SIDE = 8  # px: below this no preprocessing or model can see a cell
+# A stained cell always has bright pixels; an image whose brightest is below this (of 255) is
+# underexposed, or 12-bit data in a 16-bit file, which the 16-bit range maps to 0..16.
+MIN_BRIGHTEST = 32
 
 
 def read_cell_image(path: Path | str) -> np.ndarray:
     """`read_image` for a dataset or prediction input: a decodable image that cannot hold a
-    cell (a few pixels, or one flat colour, e.g. a fully transparent PNG) is refused, since any
-    model would still give it a confident P(ALL)."""
+    cell (a few pixels, one flat colour, e.g. a fully transparent PNG, or nearly black) is
+    refused, since any model would still give it a confident P(ALL)."""
     image = read_image(path)
     height, width = image.shape[:2]
     if min(height, width) < MIN_CELL_SIDE:
@@ -126,6 +129,12 @@ def read_cell_image(path: Path | str) -> np.ndarray:
         )
     if image.min() == image.max():
         raise ImageReadError(f"{path}: blank image (every pixel is {image.flat[0]})")
+    if image.max() < MIN_BRIGHTEST:
+        raise ImageReadError(
+            f"{path}: nearly black (brightest pixel {image.max()} of 255): underexposed, or "
+            "12- or 10-bit data in a 16-bit file (rescaled by the 16-bit range); convert it "
+            "to 8 bits first"
+        )
     return image
 
 

@@ -51,8 +51,14 @@ def test_a_killed_writers_staging_folder_is_removed_and_a_live_ones_kept(tmp_pat
         (np.zeros((4, 40, 3), np.uint8) + np.arange(40, dtype=np.uint8)[None, :, None], "40x4 px"),
         (np.zeros((32, 32, 3), np.uint8), "blank image (every pixel is 0)"),
         (np.zeros((32, 32, 4), np.uint8) + np.arange(32, dtype=np.uint8)[None, :, None], "blank"),
+        # a camera's 12-bit values (0..4095) in a 16-bit PNG: 0..16 once rescaled to 8 bits
+        (
+            np.zeros((32, 32, 3), np.uint16)
+            + np.arange(0, 4096, 128, dtype=np.uint16)[None, :, None],
+            "nearly black (brightest pixel 15 of 255)",
+        ),
     ],
-    ids=["too-small", "black", "fully-transparent"],
+    ids=["too-small", "black", "fully-transparent", "twelve-bit-in-sixteen"],
 )
 def test_an_image_that_cannot_hold_a_cell_is_refused_naming_it(tmp_path, image, message):
     import cv2

@@ -6,6 +6,7 @@ manual masks, summarised as a DVC metrics JSON (mean/median and the worst images
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.io import IMAGE_SUFFIXES, is_hidden
+
+log = logging.getLogger(__name__)
 
 # ALL-IDB2 mask colours in BGR order (as OpenCV reads them).
 BACKGROUND_BGR = (255, 255, 255)
@@ -105,6 +108,17 @@ def unmatched_warning(mask_dir: Path | str, unmatched: Sequence[str]) -> str:
         f"dataset.masks: {len(unmatched)} entries in {mask_dir} match no image (by image id or "
         f"file name; subfolders are not searched) and are not scored: {list(unmatched[:20])}"
     )
+
+
+def check_matches(mask_dir: Path | str, taken: Iterable[tuple[str, Path | str | None]]) -> int:
+    """`taken`: (image id, the mask `find_mask` gave it). Refuse a mask taken by several images,
+    warn naming the masks no image took; returns how many those are."""
+    taken = list(taken)
+    refuse_shared_masks(taken)
+    unmatched = unmatched_masks(mask_dir, [path for _, path in taken if path])
+    if unmatched:
+        log.warning("%s", unmatched_warning(mask_dir, unmatched))
+    return len(unmatched)
 
 
 def refuse_shared_masks(taken: Iterable[tuple[str, Path | str | None]]) -> None:

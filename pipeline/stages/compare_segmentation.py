@@ -26,13 +26,11 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_write_json, atomic_write_text, read_image
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.masks import (
+    check_matches,
     find_mask,
     overlap_row,
     read_gt_mask,
-    refuse_shared_masks,
     score_segmentations,
-    unmatched_masks,
-    unmatched_warning,
 )
 from pipeline.preprocess.segment import segment_cell
 from pipeline.stages.common import log
@@ -69,10 +67,7 @@ def compare(cfg: DictConfig, variants: dict[str, dict[str, Any]] = VARIANTS) -> 
         raise ConfigError(f"dataset.masks: {mask_dir} is not a folder")
     frame, _ = build_manifest(cfg.dataset, workspace)
     taken = [find_mask(mask_dir, row["id"], row["path"]) for row in frame.to_dict("records")]
-    refuse_shared_masks(zip(frame["id"], taken, strict=True))
-    unmatched = unmatched_masks(mask_dir, [path for path in taken if path])
-    if unmatched:
-        log.warning("%s", unmatched_warning(mask_dir, unmatched))
+    check_matches(mask_dir, zip(frame["id"], taken, strict=True))
     rows = []
     for name, changes in variants.items():
         segment_cfg = OmegaConf.merge(cfg.segment, changes)

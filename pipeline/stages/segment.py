@@ -16,13 +16,11 @@ from pipeline.parallel import parallel_map
 from pipeline.preprocess.card import segmentation_card, write_card
 from pipeline.preprocess.masks import (
     MaskError,
+    check_matches,
     find_mask,
     overlap_row,
     read_gt_mask,
-    refuse_shared_masks,
     score_segmentations,
-    unmatched_masks,
-    unmatched_warning,
 )
 from pipeline.preprocess.segment import apply_mask_and_crop, segment_cell
 from pipeline.stages.common import log, stage
@@ -85,7 +83,8 @@ def run(cfg: DictConfig) -> None:
             frame.to_dict("records"),
             desc=f"segment {name} ({cfg.segment.method})",
         )
-        refuse_shared_masks((r["id"], r["truth"]) for r in results)
+        if mask_dir:
+            unmatched = check_matches(mask_dir, ((r["id"], r["truth"]) for r in results))
         bad_masks = [r["mask_error"] for r in results if r["mask_error"]]
         if len(bad_masks) == 1:
             raise MaskError(f"dataset.masks: {bad_masks[0]}")
@@ -114,10 +113,7 @@ def run(cfg: DictConfig) -> None:
                 mask_dir,
             )
         if mask_dir:
-            unmatched = unmatched_masks(mask_dir, [r["truth"] for r in results if r["truth"]])
-            summary["n_masks_unmatched"] = len(unmatched)
-            if unmatched:
-                log.warning("%s", unmatched_warning(mask_dir, unmatched))
+            summary["n_masks_unmatched"] = unmatched
         if scored:
             scores, per_image = score_segmentations(scored)
             summary.update(scores)
