@@ -48,13 +48,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 SUMMARY_KEYS = ("cell_dice_mean", "cell_dice_median", "cell_iou_mean", "nucleus_dice_mean")
 
 
-def _score_one(row: dict, segment_cfg, mask_dir) -> dict | None:
-    truth = find_mask(mask_dir, row["id"], row["path"])
-    if truth is None:
-        return None
+def _score_one(row: dict, segment_cfg) -> dict:
+    """`row`: a manifest row with `truth`, the mask `find_mask` gave it."""
     image = read_image(row["path"])
     seg = segment_cell(image, segment_cfg)
-    return overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(truth, image.shape))
+    return overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(row["truth"], image.shape))
 
 
 def compare(cfg: DictConfig, variants: dict[str, dict[str, Any]] = VARIANTS) -> pd.DataFrame:
@@ -66,22 +64,21 @@ def compare(cfg: DictConfig, variants: dict[str, dict[str, Any]] = VARIANTS) -> 
     if not mask_dir.is_dir():
         raise ConfigError(f"dataset.masks: {mask_dir} is not a folder")
     frame, _ = build_manifest(cfg.dataset, workspace)
-    taken = [find_mask(mask_dir, row["id"], row["path"]) for row in frame.to_dict("records")]
+    records = frame.to_dict("records")
+    taken = [find_mask(mask_dir, row["id"], row["path"]) for row in records]
     check_matches(mask_dir, zip(frame["id"], taken, strict=True))
+    pairs = zip(records, taken, strict=True)
+    with_mask = [{**row, "truth": truth} for row, truth in pairs if truth is not None]
+    if not with_mask:
+        raise ConfigError(f"dataset.masks: no mask in {mask_dir} matches an image id")
     rows = []
     for name, changes in variants.items():
         segment_cfg = OmegaConf.merge(cfg.segment, changes)
-        scored = [
-            r
-            for r in parallel_map(
-                partial(_score_one, segment_cfg=segment_cfg, mask_dir=mask_dir),
-                frame.to_dict("records"),
-                desc=f"segment {cfg.dataset.name} ({name})",
-            )
-            if r is not None
-        ]
-        if not scored:
-            raise ConfigError(f"dataset.masks: no mask in {mask_dir} matches an image id")
+        scored = parallel_map(
+            partial(_score_one, segment_cfg=segment_cfg),
+            with_mask,
+            desc=f"segment {cfg.dataset.name} ({name})",
+        )
         summary, _ = score_segmentations(scored)
         rows.append({"variant": name, **changes, "n_images": len(scored), **summary})
     return pd.DataFrame(rows)
