@@ -179,11 +179,17 @@ def _too_few(what: str, label: str, count: int, parts: int, mixed: int = 0) -> s
     )
 
 
+def _in_mixed_group(labels: pd.Series, groups: pd.Series) -> pd.Series:
+    """Per image: whether its group holds both classes (a subject with cells of both, or one
+    subject name used in both class folders)."""
+    return labels.groupby(groups.to_numpy()).transform("nunique") > 1
+
+
 def require_groups(frame: pd.DataFrame, groups: pd.Series, parts: int, what: str) -> None:
     """One ConfigError naming the first class whose images lie in fewer than `parts` groups,
     counted over the whole of `frame` (before any part is held out)."""
     frame, groups = frame.reset_index(drop=True), groups.reset_index(drop=True)
-    mixed_groups = set(groups[frame.groupby(groups.to_numpy())["label"].transform("nunique") > 1])
+    mixed_groups = set(groups[_in_mixed_group(frame["label"], groups)])
     for label in sorted(frame["label"].unique()):
         holding = set(groups[frame["label"] == label])
         if len(holding) < parts:
@@ -298,11 +304,11 @@ def check_split(frame: pd.DataFrame, group_column: str = "group") -> None:
 def _group_counts(frame: pd.DataFrame, group_column: str) -> str:
     """How many groups hold each class, and how many of them hold both: a class whose images
     sit in groups of the other class's majority gets no part of its own."""
-    labels_per_group = frame.groupby(group_column)["label"].transform("nunique")
+    in_mixed = _in_mixed_group(frame["label"], frame[group_column])
     counts = []
     for label in sorted(frame["label"].unique()):
         of_label = frame["label"] == label
-        mixed = frame.loc[of_label & (labels_per_group > 1), group_column].nunique()
+        mixed = frame.loc[of_label & in_mixed, group_column].nunique()
         counts.append(
             f"class '{label}' lies in {frame.loc[of_label, group_column].nunique()} groups, "
             f"{mixed} of them holding both classes"
