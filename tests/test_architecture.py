@@ -13,6 +13,7 @@ LAYERS: dict[str, int] = {
     "pipeline.predict": 7,
     "pipeline.gate": 7,
     "pipeline.report": 6,
+    "pipeline.runs": 6,
     "pipeline.evaluate": 5,
     "pipeline.inference": 4,
     "pipeline.tracking": 4,

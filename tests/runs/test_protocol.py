@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from pipeline import config, paths
 from pipeline.evaluate import crossval
 from pipeline.labels import called_all, y_true
-from pipeline.stages import protocol
+from pipeline.runs import protocol
 from tests.workspace import cropped_workspace, make_workspace, run_stage
 
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from pipeline import config, tracking
-from pipeline.stages import snapshot
+from pipeline.runs import snapshot
+from pipeline.stages import snapshot as snapshot_cli
 from tests.workspace import make_workspace
 
 
@@ -20,14 +21,14 @@ def test_snapshot_copies_params_lock_and_metrics(tmp_path: Path, capsys) -> None
     root = make_workspace(tmp_path / "ws")
     (root / "dvc.yaml").write_text("stages: {}\n")
     with contextlib.chdir(root):
-        assert snapshot.main(["first"]) == 2
+        assert snapshot_cli.main(["first"]) == 2
         assert "dvc.lock" in capsys.readouterr().err
         assert not Path("reports/experiments/first").exists()
         Path("dvc.lock").write_text("schema: '2.0'\n")
         metrics = Path("reports/metrics/synthetic")
         metrics.mkdir(parents=True)
         (metrics / "svm_hog.json").write_text('{"accuracy": 0.7}')
-        assert snapshot.main(["first"]) == 0
+        assert snapshot_cli.main(["first"]) == 0
         out = Path("reports/experiments/first")
         assert (out / "params.yaml").read_text() == Path("params.yaml").read_text()
         assert (out / "dvc.lock").read_text() == "schema: '2.0'\n"
@@ -35,13 +36,13 @@ def test_snapshot_copies_params_lock_and_metrics(tmp_path: Path, capsys) -> None
         provenance = json.loads((out / "provenance.json").read_text())
         assert provenance["dataset"] == "synthetic" and provenance["experiment"] == "first"
         # a published snapshot is replaced only when asked; a name is one folder, never a path
-        assert snapshot.main(["first"]) == 2
+        assert snapshot_cli.main(["first"]) == 2
         assert "a published snapshot exists; --force replaces it" in capsys.readouterr().err
         (metrics / "svm_hog.json").write_text('{"accuracy": 0.8}')
-        assert snapshot.main(["first", "--force"]) == 0
+        assert snapshot_cli.main(["first", "--force"]) == 0
         assert json.loads((out / "metrics" / "svm_hog.json").read_text()) == {"accuracy": 0.8}
         for bad in ("", ".", "../escaped", "a/b"):
-            assert snapshot.main([bad]) == 2
+            assert snapshot_cli.main([bad]) == 2
             assert "names a folder" in capsys.readouterr().err
         assert sorted(p.name for p in Path("reports/experiments").iterdir()) == ["first"]
         assert not Path("reports/escaped").exists()
@@ -57,7 +58,7 @@ def test_a_snapshot_does_not_wait_for_an_unreachable_tracking_server(
         Path("dvc.lock").write_text("schema: '2.0'\n")
         Path("reports/metrics/synthetic").mkdir(parents=True)
         (Path("reports/metrics/synthetic") / "svm_hog.json").write_text('{"accuracy": 0.7}')
-        assert snapshot.main(["offline"]) == 0
+        assert snapshot_cli.main(["offline"]) == 0
     provenance = json.loads((root / "reports/experiments/offline/provenance.json").read_text())
     assert provenance["wall_minutes"] is None
 
@@ -83,12 +84,12 @@ def test_a_snapshot_of_some_stages_keeps_only_their_lock_entries_and_files(
         stages = {name: {"cmd": name, "outs": [{"path": p} for p in outs]}
                   for name, outs in out_of.items()}  # fmt: skip
         Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
-        assert snapshot.main(["cv", "--stages", "nothing@*"]) == 2
+        assert snapshot_cli.main(["cv", "--stages", "nothing@*"]) == 2
         assert "nothing@*" in capsys.readouterr().err
         cfg = config.load(Path("params.yaml"))
         with tracking.start_run(cfg, dataset="synthetic", model="svm_hog", stage="cv@svm_hog"):
             pass  # what cv@svm_hog logged; evaluate@svm_hog logged nothing here
-        assert snapshot.main(["cv", "--stages", "cv@*", "--note", "shared machine"]) == 0
+        assert snapshot_cli.main(["cv", "--stages", "cv@*", "--note", "shared machine"]) == 0
         out = Path("reports/experiments/cv")
         assert capsys.readouterr().out == f"snapshot: wrote {out.resolve()}\n"  # not staging
         assert set(yaml.safe_load((out / "dvc.lock").read_text())["stages"]) == {"cv@svm_hog"}
@@ -130,25 +131,25 @@ def test_a_snapshot_refuses_outputs_or_params_its_lock_did_not_produce(
             "cv@svm_hog": {"outs": [{"path": str(cv_folder), "md5": snapshot._md5(cv_folder)}]},
         }
         Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
-        assert snapshot.main(["ok", "--stages", "evaluate@*"]) == 0
+        assert snapshot_cli.main(["ok", "--stages", "evaluate@*"]) == 0
         capsys.readouterr()
         experiments = Path("reports/experiments")
         params = Path("params.yaml").read_text()
         Path("params.yaml").write_text(params.replace(f"seed: {seed}\n", "seed: 12345\n"))
-        assert snapshot.main(["seed"]) == 2
+        assert snapshot_cli.main(["seed"]) == 2
         err = capsys.readouterr().err
         assert f"params.yaml: seed is 12345, but dvc.lock's evaluate@svm_hog ran with {seed}" in err
         assert "dvc repro" in err
         Path("params.yaml").write_text(params)
         metrics.write_text('{"accuracy": 0.9}')
         for argv in (["edited"], ["edited", "--stages", "evaluate@svm_hog"]):
-            assert snapshot.main(argv) == 2
+            assert snapshot_cli.main(argv) == 2
             assert f"{metrics}: md5 {_md5(metrics)} is not the {outs[0]['md5']}" in (
                 capsys.readouterr().err
             )
         metrics.write_text('{"accuracy": 0.7}')
         (cv_folder / "predictions.csv").write_text("id,p_all\n1,0.5\n")
-        assert snapshot.main(["edited"]) == 2
+        assert snapshot_cli.main(["edited"]) == 2
         assert f"{cv_folder}: md5 " in capsys.readouterr().err  # a folder out, as a whole
         assert sorted(p.name for p in experiments.iterdir()) == ["ok"]
 

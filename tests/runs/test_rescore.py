@@ -16,7 +16,8 @@ import yaml
 from pipeline.evaluate import crossval
 from pipeline.evaluate.metrics import compute_metrics
 from pipeline.io import dvc_dir_md5
-from pipeline.stages import rescore
+from pipeline.runs import rescore
+from pipeline.stages import rescore as rescore_cli
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = {
@@ -159,17 +160,17 @@ def test_what_rescore_cannot_do_is_said_with_exit_2(tmp_path, capsys, monkeypatc
     elsewhere = tmp_path / "copy"
     elsewhere.mkdir()
     (elsewhere / "run").symlink_to(snapshot)
-    assert rescore.main([str(elsewhere / "run")]) == 0  # a link into this workspace is fine
+    assert rescore_cli.main([str(elsewhere / "run")]) == 0  # a link into this workspace is fine
     capsys.readouterr()
     outside = tmp_path / "outside"
     (outside / "run").mkdir(parents=True)
-    assert rescore.main([str(outside / "run")]) == 2
+    assert rescore_cli.main([str(outside / "run")]) == 2
     assert "not in this workspace" in capsys.readouterr().err
     (snapshot / "dvc.lock").write_text(yaml.safe_dump({"stages": {}}))
-    assert rescore.main([str(snapshot)]) == 2
+    assert rescore_cli.main([str(snapshot)]) == 2
     assert "no test-split, cross-dataset or CV metrics" in capsys.readouterr().err
     (snapshot / "dvc.lock").write_text("stages: [unclosed\n")
-    assert rescore.main([str(snapshot)]) == 2
+    assert rescore_cli.main([str(snapshot)]) == 2
     assert "dvc.lock: not valid YAML" in capsys.readouterr().err
 
 
@@ -183,10 +184,10 @@ def test_a_path_that_is_no_snapshot_folder_is_said_in_one_line(tmp_path, capsys,
         ("README.md", "README.md: not a snapshot folder"),
         ("reports/experiments", "experiments: not a snapshot folder"),
     ]:
-        assert rescore.main([path]) == 2
+        assert rescore_cli.main([path]) == 2
         err = capsys.readouterr().err
         assert said in err and len(err.splitlines()) == 1, err
-    assert rescore.main([str(snapshot)]) == 0
+    assert rescore_cli.main([str(snapshot)]) == 0
 
 
 def committed_runs() -> list[Path]:
