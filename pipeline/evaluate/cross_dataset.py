@@ -7,6 +7,7 @@ model's own, as recorded in its preprocessing card at training time.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,16 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline.config import ConfigError, compose, conf_dir
+from pipeline.config import ConfigError, compose, conf_dir, workspace_root
+from pipeline.data import build_manifest
+from pipeline.evaluate.metrics import compute_metrics, metrics_args
 from pipeline.inference import Predictor
-from pipeline.io import read_image
-from pipeline.labels import CLASSES
+from pipeline.io import atomic_write_json, read_image
+from pipeline.labels import CLASSES, y_true
 from pipeline.models.base import load_model
 from pipeline.preprocess.card import read_card
+
+log = logging.getLogger(__name__)
 
 
 def target_dataset(name: str, roots: Mapping[str, str] | None = None) -> DictConfig:
@@ -109,3 +114,63 @@ def cross_predict(
     for name in model_dirs:
         out[name] = np.concatenate(scores[name]) if scores[name] else np.array([])
     return out
+
+
+def check_roots(cfg: DictConfig) -> None:
+    """A `cross.roots` name that is not a target is a misspelling: its target would silently
+    read its default root."""
+    stray = sorted(set(cfg.cross.roots) - set(cfg.cross.targets))
+    if stray:
+        raise ConfigError(
+            f"cross.roots.{stray[0]}: not one of cross.targets {list(cfg.cross.targets)}; "
+            "a root is only read for a target (check the spelling, or add it to cross.targets)"
+        )
+
+
+def evaluate_target(
+    cfg: DictConfig,
+    target_name: str,
+    model_dirs: Mapping[str, Path],
+    training: pd.DataFrame,
+    out: Path,
+) -> bool:
+    """Every model of `model_dirs` (trained on `cfg.dataset`, whose manifest is `training`)
+    scored on the target: `out/predictions.csv` and one metrics JSON per model. False (nothing
+    written) when the target's root is missing and `cross.on_missing` is `skip`."""
+    target = target_dataset(target_name, cfg.cross.roots)
+    root = dataset_root(target, workspace_root())
+    if not root.exists():
+        problem = (
+            f"cross.targets: target {target_name!r}: dataset root {root} does not exist "
+            f"(set +cross.roots.{target_name}=<path>, or cross.on_missing=skip)"
+        )
+        if cfg.cross.on_missing == "error":
+            raise FileNotFoundError(problem)
+        log.warning("skipped: %s", problem)
+        return False
+    dataset = cfg.dataset.name
+    frame, problems = build_manifest(target, workspace_root())
+    if problems:
+        log.warning("%s: %d bad files skipped", target_name, len(problems))
+    frame, seen = drop_training_images(frame, training)
+    require_unseen_classes(frame, seen, target_name, dataset)
+    if seen:
+        log.warning(
+            "%s: %d images byte-identical to %s's are left out (seen in training)",
+            target_name, seen, dataset,
+        )  # fmt: skip
+    predictions = cross_predict(model_dirs, frame, target.segment)
+    out.mkdir(parents=True)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    y = y_true(predictions["label"])
+    for name in model_dirs:
+        metrics = compute_metrics(
+            y, predictions[name], groups=predictions["group"].to_numpy(), **metrics_args(cfg)
+        )
+        metrics["n_left_out_seen_in_training"] = seen
+        atomic_write_json(out / f"{name}.json", metrics)
+        log.info(
+            "%s -> %s %s: accuracy %.3f, ROC-AUC %s on %d images",
+            dataset, target_name, name, metrics["accuracy"], metrics["roc_auc"], metrics["n"],
+        )  # fmt: skip
+    return True
