@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "pipeline.io": 1,
     "pipeline.paths": 1,
     "pipeline.manifest": 1,
+    "pipeline.members": 1,
     "pipeline.labels": 1,
     "pipeline.parallel": 1,
     "pipeline": 1,

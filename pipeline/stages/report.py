@@ -15,7 +15,7 @@ from pipeline.report.collect import SPLIT_SECTION, collect_metrics, extra_sectio
 from pipeline.report.table import build_table, write_report
 from pipeline.stages.common import log, stage
 
-ENSEMBLE = "ensemble"  # pipeline.stages.ensemble.NAME (importing that module loads torch)
+ENSEMBLE = "ensemble"  # pipeline.evaluate.ensemble.NAME (importing that module loads torch)
 
 
 def data_digest(dataset: str) -> str | None:
