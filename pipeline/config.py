@@ -112,7 +112,29 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     except yaml.YAMLError as exc:  # its message names the file, line and column
         raise ConfigError(f"a conf/ file is not valid YAML: {' '.join(str(exc).split())}") from None
     validate(cfg)
+    declared_by = datasets_named(cfg.dataset.name)
+    if len(declared_by) > 1:  # a copied YAML that kept the original's name
+        files = " and ".join(f"conf/dataset/{path.name}" for path in declared_by)
+        raise ConfigError(
+            f"dataset.name: {files} both declare {cfg.dataset.name!r}; datasets sharing a "
+            "name share models/, artifacts/, reports/ and an MLflow experiment, each "
+            "overwriting the other's: give each its own name"
+        )
     return cfg
+
+
+def datasets_named(name: str) -> list[Path]:
+    """The conf/dataset files whose `name` is `name` (a file that is not valid YAML is left
+    to Hydra, which names it when it is composed)."""
+    found = []
+    for path in sorted((conf_dir() / "dataset").glob("*.yaml")):
+        try:
+            declared = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(declared, dict) and str(declared.get("name")) == str(name):
+            found.append(path)
+    return found
 
 
 def to_yaml(cfg: DictConfig) -> str:

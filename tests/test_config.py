@@ -312,3 +312,24 @@ def test_a_dataset_file_missing_keys_names_them_and_what_to_do(tmp_path, monkeyp
 def test_an_ensemble_member_that_is_no_model_is_refused():
     with pytest.raises(ConfigError, match=r"ensemble.members: \['nope'\] not in models"):
         compose(["ensemble.members=[svm_hog,nope]"])
+
+
+def test_a_copied_dataset_yaml_that_keeps_the_original_name_is_refused(tmp_path, monkeypatch):
+    """Two datasets with one name would overwrite each other's models, reports and runs."""
+    import shutil
+
+    import pipeline.config
+
+    conf = shutil.copytree(conf_dir(), tmp_path / "conf")
+    monkeypatch.setattr(pipeline.config, "conf_dir", lambda: conf)
+    original = (conf / "dataset" / "folder_example.yaml").read_text()
+    (conf / "dataset" / "my_cells.yaml").write_text(original)
+    for chosen in ("my_cells", "folder_example"):  # the clash is there whichever is run
+        with pytest.raises(
+            ConfigError, match=r"folder_example\.yaml and conf/dataset/my_cells\.yaml both"
+        ):
+            compose([f"dataset={chosen}"])
+    renamed = original.replace("name: folder_example", "name: my_cells")
+    assert renamed != original
+    (conf / "dataset" / "my_cells.yaml").write_text(renamed)
+    assert compose(["dataset=my_cells"]).dataset.name == "my_cells"
