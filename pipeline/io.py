@@ -92,6 +92,10 @@ def read_json_object(path: Path | str, what: str = "a JSON object") -> dict[str,
     return content
 
 
+# Classic and BigTIFF, either byte order: the formats that hold several pages in one file.
+TIFF_SIGNATURES = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
+
+
 def read_image(path: Path | str) -> np.ndarray:
     """Read any supported image as 8-bit RGB (H, W, 3), whatever its mode on disk.
 
@@ -107,6 +111,11 @@ def read_image(path: Path | str) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if bytes(data[:4]) in TIFF_SIGNATURES and (pages := cv2.imcount(str(path))) > 1:
+        raise ImageReadError(  # OpenCV would decode the first page alone, silently
+            f"{path}: a TIFF of {pages} pages (a stack or several channels); which page holds "
+            "the cell is not known: save that page as an image of its own"
+        )
     return to_rgb8(image, source=path)
 
 

@@ -133,3 +133,20 @@ def test_a_block_that_writes_nothing_fails_and_leaves_the_target(tmp_path):
         pass
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_multi_page_tiff_is_refused_naming_it_and_a_one_page_tiff_is_read(tmp_path):
+    """OpenCV decodes a TIFF stack's first page alone: the cell may be on another page."""
+    import cv2
+
+    from pipeline.io import ImageReadError, read_image
+
+    rng = np.random.default_rng(0)
+    pages = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(3)]
+    stack = tmp_path / "stack.tif"
+    assert cv2.imwritemulti(str(stack), pages)
+    with pytest.raises(ImageReadError, match=r"stack\.tif: a TIFF of 3 pages"):
+        read_image(stack)
+    single = tmp_path / "single.tiff"
+    assert cv2.imwrite(str(single), pages[0])
+    assert (read_image(single) == pages[0][:, :, ::-1]).all()  # BGR on disk, RGB read
