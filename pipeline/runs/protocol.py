@@ -278,9 +278,9 @@ def compare_model(
     }
 
 
-def write_record(record: Mapping[str, Any]) -> pd.DataFrame:
+def write_record(dataset: str, record: Mapping[str, Any]) -> pd.DataFrame:
     """`reports/protocol/<dataset>.{json,csv,md}` from the record; returns the table."""
-    out = protocol_path(record["dataset"])
+    out = protocol_path(dataset)
     table = protocol_table({m: {g: v[g] for g in PROTOCOLS} for m, v in record["models"].items()})
     atomic_write_json(out.with_suffix(".json"), record)
     atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))

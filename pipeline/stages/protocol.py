@@ -38,7 +38,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
     record = read_record(dataset)
     for name in model_names:
         record["models"][name] = compare_model(cfg, name, frame, record["models"])
-        table = write_record(record)  # after each model: none is lost
+        table = write_record(dataset, record)  # after each model: none is lost
     log.info(
         "protocol comparison written to %s.{json,csv,md}:\n%s",
         protocol_path(dataset),
