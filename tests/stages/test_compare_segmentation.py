@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.preprocess import segment_dataset
 from pipeline.stages import compare_segmentation
 from tests.workspace import TINY_OVERRIDES, make_workspace, run_stage
 
@@ -19,7 +20,7 @@ def test_every_variant_is_scored_against_the_masks(tmp_path: Path, monkeypatch, 
     with contextlib.chdir(root):
         assert compare_segmentation.main(list(TINY_OVERRIDES)) == 0
         table = pd.read_csv("reports/segmentation/synthetic.csv")
-        assert table["variant"].tolist() == list(compare_segmentation.VARIANTS)
+        assert table["variant"].tolist() == list(segment_dataset.VARIANTS)
         assert (table["n_images"] > 0).all()
         assert table["cell_dice_mean"].between(0, 1).all()
         assert compare_segmentation.main([*TINY_OVERRIDES, "dataset.masks=null"]) == 2
