@@ -112,14 +112,6 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     except yaml.YAMLError as exc:  # its message names the file, line and column
         raise ConfigError(f"a conf/ file is not valid YAML: {' '.join(str(exc).split())}") from None
     validate(cfg)
-    declared_by = datasets_named(cfg.dataset.name)
-    if len(declared_by) > 1:  # a copied YAML that kept the original's name
-        files = " and ".join(f"conf/dataset/{path.name}" for path in declared_by)
-        raise ConfigError(
-            f"dataset.name: {files} both declare {cfg.dataset.name!r}; datasets sharing a "
-            "name share models/, artifacts/, reports/ and an MLflow experiment, each "
-            "overwriting the other's: give each its own name"
-        )
     return cfg
 
 
@@ -283,6 +275,14 @@ def _dataset_problems(ds: DictConfig) -> list[str]:
     problems = []
     if not PLAIN_NAME.fullmatch(str(ds.name)):
         problems.append(f"dataset.name: {ds.name!r} names output folders; {PLAIN_NAME_RULE}")
+    declared_by = datasets_named(ds.name)
+    if len(declared_by) > 1:  # a copied YAML that kept the original's name
+        files = " and ".join(f"conf/dataset/{path.name}" for path in declared_by)
+        problems.append(
+            f"dataset.name: {files} both declare {ds.name!r}; datasets sharing a name share "
+            "models/, artifacts/, reports/ and an MLflow experiment, each overwriting the "
+            "other's: give each its own name"
+        )
     if not str(ds.root).strip():
         problems.append(
             "dataset.root: empty; name the dataset's folder (relative to the repository)"

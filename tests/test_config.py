@@ -319,11 +319,17 @@ def test_a_copied_dataset_yaml_that_keeps_the_original_name_is_refused(tmp_path,
     import shutil
 
     import pipeline.config
+    from pipeline.config import load, write_params
 
     conf = shutil.copytree(conf_dir(), tmp_path / "conf")
     monkeypatch.setattr(pipeline.config, "conf_dir", lambda: conf)
+    params = write_params(tmp_path / "params.yaml", ["dataset=folder_example"])
     original = (conf / "dataset" / "folder_example.yaml").read_text()
     (conf / "dataset" / "my_cells.yaml").write_text(original)
+    # `dvc exp run -S dataset=...` composes params.yaml with DVC's own Hydra: every stage's
+    # reading of it must refuse the clash, not only our compose
+    with pytest.raises(ConfigError, match=r"folder_example\.yaml and conf/dataset/my_cells\.yaml"):
+        load(params)
     for chosen in ("my_cells", "folder_example"):  # the clash is there whichever is run
         with pytest.raises(
             ConfigError, match=r"folder_example\.yaml and conf/dataset/my_cells\.yaml both"
