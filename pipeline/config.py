@@ -37,6 +37,17 @@ DEVICE_RULE = "expected auto, cpu, mps, cuda, cuda:N or GPU ids like '0,1'"
 # path component, so it can neither escape its parent folder nor stand for the parent itself.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 PLAIN_NAME_RULE = "use letters, digits, '_', '.' or '-' (no '/', no spaces, no leading '.')"
+# The regions a ground-truth mask may draw (`dataset.mask_code`); a mask without a nucleus
+# colour draws the whole cell in its cytoplasm colour, and its nuclei go unscored.
+MASK_REGIONS = ("background", "cytoplasm", "nucleus")
+# ALL-IDB2's ground-truth colours, RGB: white background, blue cytoplasm, cyan nucleus; what
+# `dataset.mask_code: null` means.
+ALL_IDB2_MASK_CODE = {
+    "background": (255, 255, 255),
+    "cytoplasm": (0, 0, 255),
+    "nucleus": (0, 255, 255),
+}
+MASK_COLOUR_RULE = "[R, G, B] or one grey level (a label map's 0, 1, 2), each 0..255"
 CROP_RULES = ("bbox", "fraction")
 AUGMENT_OPS = ("hflip", "vflip", "rot90", "rot180", "rot270")
 SPLITS = ("train", "val", "test")
@@ -323,6 +334,10 @@ def _dataset_problems(ds: DictConfig) -> list[str]:
                 "dataset.columns: must name the table's 'path' and 'label' columns "
                 f"(and optionally 'subject'), got {sorted(columns)}"
             )
+    try:
+        mask_colours(ds.mask_code)
+    except ConfigError as exc:
+        problems.append(str(exc))
     if ds.group_pattern is not None:
         try:
             pattern = re.compile(ds.group_pattern)
@@ -335,6 +350,45 @@ def _dataset_problems(ds: DictConfig) -> list[str]:
                     f"got {ds.group_pattern!r}"
                 )
     return problems
+
+
+def mask_colours(spec: Any) -> dict[str, tuple[int, int, int] | None]:
+    """`dataset.mask_code` as an RGB colour per region of `MASK_REGIONS` (nucleus None where the
+    masks draw no nucleus); null is ALL-IDB2's code. Raises ConfigError naming the key."""
+    if spec is None:
+        return dict(ALL_IDB2_MASK_CODE)
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"dataset.mask_code: maps {list(MASK_REGIONS)} to colours, got {spec!r}")
+    unknown = sorted(set(map(str, spec)) - set(MASK_REGIONS))
+    if unknown:
+        raise ConfigError(
+            f"dataset.mask_code: unknown regions {unknown}; known: {list(MASK_REGIONS)}"
+        )
+    colours: dict[str, tuple[int, int, int] | None] = {}
+    for region in MASK_REGIONS:
+        value = spec.get(region)
+        if value is None and region == "nucleus":
+            colours[region] = None
+            continue
+        if value is None:
+            raise ConfigError(f"dataset.mask_code.{region}: missing; a colour, {MASK_COLOUR_RULE}")
+        channels = [value] * 3 if not isinstance(value, list | tuple) else list(value)
+        if len(channels) != 3 or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in channels
+        ):
+            raise ConfigError(
+                f"dataset.mask_code.{region}: {value!r} is not a colour; {MASK_COLOUR_RULE}"
+            )
+        colours[region] = (channels[0], channels[1], channels[2])
+    drawn = [region for region, colour in colours.items() if colour is not None]
+    shared = [
+        (a, b) for i, a in enumerate(drawn) for b in drawn[i + 1 :] if colours[a] == colours[b]
+    ]
+    if shared:
+        raise ConfigError(f"dataset.mask_code: {shared[0][0]} and {shared[0][1]} share one colour")
+    return colours
 
 
 def parse_device(spec: str | int) -> tuple[str, tuple[int, ...]]:

@@ -4,7 +4,7 @@ Merging the composed config into these dataclasses is what makes a misspelt key 
 the wrong type fail at start-up, naming the full key, instead of being silently ignored. Every
 default lives in the YAML under conf/ (the paper's values, documented there): a field here is
 MISSING, so a key that conf/ forgets to set fails loudly too. The optional keys are the dataset
-keys of one adapter only (`OPTIONAL_DATASET_KEYS`).
+keys of one adapter, or of datasets with masks, only (`OPTIONAL_DATASET_KEYS`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,18 @@ class DatasetConfig:
     labels_file: str | None = None  # csv only: the labels table, inside root (DVC tracks root)
     image_dir: str | None = None  # csv only: the folder below root the table's paths start from
     columns: dict[str, str] | None = None  # csv only: path, label and optional subject columns
+    # with masks only: the masks' colour per region (config.mask_colours); null = ALL-IDB2's
+    mask_code: dict[str, Any] | None = None
 
 
-OPTIONAL_DATASET_KEYS = ("style", "group_pattern", "labels_file", "image_dir", "columns")
+OPTIONAL_DATASET_KEYS = (
+    "style",
+    "group_pattern",
+    "labels_file",
+    "image_dir",
+    "columns",
+    "mask_code",
+)
 
 
 @dataclass

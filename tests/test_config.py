@@ -5,10 +5,12 @@ import yaml
 from omegaconf import open_dict
 
 from pipeline.config import (
+    ALL_IDB2_MASK_CODE,
     ConfigError,
     compose,
     conf_dir,
     load,
+    mask_colours,
     params_in_sync,
     tracking_home,
     validate,
@@ -167,6 +169,22 @@ def test_invalid_values_fail_naming_the_key(override, message):
         ("csv_example", {"classes": {"all": ["1"], "hem": [""]}}, "dataset.classes.hem: maps to"),
         ("csv_example", {"classes": {"all": ["1", "0"], "hem": ["0"]}}, "['0'] mapped to both"),
         ("folder_example", {"root": ""}, "dataset.root: empty"),
+        ("all_idb2", {"mask_code": {"background": 0}}, "dataset.mask_code.cytoplasm: missing"),
+        (
+            "all_idb2",
+            {"mask_code": {"background": 0, "cytoplasm": 1, "nuclei": 2}},
+            "dataset.mask_code: unknown regions ['nuclei']",
+        ),
+        (
+            "all_idb2",
+            {"mask_code": {"background": 0, "cytoplasm": [0, 0, 256]}},
+            "dataset.mask_code.cytoplasm: [0, 0, 256] is not a colour",
+        ),
+        (
+            "all_idb2",
+            {"mask_code": {"background": [0, 0, 0], "cytoplasm": 0}},
+            "background and cytoplasm share one colour",
+        ),
     ],
 )
 def test_adapter_keys_are_checked_naming_the_key(dataset, changes, message):
@@ -177,6 +195,16 @@ def test_adapter_keys_are_checked_naming_the_key(dataset, changes, message):
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     assert message in str(info.value)
+
+
+def test_a_mask_code_reads_as_rgb_per_region_and_null_is_all_idb2s():
+    assert mask_colours(None) == ALL_IDB2_MASK_CODE
+    label_map = mask_colours({"background": 0, "cytoplasm": 1, "nucleus": 2})
+    assert label_map == {"background": (0, 0, 0), "cytoplasm": (1, 1, 1), "nucleus": (2, 2, 2)}
+    binary = mask_colours({"background": 0, "cytoplasm": [255, 255, 255]})
+    assert binary["nucleus"] is None
+    cfg = compose(["dataset=all_idb2", "dataset.mask_code={background:0,cytoplasm:255}"])
+    assert mask_colours(cfg.dataset.mask_code)["cytoplasm"] == (255, 255, 255)
 
 
 def test_tracking_home_sees_through_dvc_temp_experiments_but_the_workspace_does_not(

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.config import ALL_IDB2_MASK_CODE
 from pipeline.io import atomic_path, write_image
 from pipeline.parallel import parallel_map
 
@@ -44,10 +45,6 @@ RED_CELL_CENTRE = (0.87, 0.76, 0.77)
 CYTOPLASM = (0.66, 0.64, 0.83)
 NUCLEUS = (0.42, 0.24, 0.62)
 NUCLEOLUS = (0.58, 0.45, 0.74)
-# ALL-IDB2 mask colour code, RGB (OpenCV reads nucleus as BGR (255,255,0), cytoplasm (255,0,0)).
-MASK_NUCLEUS = (0, 255, 255)
-MASK_CYTOPLASM = (0, 0, 255)
-MASK_BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -214,9 +211,9 @@ def render(job: Job) -> tuple[np.ndarray, np.ndarray | None]:
         image[~cell] = 0
         return to_uint8(image), None
     mask = np.empty((side, side, 3), np.uint8)
-    mask[:] = MASK_BACKGROUND
-    mask[cell] = MASK_CYTOPLASM
-    mask[nucleus] = MASK_NUCLEUS
+    mask[:] = ALL_IDB2_MASK_CODE["background"]
+    mask[cell] = ALL_IDB2_MASK_CODE["cytoplasm"]
+    mask[nucleus] = ALL_IDB2_MASK_CODE["nucleus"]
     return to_uint8(image), mask
 
 

@@ -1,4 +1,5 @@
-"""Ground-truth segmentation masks (ALL-IDB2 colour code) and overlap scores.
+"""Ground-truth segmentation masks (a colour per region, `dataset.mask_code`; ALL-IDB2's by
+default) and overlap scores.
 
 The masks measure how well `segment.py` finds the cell: Dice/IoU per image against the
 manual masks, summarised as a DVC metrics JSON (mean/median and the worst images).
@@ -15,16 +16,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.config import ALL_IDB2_MASK_CODE
 from pipeline.errors import PipelineError
 from pipeline.io import IMAGE_SUFFIXES, is_hidden
 
 log = logging.getLogger(__name__)
 
-# ALL-IDB2 mask colours in BGR order (as OpenCV reads them).
-BACKGROUND_BGR = (255, 255, 255)
-NUCLEUS_BGR = (255, 255, 0)
-CYTOPLASM_BGR = (255, 0, 0)
-_PALETTE = np.array([BACKGROUND_BGR, NUCLEUS_BGR, CYTOPLASM_BGR], dtype=np.int32)
+MaskColours = Mapping[str, tuple[int, int, int] | None]  # region -> RGB (config.mask_colours)
 # A pixel farther than this (Euclidean, 0..255 units) from every code colour is not a code colour.
 _MAX_COLOUR_DISTANCE = 100.0
 # Share of pixels that may be off-palette (JPEG ringing, antialiasing) before the file is rejected.
@@ -41,25 +39,32 @@ class MaskError(PipelineError, ValueError):
     """A ground-truth mask cannot be read or does not follow the colour code; names the file."""
 
 
-def read_gt_mask(path: Path | str, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Read an ALL-IDB2 colour mask as (whole cell, nucleus) boolean masks of size `shape[:2]`.
+def read_gt_mask(
+    path: Path | str, shape: tuple[int, ...], colours: MaskColours = ALL_IDB2_MASK_CODE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a colour-coded mask as (whole cell, nucleus) boolean masks of size `shape[:2]`.
 
-    Each pixel takes its nearest code colour, so compression noise does not matter; the
-    mask is resized with nearest neighbour because it is drawn at the original resolution.
+    `colours`: each region's RGB colour (`config.mask_colours`; a grey level is read as grey, so
+    label maps work too). Each pixel takes its nearest code colour, so compression noise does
+    not matter; the mask is resized with nearest neighbour because it is drawn at the original
+    resolution. Masks without a nucleus colour give an empty nucleus (left unscored).
     """
     path = Path(path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.empty(0, np.uint8)
     mask = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if mask is None:
         raise MaskError(f"{path}: not a readable mask image")
+    regions = [region for region, colour in colours.items() if colour is not None]
+    palette = np.array([colours[region][::-1] for region in regions], np.int32)  # BGR, as read
     pixels = mask.reshape(-1, 1, 3).astype(np.int32)
-    distance = np.sqrt(((pixels - _PALETTE[None]) ** 2).sum(axis=2))
+    distance = np.sqrt(((pixels - palette[None]) ** 2).sum(axis=2))
     label = distance.argmin(axis=1)
     off_palette = float((distance.min(axis=1) > _MAX_COLOUR_DISTANCE).mean())
     if off_palette > _MAX_OFF_PALETTE:
+        code = ", ".join(f"{region} {list(colours[region])}" for region in regions)
         raise MaskError(
-            f"{path}: {off_palette:.0%} of pixels are none of the mask colours "
-            "(BGR white background, cyan nucleus, blue cytoplasm)"
+            f"{path}: {off_palette:.0%} of pixels are none of the mask colours (RGB {code}; "
+            "dataset.mask_code sets them)"
         )
     label = label.reshape(mask.shape[:2]).astype(np.uint8)
     height, width = shape[:2]
@@ -72,7 +77,9 @@ def read_gt_mask(path: Path | str, shape: tuple[int, ...]) -> tuple[np.ndarray, 
     # EXACT: plain INTER_NEAREST samples floor(x * scale), shifting a 257 px mask on a 103 px
     # image half a pixel down and right (nucleus Dice 0.940 instead of 0.950 on ALL-IDB2)
     label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
-    return label > 0, label == 1
+    cell = label != regions.index("background")
+    nucleus = label == regions.index("nucleus") if "nucleus" in regions else np.zeros_like(cell)
+    return cell, nucleus
 
 
 def find_mask(mask_dir: Path | str, image_id: str, source: Path | str | None = None) -> Path | None:

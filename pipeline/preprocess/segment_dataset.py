@@ -18,6 +18,7 @@ from pipeline.config import ConfigError
 from pipeline.io import read_image, write_image
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.masks import (
+    MaskColours,
     MaskError,
     check_matches,
     find_mask,
@@ -41,10 +42,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def segment_file(row: Mapping[str, Any], cfg: Any, out_dir: Path, mask_dir: Path | None) -> dict:
+def segment_file(
+    row: Mapping[str, Any],
+    cfg: Any,
+    out_dir: Path,
+    mask_dir: Path | None,
+    colours: MaskColours,
+) -> dict:
     """Segment one manifest row into `out_dir` (the cell's crop under `images/`, its label mask
-    under `masks/`) and score it against its ground-truth mask when `mask_dir` has one. A bad
-    mask is returned as `mask_error`, so one error can name every bad mask."""
+    under `masks/`) and score it against its ground-truth mask (coded in `colours`) when
+    `mask_dir` has one. A bad mask is returned as `mask_error`, so one error can name every bad
+    mask."""
     image = read_image(row["path"])
     seg = segment_cell(image, cfg)
     crop, _ = apply_mask_and_crop(image, seg)
@@ -56,7 +64,7 @@ def segment_file(row: Mapping[str, Any], cfg: Any, out_dir: Path, mask_dir: Path
     overlap, mask_error = None, None
     if truth is not None:
         try:
-            true_masks = read_gt_mask(truth, image.shape)
+            true_masks = read_gt_mask(truth, image.shape, colours)
         except MaskError as exc:
             mask_error = str(exc)
         else:
@@ -98,11 +106,12 @@ def score_against_truth(
     return {**summary, **scores}, per_image
 
 
-def _score_variant(row: Mapping[str, Any], segment_cfg: Any) -> dict:
+def _score_variant(row: Mapping[str, Any], segment_cfg: Any, colours: MaskColours) -> dict:
     """`row`: a manifest row with `truth`, the mask `find_mask` gave it."""
     image = read_image(row["path"])
     seg = segment_cell(image, segment_cfg)
-    return overlap_row(row["id"], seg.cell, seg.nucleus, *read_gt_mask(row["truth"], image.shape))
+    truth = read_gt_mask(row["truth"], image.shape, colours)
+    return overlap_row(row["id"], seg.cell, seg.nucleus, *truth)
 
 
 def compare_variants(
@@ -110,10 +119,11 @@ def compare_variants(
     mask_dir: Path,
     segment_cfg: Any,
     dataset: str,
+    colours: MaskColours,
     variants: Mapping[str, Mapping[str, Any]] = VARIANTS,
 ) -> pd.DataFrame:
     """One row per variant (`segment_cfg` with its overrides): its Dice/IoU summary over the
-    images of `frame` that have a mask in `mask_dir`."""
+    images of `frame` that have a mask (coded in `colours`) in `mask_dir`."""
     records = frame.to_dict("records")
     taken = [find_mask(mask_dir, row["id"], row["path"]) for row in records]
     check_matches(mask_dir, zip(frame["id"], taken, strict=True))
@@ -124,7 +134,11 @@ def compare_variants(
     rows = []
     for name, changes in variants.items():
         scored = parallel_map(
-            partial(_score_variant, segment_cfg=OmegaConf.merge(segment_cfg, changes)),
+            partial(
+                _score_variant,
+                segment_cfg=OmegaConf.merge(segment_cfg, changes),
+                colours=colours,
+            ),
             with_mask,
             desc=f"segment {dataset} ({name})",
         )

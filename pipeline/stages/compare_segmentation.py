@@ -38,7 +38,10 @@ def compare(overrides: Sequence[str]) -> tuple[str, pd.DataFrame]:
     if not mask_dir.is_dir():
         raise ConfigError(f"dataset.masks: {mask_dir} is not a folder")
     frame, _ = build_manifest(cfg.dataset, workspace)
-    return cfg.dataset.name, compare_variants(frame, mask_dir, cfg.segment, cfg.dataset.name)
+    colours = config.mask_colours(cfg.dataset.get("mask_code"))
+    return cfg.dataset.name, compare_variants(
+        frame, mask_dir, cfg.segment, cfg.dataset.name, colours
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from functools import partial
 from omegaconf import DictConfig
 
 from pipeline import manifest, paths
-from pipeline.config import workspace_root
+from pipeline.config import mask_colours, workspace_root
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.parallel import parallel_map
 from pipeline.preprocess.card import segmentation_card, write_card
@@ -41,9 +41,12 @@ def run(cfg: DictConfig) -> None:
     mask_dir = cfg.dataset.masks and workspace_root() / cfg.dataset.masks
     if mask_dir and not mask_dir.is_dir():
         raise FileNotFoundError(f"dataset.masks: {mask_dir} is not a folder")
+    colours = mask_colours(cfg.dataset.get("mask_code"))
     with atomic_path(final) as staged:
         results = parallel_map(
-            partial(segment_file, cfg=cfg.segment, out_dir=staged, mask_dir=mask_dir),
+            partial(
+                segment_file, cfg=cfg.segment, out_dir=staged, mask_dir=mask_dir, colours=colours
+            ),
             frame.to_dict("records"),
             desc=f"segment {name} ({cfg.segment.method})",
         )

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.config import ALL_IDB2_MASK_CODE
 from pipeline.data import build_manifest
-from pipeline.data.synthetic import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS, generate_demo
+from pipeline.data.synthetic import generate_demo
 from pipeline.io import file_digest, read_image
 
 DEMO = {"n_per_class": 6, "smear_side": 64, "cnmc_side": 48, "cnmc_subjects": 2, "difficulty": 1.0}
@@ -80,7 +81,7 @@ def test_cnmc_style_reads_back_with_subject_groups(demo_dir):
 def test_masks_use_the_all_idb2_colour_code(demo_dir):
     for path in (demo_dir / "smear_masks").iterdir():
         colours = {tuple(c) for c in read_image(path).reshape(-1, 3)}
-        assert colours == {MASK_NUCLEUS, MASK_CYTOPLASM, MASK_BACKGROUND}
+        assert colours == set(ALL_IDB2_MASK_CODE.values())
 
 
 def test_cnmc_cells_sit_on_pure_black(demo_dir):
@@ -98,7 +99,7 @@ def test_blasts_are_larger_with_more_nucleus_and_background_carries_no_label(tmp
     for path in sorted((out / "smear").iterdir()):
         mask = read_image(out / "smear_masks" / path.name)
         background = (mask == 255).all(axis=2)
-        nucleus = (mask == MASK_NUCLEUS).all(axis=2)
+        nucleus = (mask == ALL_IDB2_MASK_CODE["nucleus"]).all(axis=2)
         cell = (~background).sum()
         mean_bg = read_image(path)[background].mean(axis=0)
         stats[path.stem[-1]].append((cell, nucleus.sum() / cell, *mean_bg))

@@ -1,4 +1,5 @@
-"""Ground-truth colour masks (ALL-IDB2 code) and the overlap scores."""
+"""Ground-truth colour masks (ALL-IDB2's code and others, `dataset.mask_code`) and the overlap
+scores."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.config import ALL_IDB2_MASK_CODE, mask_colours
 from pipeline.preprocess.masks import (
-    CYTOPLASM_BGR,
-    NUCLEUS_BGR,
     MaskError,
     dice,
     find_mask,
@@ -23,6 +23,10 @@ from pipeline.preprocess.masks import (
     score_segmentations,
     unmatched_masks,
 )
+
+# As OpenCV writes them
+NUCLEUS_BGR = ALL_IDB2_MASK_CODE["nucleus"][::-1]
+CYTOPLASM_BGR = ALL_IDB2_MASK_CODE["cytoplasm"][::-1]
 
 
 def write_colour_mask(path: Path, side: int = 250, noise: int = 0) -> None:
@@ -55,6 +59,32 @@ def test_tolerates_jpeg_like_colour_noise(tmp_path: Path) -> None:
     write_colour_mask(noisy, noise=20)
     for a, b in zip(read_gt_mask(clean, (80, 80)), read_gt_mask(noisy, (80, 80)), strict=True):
         assert dice(a, b) > 0.97
+
+
+def test_a_label_map_and_a_whole_cell_mask_read_with_their_own_code(tmp_path: Path) -> None:
+    """The same cell as a grey label map (0, 1, 2) and as a binary whole-cell mask (0, 255)
+    reads as the ALL-IDB2 colour mask does, the binary one with no nucleus."""
+    write_colour_mask(tmp_path / "colour.png")
+    cell, nucleus = read_gt_mask(tmp_path / "colour.png", (100, 100))
+    labels = np.zeros((250, 250), np.uint8)
+    cv2.circle(labels, (125, 125), 250 // 4, 1, -1)
+    cv2.circle(labels, (125, 125), 250 // 8, 2, -1)
+    cv2.imwrite(str(tmp_path / "labels.png"), labels)
+    label_code = mask_colours({"background": 0, "cytoplasm": 1, "nucleus": 2})
+    label_cell, label_nucleus = read_gt_mask(tmp_path / "labels.png", (100, 100), label_code)
+    assert (label_cell == cell).all() and (label_nucleus == nucleus).all()
+    cv2.imwrite(str(tmp_path / "binary.png"), np.where(labels > 0, 255, 0).astype(np.uint8))
+    binary_code = mask_colours({"background": 0, "cytoplasm": 255})
+    binary_cell, binary_nucleus = read_gt_mask(tmp_path / "binary.png", (100, 100), binary_code)
+    assert (binary_cell == cell).all() and not binary_nucleus.any()
+    assert np.isnan(overlap_row("x", cell, nucleus, binary_cell, binary_nucleus)["nucleus_dice"])
+
+
+def test_a_mask_read_with_another_code_is_refused_naming_the_code(tmp_path: Path) -> None:
+    write_colour_mask(tmp_path / "Im001_1.png")
+    label_code = mask_colours({"background": 0, "cytoplasm": 1, "nucleus": 2})
+    with pytest.raises(MaskError, match=r"Im001_1.png: .* background \[0, 0, 0\].*mask_code"):
+        read_gt_mask(tmp_path / "Im001_1.png", (100, 100), label_code)
 
 
 def test_bad_masks_name_the_file(tmp_path: Path) -> None:

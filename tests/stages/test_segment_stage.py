@@ -128,3 +128,27 @@ def test_a_mask_two_images_find_by_file_name_stops_the_stage(tmp_path, monkeypat
     assert run_stage(root, "ingest") == 0
     assert run_stage(root, "segment") == 1
     assert "cell0.png: ['Benign__cell0', 'Malignant__cell0']" in capsys.readouterr().err
+
+
+def test_label_map_masks_score_alike_given_their_mask_code(tmp_path, monkeypatch):
+    """The demo's colour masks recoded as a grey label map (0, 1, 2): with `dataset.mask_code`
+    naming that code, the stage scores exactly what it scores on the colour masks."""
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    root = make_workspace(tmp_path / "ws")
+    for stage in ("generate_demo", "ingest", "segment"):
+        assert run_stage(root, stage) == 0
+    colour_scores = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for path in sorted((root / "artifacts" / "demo" / "smear_masks").iterdir()):
+        mask = cv2.imread(str(path))  # BGR: white background, blue cytoplasm, cyan nucleus
+        grey = np.where(mask[:, :, 2] > 127, 0, np.where(mask[:, :, 1] > 127, 2, 1))
+        cv2.imwrite(str(labels / path.name), grey.astype(np.uint8))
+    code = "dataset.mask_code={background:0,cytoplasm:1,nucleus:2}"
+    make_workspace(root, [f"dataset.masks={labels}", code])
+    assert run_stage(root, "segment") == 0
+    label_scores = json.loads((root / paths.metrics("synthetic", "segmentation")).read_text())
+    assert label_scores["n_scored"] == colour_scores["n_scored"] > 0
+    assert label_scores == colour_scores
+    make_workspace(root, [f"dataset.masks={labels}"])  # read with ALL-IDB2's colours: refused
+    assert run_stage(root, "segment") != 0
