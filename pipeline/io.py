@@ -94,13 +94,28 @@ def read_json_object(path: Path | str, what: str = "a JSON object") -> dict[str,
 
 # Classic and BigTIFF, either byte order: the formats that hold several pages in one file.
 TIFF_SIGNATURES = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
+JPEG_SIGNATURE = b"\xff\xd8"
+EXIF_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> how to turn the stored pixels upright (TIFF 6.0 / EXIF 2.3 orientations)
+UPRIGHT: dict[int, Any] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 def read_image(path: Path | str) -> np.ndarray:
     """Read any supported image as 8-bit RGB (H, W, 3), whatever its mode on disk.
 
     Grayscale is replicated to three channels, RGBA is composited on black (C-NMC style
-    background), 16-bit and float images are rescaled to 0..255 by their dtype range.
+    background), 16-bit and float images are rescaled to 0..255 by their dtype range. A JPEG or
+    TIFF is turned upright by its EXIF orientation, as a viewer shows it and as OpenCV reads the
+    masks drawn on it (PNG and WebP orientations, rare, are not read: Pillow would decode the
+    whole file to find them).
     """
     path = Path(path)
     if not path.is_file():
@@ -116,7 +131,25 @@ def read_image(path: Path | str) -> np.ndarray:
             f"{path}: a TIFF of {pages} pages (a stack or several channels); which page holds "
             "the cell is not known: save that page as an image of its own"
         )
+    if bytes(data[:2]) == JPEG_SIGNATURE or bytes(data[:4]) in TIFF_SIGNATURES:
+        image = upright(image, data)
     return to_rgb8(image, source=path)
+
+
+def upright(image: np.ndarray, encoded: np.ndarray) -> np.ndarray:
+    """`image` turned as the EXIF orientation in its `encoded` file says. OpenCV applies it only
+    when it converts colours, so `IMREAD_UNCHANGED` (kept for alpha and 16 bits) needs this."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(encoded.tobytes())) as opened:
+            orientation = opened.getexif().get(EXIF_ORIENTATION_TAG)
+    except (UnidentifiedImageError, OSError, SyntaxError):  # Pillow cannot parse what
+        return image  # OpenCV decoded: no orientation to honour
+    turn = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image if turn is None else np.ascontiguousarray(turn(image))
 
 
 MIN_CELL_SIDE = 8  # px: below this no preprocessing or model can see a cell

@@ -150,3 +150,30 @@ def test_a_multi_page_tiff_is_refused_naming_it_and_a_one_page_tiff_is_read(tmp_
     single = tmp_path / "single.tiff"
     assert cv2.imwrite(str(single), pages[0])
     assert (read_image(single) == pages[0][:, :, ::-1]).all()  # BGR on disk, RGB read
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation_as_masks_are(tmp_path, orientation):
+    """A phone or camera JPEG stores pixels sideways with an orientation tag: read as a viewer
+    shows it (Pillow's exif_transpose), and as OpenCV reads a mask (IMREAD_COLOR turns it)."""
+    import cv2
+    from PIL import Image, ImageOps
+
+    from pipeline.io import read_image
+
+    pixels = np.zeros((40, 80, 3), np.uint8)  # asymmetric blocks: every turn tells apart
+    pixels[:20, :40] = (250, 0, 0)
+    pixels[20:, 60:] = (0, 250, 0)
+    pixels[:10, 70:] = (0, 0, 250)
+    stored = Image.fromarray(pixels)
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "cell.jpg"
+    stored.save(path, quality=100, exif=exif.tobytes())
+    image = read_image(path)
+    with Image.open(path) as opened:
+        shown = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    assert image.shape == shown.shape
+    assert np.abs(image.astype(int) - shown).max() < 16  # two JPEG decoders
+    as_mask = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert np.abs(image.astype(int) - as_mask).max() == 0
