@@ -51,7 +51,7 @@ def read_gt_mask(
     """
     path = Path(path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.empty(0, np.uint8)
-    mask = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    mask = _decode_mask(data) if data.size else None
     if mask is None:
         raise MaskError(f"{path}: not a readable mask image")
     regions = [region for region, colour in colours.items() if colour is not None]
@@ -80,6 +80,21 @@ def read_gt_mask(
     cell = label != regions.index("background")
     nucleus = label == regions.index("nucleus") if "nucleus" in regions else np.zeros_like(cell)
     return cell, nucleus
+
+
+def _decode_mask(data: np.ndarray) -> np.ndarray | None:
+    """A mask file's pixels as 8-bit BGR, turned upright by its EXIF orientation. A 16-bit
+    label map (values 0, 1, 2 ...) keeps its values: OpenCV's 8-bit reading divides them by
+    256, which turns every label into background. A 16-bit colour mask (values above 255) is
+    rescaled by the 16-bit range, as OpenCV does."""
+    mask = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if mask is None or mask.dtype == np.uint8:
+        return mask
+    if mask.dtype == np.uint16:
+        if mask.max() <= 255:
+            return mask.astype(np.uint8)
+        return (mask / 257.0).round().astype(np.uint8)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)  # float and others: OpenCV's 8-bit reading
 
 
 def find_mask(mask_dir: Path | str, image_id: str, source: Path | str | None = None) -> Path | None:

@@ -80,6 +80,31 @@ def test_a_label_map_and_a_whole_cell_mask_read_with_their_own_code(tmp_path: Pa
     assert np.isnan(overlap_row("x", cell, nucleus, binary_cell, binary_nucleus)["nucleus_dice"])
 
 
+def test_a_16_bit_label_map_keeps_its_labels(tmp_path: Path) -> None:
+    """A label map saved as a 16-bit PNG (0, 1, 2) reads as its 8-bit twin: OpenCV's 8-bit
+    reading divides by 256, which made every pixel background and every Dice 0, silently. A
+    16-bit colour mask (white = 65535) still reads as its 8-bit colours."""
+    labels = np.zeros((250, 250), np.uint8)
+    cv2.circle(labels, (125, 125), 250 // 4, 1, -1)
+    cv2.circle(labels, (125, 125), 250 // 8, 2, -1)
+    cv2.imwrite(str(tmp_path / "labels8.png"), labels)
+    cv2.imwrite(str(tmp_path / "labels16.png"), labels.astype(np.uint16))
+    code = mask_colours({"background": 0, "cytoplasm": 1, "nucleus": 2})
+    cell8, nucleus8 = read_gt_mask(tmp_path / "labels8.png", (100, 100), code)
+    cell16, nucleus16 = read_gt_mask(tmp_path / "labels16.png", (100, 100), code)
+    assert cell16.any() and nucleus16.any()
+    assert (cell16 == cell8).all() and (nucleus16 == nucleus8).all()
+    write_colour_mask(tmp_path / "colour8.png")
+    colour = cv2.imread(str(tmp_path / "colour8.png"))
+    cv2.imwrite(str(tmp_path / "colour16.png"), colour.astype(np.uint16) * 257)
+    for a, b in zip(
+        read_gt_mask(tmp_path / "colour8.png", (100, 100)),
+        read_gt_mask(tmp_path / "colour16.png", (100, 100)),
+        strict=True,
+    ):
+        assert (a == b).all()
+
+
 def test_a_mask_read_with_another_code_is_refused_naming_the_code(tmp_path: Path) -> None:
     write_colour_mask(tmp_path / "Im001_1.png")
     label_code = mask_colours({"background": 0, "cytoplasm": 1, "nucleus": 2})
