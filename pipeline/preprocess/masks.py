@@ -67,6 +67,14 @@ def read_gt_mask(
             "dataset.mask_code sets them)"
         )
     label = label.reshape(mask.shape[:2]).astype(np.uint8)
+    background = regions.index("background")
+    if (label == background).all():  # every white-cell image holds a cell: the code is wrong
+        code = ", ".join(f"{region} {list(colours[region])}" for region in regions)
+        raise MaskError(
+            f"{path}: draws no cell: every pixel is nearest the background colour (RGB {code}); "
+            "are these the masks' colours (a 0/1 mask needs cytoplasm: 1)? dataset.mask_code "
+            "sets them"
+        )
     height, width = shape[:2]
     scaled_height = mask.shape[0] * width / mask.shape[1]  # the image's height, were it the mask's
     if abs(scaled_height - height) > max(1.5, 0.02 * height):  # beyond rounding of a rescale
@@ -77,7 +85,7 @@ def read_gt_mask(
     # EXACT: plain INTER_NEAREST samples floor(x * scale), shifting a 257 px mask on a 103 px
     # image half a pixel down and right (nucleus Dice 0.940 instead of 0.950 on ALL-IDB2)
     label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
-    cell = label != regions.index("background")
+    cell = label != background
     nucleus = label == regions.index("nucleus") if "nucleus" in regions else np.zeros_like(cell)
     return cell, nucleus
 

@@ -105,6 +105,21 @@ def test_a_16_bit_label_map_keeps_its_labels(tmp_path: Path) -> None:
         assert (a == b).all()
 
 
+def test_a_mask_that_draws_no_cell_is_refused_naming_the_code(tmp_path: Path) -> None:
+    """A 0/1 whole-cell mask read with the documented code {background: 0, cytoplasm: 255}:
+    1 lies nearest 0, so every pixel read as background, within the off-palette tolerance,
+    and segment scored every image Dice 0 without a word. A single-cell mask always draws a
+    cell, so none at all means the code is wrong."""
+    binary = np.zeros((250, 250), np.uint8)
+    cv2.circle(binary, (125, 125), 250 // 4, 1, -1)
+    cv2.imwrite(str(tmp_path / "Im001_1.png"), binary)
+    code = mask_colours({"background": 0, "cytoplasm": 255})
+    with pytest.raises(MaskError, match=r"Im001_1.png: draws no cell.*mask_code"):
+        read_gt_mask(tmp_path / "Im001_1.png", (100, 100), code)
+    right = mask_colours({"background": 0, "cytoplasm": 1})
+    assert read_gt_mask(tmp_path / "Im001_1.png", (100, 100), right)[0].any()
+
+
 def test_a_mask_read_with_another_code_is_refused_naming_the_code(tmp_path: Path) -> None:
     write_colour_mask(tmp_path / "Im001_1.png")
     label_code = mask_colours({"background": 0, "cytoplasm": 1, "nucleus": 2})
