@@ -203,7 +203,7 @@ def _typed(cfg: DictConfig) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(Config), cfg)
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
+        key = getattr(exc, "full_key", None) or _failing_key(cfg) or "?"
         message = str(exc.msg).splitlines()[0]  # the rest repeats the key and names a dataclass
         if isinstance(exc, ConfigKeyError):  # a misspelt key: say what is there instead
             section = key.rpartition(".")[0]
@@ -212,6 +212,22 @@ def _typed(cfg: DictConfig) -> DictConfig:
             if isinstance(known, DictConfig):
                 message += f"; the keys of {section or 'the top level'}: {', '.join(sorted(known))}"
         raise ConfigError(f"invalid config key '{key}': {message}") from None
+
+
+def _failing_key(cfg: DictConfig, prefix: str = "") -> str | None:
+    """The deepest key of `cfg` whose value alone fails to merge onto the schema: OmegaConf
+    names no key when a section gets a list or a number (`dataset.mask_code: [0, 1, 2]`)."""
+    for name in cfg:
+        key = f"{prefix}.{name}" if prefix else str(name)
+        alone = OmegaConf.create()
+        OmegaConf.update(alone, key, cfg[name], merge=False, force_add=True)
+        try:
+            OmegaConf.merge(OmegaConf.structured(Config), alone)
+        except OmegaConfBaseException:
+            value = cfg[name]
+            deeper = _failing_key(value, key) if isinstance(value, DictConfig) else None
+            return deeper or key
+    return None
 
 
 _ABSENT = object()

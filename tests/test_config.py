@@ -53,6 +53,29 @@ def test_unknown_key_fails_naming_it(tmp_path):
     assert "reference_type" not in message  # OmegaConf's dataclass detail, not the user's
 
 
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("dataset.mask_code", [0, 1, 2]),  # a list where a mapping of regions is wanted
+        ("segment.active_contour", 3),  # a number where a section is wanted
+        ("dataset", ["a"]),  # a dataset YAML that is a list
+    ],
+)
+def test_a_section_of_the_wrong_type_is_named(tmp_path, key, value):
+    """OmegaConf names no key when a section gets a list or a number: the error said
+    "invalid config key '?'"; it names the key now."""
+    params = yaml.safe_load((workspace_root(Path(__file__).parent) / "params.yaml").read_text())
+    *parents, last = key.split(".")
+    section = params
+    for parent in parents:
+        section = section[parent]
+    section[last] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=rf"invalid config key '{key}'"):
+        load(path)
+
+
 @pytest.mark.parametrize("empty", ["val", "test"])
 def test_an_empty_validation_or_test_split_is_refused(empty):
     other = "test" if empty == "val" else "val"
