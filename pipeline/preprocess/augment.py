@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -66,16 +67,22 @@ def apply_op(image: np.ndarray, op: str) -> np.ndarray:
 
 def augmented_table(frame: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
     """`frame`'s rows plus one row per planned copy, named `<source id>__<op>` (`<op><n>` for
-    the n-th repeat of an op); copies keep their source's metadata. `augmented_from` and `op`
+    the n-th repeat of an op; a hash suffix where an original already bears that id); copies
+    keep their source's metadata. `augmented_from` and `op`
     are empty for originals."""
     sources = frame.set_index("id")
     copies = sources.loc[plan["source_id"]].reset_index()
     copies["augmented_from"] = plan["source_id"].values
     copies["op"] = plan["op"].values
     repeat = plan.groupby(["source_id", "op"]).cumcount()
-    copies["id"] = [
+    names = [
         f"{source}__{op}{'' if n == 0 else n}"
         for source, op, n in zip(plan["source_id"], plan["op"], repeat, strict=True)
+    ]
+    originals_ids = set(frame["id"])  # an image filed as `a/hflip.png` beside `a.png`
+    copies["id"] = [
+        f"{name}_{hashlib.sha1(name.encode()).hexdigest()[:8]}" if name in originals_ids else name
+        for name in names
     ]
     originals = frame.assign(augmented_from="", op="")
     return pd.concat([originals, copies], ignore_index=True)

@@ -71,6 +71,20 @@ def test_materialise_writes_originals_and_named_transformed_copies(tmp_path):
     assert (tmp_path / "out" / "val" / "hem").is_dir()
 
 
+def test_a_copy_named_like_an_original_gets_an_id_of_its_own():
+    """`Malignant/a.jpg` and `Malignant/a/hflip.jpg` are ingested as `Malignant__a` and
+    `Malignant__a__hflip`: the first's hflip copy must not take the second's id."""
+    from pipeline.preprocess.augment import augmented_table
+
+    data = pd.DataFrame({"id": ["a", "a__hflip"], "split": "train", "label": "all"})
+    plan = pd.DataFrame({"source_id": ["a", "a__hflip"], "op": ["hflip", "hflip"]})
+    table = augmented_table(data, plan)
+    assert table["id"].is_unique
+    copy = table[table["augmented_from"] == "a"]["id"].item()
+    assert copy.startswith("a__hflip_") and copy != "a__hflip"
+    assert "a__hflip__hflip" in set(table["id"])  # no clash: named as ever
+
+
 def test_a_split_table_missing_a_new_crop_is_stale():
     from pipeline.preprocess.augment import StaleInputError, require_images_of
 
