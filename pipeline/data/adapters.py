@@ -292,15 +292,19 @@ def _add_entry(
     subject_text: str | None,
     group_pattern: str | None,
     ids: set[str],
+    subject_from: str = "",
 ) -> None:
     """One entry: its own group when `subject_text` is None, else its subject's (read through
-    `group_pattern` when set); a subject that cannot be read is a file problem."""
+    `group_pattern` when set); a subject that cannot be read is a file problem, naming where the
+    text came from (`subject_from`: a table's line and column)."""
     group = None
     if subject_text is not None:
         group = _subject_group(subject_text, group_pattern)
         if group is None:
             how = f" by dataset.group_pattern {group_pattern!r}" if group_pattern else ""
-            listing.file_problems.append(f"{path}: no subject in {subject_text!r}{how}")
+            listing.file_problems.append(
+                f"{path}: no subject in {subject_text!r}{subject_from}{how}"
+            )
             return
     image_id = _safe_id(relative, ids)
     listing.entries.append(Entry(image_id, path, label, group=group or image_id))
@@ -383,11 +387,16 @@ def read_csv(
         elif not (path.is_file() and is_image(path)):
             listing.file_problems.append(f"{where}: {path} is not an image file under {images}")
         else:
-            subject_text = row[names["subject"]] if "subject" in names else None
-            if subject_text is None and group_pattern:
-                subject_text = row[names["path"]]
+            column = names["subject"] if "subject" in names else group_pattern and names["path"]
             _add_entry(
-                listing, path, path.relative_to(images), label, subject_text, group_pattern, ids
+                listing,
+                path,
+                path.relative_to(images),
+                label,
+                row[column] if column else None,
+                group_pattern,
+                ids,
+                subject_from=f" ({where}, column {column!r})",
             )
     listing.file_problems += [
         f"{path}: image not listed in {table_path}"

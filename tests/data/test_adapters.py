@@ -499,7 +499,8 @@ def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, 
         "gone.bmp is not an image file",
         "escape.bmp lies outside",
         "extra.png: image not listed",
-        "4.bmp: no subject in 'nobody' by dataset.group_pattern",
+        "4.bmp: no subject in 'nobody' (C-NMC_test_prelim_phase_data_labels.csv:8, column "
+        "'Patient_ID') by dataset.group_pattern",
     ):
         assert expected in message
     frame, problems = build_manifest(
