@@ -384,7 +384,10 @@ class YoloClassifier(Classifier):
         _portable_checkpoint(Path(self.model.ckpt_path), directory / WEIGHTS_FILE)
 
     def _load_weights(self, directory: Path) -> None:
-        self.model = _ultralytics().YOLO(str(directory / WEIGHTS_FILE))
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():  # Ultralytics would look for a missing name on GitHub
+            raise FileNotFoundError(f"{weights}: no such file")
+        self.model = _ultralytics().YOLO(str(weights))
         self.device = resolve_device("auto").ultralytics
         missing = set(CLASSES) - set(self.model.names.values())
         if missing:

@@ -610,3 +610,25 @@ def test_yolo_never_resumes_a_checkpoint_of_other_images(
     )  # fmt: skip
     fit(None)
     assert answers == [False]
+
+
+def test_a_yolo_model_folder_without_its_weights_is_named_and_nothing_is_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a name that is not a file, Ultralytics looks it up among its GitHub release
+    assets (a network call that can hang behind a firewall) before it fails."""
+    import json
+
+    import ultralytics
+
+    from pipeline.io import MalformedFileError
+    from pipeline.paths import MODEL_CARD
+
+    config = model_config("yolov8")
+    card = {"kind": config["kind"], "config": config, "image_size": 32}
+    (tmp_path / MODEL_CARD).write_text(json.dumps(card))
+    opened: list[str] = []
+    monkeypatch.setattr(ultralytics, "YOLO", lambda source, *a, **k: opened.append(source))
+    with pytest.raises(MalformedFileError, match="best.pt: no such file"):
+        load_model(tmp_path)
+    assert opened == []
