@@ -24,7 +24,7 @@ from pipeline.models.base import (
     TrainContext,
     training_weights,
 )
-from pipeline.models.weights import torchvision_weights
+from pipeline.models.weights import pretrained_torchvision
 from pipeline.train import distributed, loop
 from pipeline.train.data import (
     COLOR_JITTER_KEYS,
@@ -74,8 +74,10 @@ def _new_head(in_features: int, hidden: int, dropout: float) -> nn.Sequential:
 def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
     """`config['arch']` with a new two-class head and `config['trainable']` applied."""
     arch = config["arch"]
-    weights = torchvision_weights(arch) if pretrained else None
-    network = torchvision.models.get_model(arch, weights=weights)
+    if pretrained:
+        network = pretrained_torchvision(arch)
+    else:
+        network = torchvision.models.get_model(arch, weights=None)
     attr = head_attr(network)
     old_head = getattr(network, attr)
     if not isinstance(old_head, nn.Linear):

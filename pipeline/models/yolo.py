@@ -33,7 +33,7 @@ from pipeline.config import ConfigError
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
 from pipeline.models.base import CamTarget, Classifier, TrainContext
-from pipeline.models.weights import yolo_weights
+from pipeline.models.weights import UnreadableWeightsError, yolo_weights, yolo_weights_url
 from pipeline.train.data import check_images, dataset_fingerprint, image_folder
 from pipeline.train.device import pin_threads, pinned_threads, resolve_device
 from pipeline.train.history import KEPT
@@ -63,6 +63,16 @@ def _ultralytics() -> Any:
     if stale:
         ultralytics.settings.update(stale)
     return ultralytics
+
+
+def _pretrained(ultralytics: Any, variant: str) -> Any:
+    """The official `<variant>.pt` weights (`yolo_weights`) as a YOLO model; a file there that
+    does not load is an `UnreadableWeightsError` rather than Ultralytics' traceback."""
+    path = yolo_weights(variant)
+    try:
+        return ultralytics.YOLO(str(path))
+    except Exception as exc:  # Ultralytics raises TypeError for a damaged checkpoint
+        raise UnreadableWeightsError(path, yolo_weights_url(variant), exc) from exc
 
 
 def _history_from_csv(results_csv: Path) -> list[dict[str, float]]:
@@ -284,7 +294,7 @@ class YoloClassifier(Classifier):
             for row in _history_from_csv(run_dir / "results.csv"):
                 self._relay(ctx, row, relayed)
         elif self.config["pretrained"] == "imagenet":
-            model = ultralytics.YOLO(str(yolo_weights(self.config["variant"])))
+            model = _pretrained(ultralytics, self.config["variant"])
         else:
             model = ultralytics.YOLO(f"{self.config['variant']}.yaml")
 

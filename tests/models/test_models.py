@@ -194,6 +194,42 @@ def test_missing_pretrained_weights_is_a_clear_error(
     assert "https://" in message
 
 
+@pytest.mark.parametrize(
+    ("name", "cached"),
+    [
+        ("resnet50", "torch/hub/checkpoints/resnet50-11ad3fa6.pth"),
+        ("densenet121", "torch/hub/checkpoints/densenet121-a639ec97.pth"),
+        ("resnet50_svm", "torch/hub/checkpoints/resnet50-11ad3fa6.pth"),
+        ("yolov8", "weights/yolov8n-cls.pt"),
+    ],
+)
+@pytest.mark.parametrize("content", [b"", b"<html>503 Service Unavailable</html>"])
+def test_unreadable_pretrained_weights_are_named_with_their_url(
+    name: str,
+    cached: str,
+    content: bytes,
+    image_folder_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    offline: None,
+) -> None:
+    """A cut download or an error page saved under the weights' name: torch and Ultralytics
+    each raised their own traceback (EOFError, ValueError, TypeError) naming no file."""
+    from pipeline.models.weights import UnreadableWeightsError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ALL_DETECT_WEIGHTS", str(tmp_path / "weights"))
+    (tmp_path / cached).parent.mkdir(parents=True)
+    (tmp_path / cached).write_bytes(content)
+    model = build_model(model_config(name, pretrained="imagenet"))
+    ctx = train_context(data_dir=image_folder_dir, work_dir=tmp_path / "work", image_size=32)
+    with pytest.raises(UnreadableWeightsError) as error:
+        model.fit(ctx)
+    message = str(error.value)
+    assert str(tmp_path / cached) in message and "https://" in message
+    assert "\n" not in message
+
+
 def test_cached_weights_need_no_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
 ) -> None:
