@@ -467,6 +467,9 @@ def _value_problems(cfg: DictConfig) -> list[str]:
         "split.group_by",
         f"{cfg.split.group_by!r} not in {GROUP_BY}",
     )
+    targets = list(cfg.cross.targets)
+    repeated = sorted({name for name in targets if targets.count(name) > 1})
+    check(not repeated, "cross.targets", f"{repeated} listed twice (each has one output folder)")
     check(
         cfg.cross.on_missing in ON_MISSING,
         "cross.on_missing",

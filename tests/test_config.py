@@ -147,6 +147,7 @@ def test_unknown_override_fails_in_hydra():
         ("seed=-1", "seed: must be in 0"),
         ("split.group_by=patient", "split.group_by: 'patient' not in"),
         ("cross.on_missing=foo", "cross.on_missing: 'foo' not in"),
+        ("cross.targets=[all_idb2,all_idb2]", r"cross.targets: \['all_idb2'\] listed twice"),
         ("tracking.register_metric=auc", "tracking.register_metric: 'auc' not in"),
         ("demo.n_per_class=0", "demo.n_per_class: must be >= 1"),
         ("models.resnet50.batch_size=2.5", "models.resnet50.batch_size: must be an integer > 0"),
