@@ -23,6 +23,7 @@ from pipeline.inference import Predictor
 from pipeline.io import atomic_write_json, read_image
 from pipeline.labels import CLASSES, y_true
 from pipeline.models.base import load_model
+from pipeline.paths import MODEL_CARD
 from pipeline.preprocess.card import read_card
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,21 @@ def cross_predict(
     for name in model_dirs:
         out[name] = np.concatenate(scores[name]) if scores[name] else np.array([])
     return out
+
+
+def check_models(model_dirs: Mapping[str, Path]) -> None:
+    """Every model to test is trained and says how its images were prepared: checked before
+    any target image is read (hashing a C-NMC-sized target takes minutes)."""
+    for name, directory in model_dirs.items():
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"{directory}: no such model folder: {name!r} is not trained on this dataset; "
+                f"train it first (`dvc repro train@{name}`) or name the trained models "
+                "(python -m pipeline.stages.cross_eval <model> ...)"
+            )
+        if not (directory / MODEL_CARD).is_file():
+            raise FileNotFoundError(f"{directory}: no {MODEL_CARD}; not a saved model folder")
+        read_card(directory)
 
 
 def check_roots(cfg: DictConfig) -> None:

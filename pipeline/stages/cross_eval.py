@@ -23,6 +23,7 @@ def run(cfg: DictConfig, *model_names: str) -> None:
         model_config(cfg, name)  # fails clearly on an unknown name
     dataset = cfg.dataset.name
     model_dirs = {name: paths.model_dir(dataset, name) for name in names}
+    cross_dataset.check_models(model_dirs)
     training = manifest.read(paths.manifest(dataset))
     with atomic_path(paths.cross_dir(dataset)) as staged:
         staged.mkdir()

@@ -332,3 +332,20 @@ def test_a_root_for_a_dataset_that_is_no_target_is_named(trained_view, tmp_path,
     err = capsys.readouterr().err
     assert "cross.roots.synthetic_cmnc: not one of cross.targets ['synthetic_cnmc']" in err
     assert not (root / paths.cross_dir("synthetic")).exists()
+
+
+def test_an_untrained_model_is_named_before_the_target_is_read(tmp_path, capsys, monkeypatch):
+    """It read and hashed every target image, then blamed a missing preprocess.json on "an
+    older version or by hand"."""
+    from pipeline.evaluate import cross_dataset
+
+    root = make_workspace(tmp_path)
+    monkeypatch.setenv("ALL_DETECT_JOBS", "1")
+    for name in ("generate_demo", "ingest"):
+        assert run_stage(root, name) == 0
+    read: list[str] = []
+    monkeypatch.setattr(cross_dataset, "build_manifest", lambda *args: read.append("target"))
+    assert run_stage(root, "cross_eval", "svm_hog") == 1
+    err = capsys.readouterr().err
+    assert "models/synthetic/svm_hog: no such model folder" in err and "train@svm_hog" in err
+    assert read == []
