@@ -58,6 +58,16 @@ def check_output_file(output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
 
 
+def check_explain_dir(folder: Path) -> None:
+    """`--explain` names a folder that exists or can be made; never a file (the overlays
+    would fail after every prediction, with a traceback)."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputKindError(f"--explain {folder} is a file: give a folder for the overlays")
+    blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputKindError(f"--explain {folder}: {blocking} is a file, not a folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.predict",
@@ -79,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = list_images(args.target)
         if args.explain:
             require_cam_target(predictor.model)  # fail before predicting, not after
+            check_explain_dir(args.explain)
         if args.output:  # fail now, not after every prediction
             check_output_file(args.output)
     except (PipelineError, OSError, ValueError) as exc:
@@ -104,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = overlay_names([p.relative_to(root) for p in good])
         try:
             overlays = write_overlays(predictor.model, images, names, args.explain)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # OSError: e.g. a file where a subfolder goes
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"wrote {len(overlays)} Grad-CAM overlay(s) to {args.explain}", file=sys.stderr)

@@ -163,3 +163,25 @@ def test_a_registry_model_predicts_and_leaves_no_copy_behind(demo_workspace, tmp
 def test_overlays_of_images_that_differ_only_by_suffix_keep_it():
     relative = [Path("a.png"), Path("a.jpg"), Path("sub/b.tif")]
     assert overlay_names(relative) == ["a.png", "a.jpg", "sub/b"]
+
+
+def test_an_explain_folder_that_is_a_file_fails_before_predicting(tmp_path, capsys, monkeypatch):
+    """Checked with --output, before any prediction: it failed after them all, with a
+    FileExistsError traceback."""
+    from types import SimpleNamespace
+
+    from pipeline.inference import Predictor
+
+    predicted: list[list[Path]] = []
+    cnn = SimpleNamespace(cam_target=lambda: object(), config={}, kind="stub")
+    stub = SimpleNamespace(model=cnn, predict_files=predicted.append)
+    monkeypatch.setattr(Predictor, "load", staticmethod(lambda source: stub))
+    image = tmp_path / "cell.png"
+    image.write_bytes(b"")
+    taken = tmp_path / "taken.csv"
+    taken.write_text("old")
+    assert main(["model", str(image), "--explain", str(taken)]) == 1
+    assert f"--explain {taken} is a file" in capsys.readouterr().err
+    assert main(["model", str(image), "--explain", str(taken / "heatmaps")]) == 1
+    assert f"{taken} is a file, not a folder" in capsys.readouterr().err
+    assert predicted == [] and taken.read_text() == "old"
