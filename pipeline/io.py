@@ -92,7 +92,7 @@ def read_json_object(path: Path | str, what: str = "a JSON object") -> dict[str,
     return content
 
 
-# Classic and BigTIFF, either byte order: the formats that hold several pages in one file.
+# Classic and BigTIFF, either byte order: a format that holds several pages in one file.
 TIFF_SIGNATURES = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})
 JPEG_SIGNATURE = b"\xff\xd8"
 EXIF_ORIENTATION_TAG = 0x0112
@@ -126,14 +126,21 @@ def read_image(path: Path | str) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
-    if bytes(data[:4]) in TIFF_SIGNATURES and (pages := cv2.imcount(str(path))) > 1:
-        raise ImageReadError(  # OpenCV would decode the first page alone, silently
-            f"{path}: a TIFF of {pages} pages (a stack or several channels); which page holds "
-            "the cell is not known: save that page as an image of its own"
+    if may_hold_frames(data) and (frames := cv2.imcount(str(path))) > 1:
+        raise ImageReadError(  # OpenCV would decode the first frame alone, silently
+            f"{path}: {frames} pages or frames (a TIFF stack, channels as pages, an animation); "
+            "which one holds the cell is not known: save it as an image of its own"
         )
     if bytes(data[:2]) == JPEG_SIGNATURE or bytes(data[:4]) in TIFF_SIGNATURES:
         image = upright(image, data)
     return to_rgb8(image, source=path)
+
+
+def may_hold_frames(encoded: np.ndarray) -> bool:
+    """A TIFF, GIF or WebP file: the formats that may hold several pages or frames (counting
+    them opens the file again, so other formats are not asked)."""
+    head = bytes(encoded[:12])
+    return head[:4] in TIFF_SIGNATURES or head[:4] == b"GIF8" or head[8:12] == b"WEBP"
 
 
 def upright(image: np.ndarray, encoded: np.ndarray) -> np.ndarray:

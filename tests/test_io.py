@@ -135,6 +135,23 @@ def test_a_block_that_writes_nothing_fails_and_leaves_the_target(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_an_animation_is_refused_naming_it_and_a_still_is_read(tmp_path, suffix):
+    """OpenCV decodes an animation's first frame alone, as a TIFF stack's first page."""
+    from PIL import Image
+
+    from pipeline.io import ImageReadError, read_image
+
+    frames = [Image.fromarray(np.full((24, 24, 3), level, np.uint8)) for level in (40, 140, 240)]
+    animation = tmp_path / f"cell{suffix}"
+    frames[0].save(animation, save_all=True, append_images=frames[1:], lossless=True)
+    with pytest.raises(ImageReadError, match=rf"cell\{suffix}: 3 pages or frames"):
+        read_image(animation)
+    still = tmp_path / f"still{suffix}"
+    frames[1].save(still, lossless=True)
+    assert (read_image(still) == 140).all()
+
+
 def test_a_multi_page_tiff_is_refused_naming_it_and_a_one_page_tiff_is_read(tmp_path):
     """OpenCV decodes a TIFF stack's first page alone: the cell may be on another page."""
     import cv2
@@ -145,7 +162,7 @@ def test_a_multi_page_tiff_is_refused_naming_it_and_a_one_page_tiff_is_read(tmp_
     pages = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(3)]
     stack = tmp_path / "stack.tif"
     assert cv2.imwritemulti(str(stack), pages)
-    with pytest.raises(ImageReadError, match=r"stack\.tif: a TIFF of 3 pages"):
+    with pytest.raises(ImageReadError, match=r"stack\.tif: 3 pages or frames"):
         read_image(stack)
     single = tmp_path / "single.tiff"
     assert cv2.imwrite(str(single), pages[0])
