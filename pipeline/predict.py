@@ -5,7 +5,8 @@
     python -m pipeline.predict models/synthetic/resnet50 folder --explain heatmaps/
 
 A folder gives one CSV row per image; unreadable files are reported in the `error` column and
-do not stop the rest.
+do not stop the rest. Exit status 1 when no image could be predicted (the CSV is still written,
+saying why for each), or on a bad argument; 0 when at least one was.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = int((table["error"] != "").sum())
     if bad:
         print(f"{bad} file(s) could not be read (see the error column)", file=sys.stderr)
-    return 0
+    return 1 if bad == len(table) else 0  # nothing predicted: a script must not carry on
 
 
 if __name__ == "__main__":

@@ -123,9 +123,24 @@ def test_an_image_without_a_cell_gets_an_error_not_a_p_all(demo_workspace, tmp_p
     flat[5, 5] = 129
     write_image(tmp_path / "flat.png", flat)
     out = tmp_path / "out.csv"
-    assert main([str(model), str(tmp_path / "flat.png"), "--output", str(out)]) == 0
-    row = pd.read_csv(out, keep_default_na=False).iloc[0]
+    assert main([str(model), str(tmp_path / "flat.png"), "--output", str(out)]) == 1  # none
+    row = pd.read_csv(out, keep_default_na=False).iloc[0]  # predicted, but the row says why
     assert "flat.png: segmentation found no cell" in row["error"] and row["prediction"] == ""
+
+
+def test_a_folder_where_no_image_can_be_predicted_exits_1_with_every_reason_written(
+    demo_workspace, tmp_path, capsys
+):
+    model = demo_workspace / paths.model_dir("synthetic", "svm_hog")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"not an image")
+    (images / "b.png").write_bytes(b"")
+    out = tmp_path / "out.csv"
+    assert main([str(model), str(images), "--output", str(out)]) == 1
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 2 and (table["error"] != "").all()
+    assert "2 file(s) could not be read" in capsys.readouterr().err
 
 
 def test_predict_never_writes_its_csv_over_a_folder(demo_workspace, tmp_path, capsys):
