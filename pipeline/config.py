@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -557,6 +557,7 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     check(folds == 0 or folds >= 2, "cv.folds", "must be 0 (off) or >= 2")
     check(cfg.cv.repeats >= 1, "cv.repeats", "must be >= 1")
     for name, section in (cfg.models or {}).items():
+        problems += _unknown_model_keys(name, section)
         for key in ("lr", "epochs", "batch_size"):
             if key in section:
                 value = section[key]  # model sections are free-form: no schema types them
@@ -568,6 +569,82 @@ def _value_problems(cfg: DictConfig) -> list[str]:
                     f"models.{name}.{key}",
                     f"must be {'an integer' if counted else 'a number'} > 0, got {value!r}",
                 )
+    return problems
+
+
+def _model_file_keys(path: Path) -> dict | None:
+    """A conf/model file's keys as a tree (None at an open leaf: a null, empty or non-mapping
+    default takes any keys its model checks itself), its `X@_here_` defaults merged in;
+    None when it cannot be read (Hydra names a broken file when it composes it)."""
+    try:
+        declared = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(declared, dict):
+        return None
+    tree: dict = {}
+    for entry in declared.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry.endswith("@_here_"):
+            base = _model_file_keys(path.parent / f"{entry.removesuffix('@_here_')}.yaml")
+            if base is None:
+                return None
+            tree.update(base)
+
+    def keys(value: Any) -> dict | None:
+        if isinstance(value, dict) and value:
+            return {str(k): keys(v) for k, v in value.items()}
+        return None
+
+    tree.update({str(k): keys(v) for k, v in declared.items()})
+    return tree
+
+
+def _merge_keys(trees: Sequence[dict | None]) -> dict | None:
+    """The union of key trees; open (None) as soon as one of them is."""
+    if any(tree is None for tree in trees):
+        return None
+    merged: dict = {}
+    for tree in trees:
+        for key, sub in tree.items():
+            merged[key] = _merge_keys([merged[key], sub]) if key in merged else sub
+    return merged
+
+
+def known_model_keys(kind: str) -> dict | None:
+    """The keys a `models.<name>` section of `kind` may hold: those of every conf/model file
+    of that kind (a key tree, see `_model_file_keys`); None when no file declares the kind."""
+    trees = []
+    for path in sorted((conf_dir() / "model").glob("*.yaml")):
+        try:
+            declared = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(declared, dict) and str(declared.get("kind")) == str(kind):
+            trees.append(_model_file_keys(path))
+    return _merge_keys(trees) if trees else None
+
+
+def _unknown_model_keys(name: str, section: Any) -> list[str]:
+    """Keys of `models.<name>` that no conf/model file of its kind has: the schema leaves
+    model sections open, so `+models.resnet50.learning_rate=...` (Hydra's own advice for a
+    key it does not know) would be logged to MLflow and ignored by training."""
+    if not isinstance(section, Mapping):
+        return []
+    known = known_model_keys(str(section.get("kind")))
+    problems = []
+
+    def walk(values: Mapping, tree: dict, key: str) -> None:
+        for sub, value in values.items():
+            where = f"{key}.{sub}"
+            if sub not in tree:
+                problems.append(
+                    f"{where}: unknown key; the keys of {key}: {', '.join(sorted(tree))}"
+                )
+            elif tree[sub] is not None and isinstance(value, Mapping):
+                walk(value, tree[sub], where)
+
+    if known is not None:
+        walk(section, known, f"models.{name}")
     return problems
 
 

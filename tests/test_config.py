@@ -120,6 +120,37 @@ def test_a_stage_takes_hydras_plus_syntax_and_names_a_composition_change(tmp_pat
         load(params, ["+model@models.cell_features_rf=cell_features_rf"])
 
 
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        # Hydra refuses these without `+`, and its message advises adding one
+        ("+models.resnet50.learning_rate=0.1", "models.resnet50.learning_rate: unknown key"),
+        ("+models.svm_hog.hog.colour=rgb", "models.svm_hog.hog.colour: unknown key"),
+    ],
+)
+def test_an_unknown_model_key_added_with_plus_is_named(tmp_path, override, named):
+    """Model sections are open in the schema: a misspelt key added with `+` was logged to
+    MLflow as a param and silently ignored by training."""
+    from pipeline.config import write_params
+
+    params = write_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match=named):
+        load(params, [override])
+    with pytest.raises(ConfigError, match=named):
+        compose([override])  # `dvc exp run -S` composes params.yaml with it
+
+
+def test_open_model_keys_still_take_any_subkey_their_model_checks(tmp_path):
+    from pipeline.config import write_params
+
+    params = write_params(tmp_path / "params.yaml")
+    cfg = load(
+        params,
+        ["models.resnet50.color_jitter={brightness: 0.2}", "+models.yolov8.train_args.hsv_s=0.0"],
+    )
+    assert cfg.models.yolov8.train_args.hsv_s == 0.0
+
+
 def test_unknown_override_fails_in_hydra():
     with pytest.raises(ConfigError, match="nonexistent"):
         compose(["crop.nonexistent=1"])
