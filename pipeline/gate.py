@@ -321,10 +321,14 @@ def _workspace_metrics(current: Path) -> list[Metrics]:
     return [read_metrics_dir(folder)]
 
 
-def _status(baseline: float | None, current: float | None, rule: Rule, allowed: float) -> Status:
+def _status(
+    baseline: float | None, current: float | None, rule: Rule, allowed: float, new: bool = False
+) -> Status:
+    """`new`: the baseline lacks the metric (a new model or metric), which must then reach
+    its floor: NaN or null does not (a null that was null before is "n/a")."""
     if baseline is None:
         if current is None:
-            return "n/a"
+            return "below floor" if new and rule.floor is not None else "n/a"
         return "below floor" if _beyond(current, rule.floor, rule.direction, 0.0) else "new"
     if current is None:
         return "missing"
@@ -353,7 +357,8 @@ def compare(
     The allowed change is the rule's tolerance, or its `ci_scale` times the baseline's CI
     half-width (from `<metric>_ci_low` / `_ci_high` of the baseline file) when that is wider.
     Present in the baseline but absent or null now -> "missing" (a model or metric vanished);
-    absent from the baseline -> "new", or "below floor" when it misses its floor; a flag that
+    absent from the baseline -> "new", or "below floor" when it misses its floor or has no
+    value (null, NaN) to hold against it; a flag that
     is true now but was not -> "flipped". Files matching a `flags_only` glob (relative path)
     have their metrics listed as "reported" and only their flags gated; so are the hard-call
     metrics of files whose baseline is flagged `collapsed` ("unheld": a collapse's recall is
@@ -381,7 +386,7 @@ def compare(
             elif baseline_collapsed and metric not in THRESHOLD_FREE:
                 status = "unheld"
             else:
-                status = _status(b if metric in old else None, c, rule, allowed)
+                status = _status(b, c, rule, allowed, new=metric not in old)
             rows.append(Row(file, metric, b, c, allowed, status))
         for flag in flags:
             if flag not in old and flag not in new:

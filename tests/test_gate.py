@@ -16,6 +16,7 @@ import yaml
 from pipeline.gate import (
     GateError,
     Row,
+    Rule,
     check_names,
     compare,
     main,
@@ -323,6 +324,19 @@ def test_null_values():
     ]
     assert not both_null[0].failed and became_null[0].failed
     assert "—" in render_markdown(became_null)
+
+
+def test_a_new_model_whose_metric_is_nan_fails_its_floor():
+    """A model absent from the baseline must reach the floor; NaN (json.dump's undefined
+    value) or null reaches none, where it passed as "n/a"."""
+    rules = {"accuracy": Rule(tolerance=0.02, floor=0.5)}
+    for value in (float("nan"), None):
+        rows = compare({}, {"new.json": {"accuracy": value}}, rules)
+        assert [r.status for r in rows] == ["below floor"] and rows[0].failed
+    kept_null = compare({"m.json": {"accuracy": None}}, {"m.json": {"accuracy": None}}, rules)
+    assert [r.status for r in kept_null] == ["n/a"]
+    no_floor = compare({}, {"new.json": {"accuracy": None}}, {"accuracy": 0.02})
+    assert [r.status for r in no_floor] == ["n/a"]
 
 
 def test_non_numeric_gated_value_is_a_clear_error():
