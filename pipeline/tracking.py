@@ -173,6 +173,8 @@ def check_reachable(cfg: DictConfig) -> str:
                 f"{SCHEMA_LOCK_TIMEOUT_S} s; if none is running, delete that file"
             ) from None
         return uri
+    if urlparse(uri).scheme.partition("+")[0] in DATABASE_ENGINES:
+        _probe_database(uri)
     _probe_store(uri)
     return uri
 
@@ -195,6 +197,44 @@ def _probe_store(uri: str) -> None:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:
         raise TrackingUnavailableError(f"MLflow store {uri} is not usable: {exc}") from exc
+
+
+DEFAULT_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _probe_database(uri: str) -> None:
+    """One short connection attempt to a database store (`postgresql://`, `mysql://`, ...):
+    MLflow's own client retries an unusable database (not running, no such database, wrong
+    password) for about two minutes, and waits on an unreachable host without a timeout."""
+    import socket
+
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
+        raise TrackingUnavailableError(f"MLflow store {uri} is not a database URI: {exc}") from None
+    shown = url.render_as_string(hide_password=True)
+    port = url.port or DEFAULT_DB_PORTS.get(url.get_backend_name())
+    if url.host and port:  # a local socket (no host) answers or fails at once
+        try:
+            socket.create_connection((url.host, port), timeout=HTTP_TIMEOUT_S).close()
+        except OSError as exc:
+            raise TrackingUnavailableError(
+                f"MLflow store {shown}: nothing answers at {url.host}:{port} ({exc}); start the "
+                "database or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+            ) from None
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:  # a missing driver, database or role; a refused password
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrackingUnavailableError(f"MLflow store {shown} is not usable: {detail}") from None
 
 
 def _probe_http(uri: str) -> None:

@@ -261,6 +261,22 @@ def test_check_reachable_fails_fast_for_dead_server(cfg, monkeypatch):
     assert calls == [("http://127.0.0.1:9/health", tracking.HTTP_TIMEOUT_S)]
 
 
+def test_check_reachable_fails_fast_for_a_dead_database(cfg, monkeypatch):
+    """A `postgresql://` store where nothing listens: one short probe, not MLflow's two
+    minutes of retries, and the password is not printed."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://u:secret@127.0.0.1:{port}/mlflow")
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingUnavailableError, match=f"127.0.0.1:{port}") as raised:
+        tracking.check_reachable(cfg)
+    assert time.monotonic() - started < 10
+    assert "secret" not in str(raised.value)
+
+
 @pytest.fixture
 def http_server():
     """A local HTTP server answering 200 on the paths in `ok`, 404 elsewhere."""
