@@ -126,18 +126,23 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
-def datasets_named(name: str) -> list[Path]:
-    """The conf/dataset files whose `name` is `name` (a file that is not valid YAML is left
-    to Hydra, which names it when it is composed)."""
+def conf_files_where(group: str, key: str, value: Any) -> list[Path]:
+    """The conf/<group> files whose top-level `key` is `value` (a file that is not valid YAML
+    is left to Hydra, which names it when it is composed)."""
     found = []
-    for path in sorted((conf_dir() / "dataset").glob("*.yaml")):
+    for path in sorted((conf_dir() / group).glob("*.yaml")):
         try:
             declared = yaml.safe_load(path.read_text())
         except yaml.YAMLError:
             continue
-        if isinstance(declared, dict) and str(declared.get("name")) == str(name):
+        if isinstance(declared, dict) and str(declared.get(key)) == str(value):
             found.append(path)
     return found
+
+
+def datasets_named(name: str) -> list[Path]:
+    """The conf/dataset files that declare dataset `name`."""
+    return conf_files_where("dataset", "name", name)
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -613,14 +618,7 @@ def _merge_keys(trees: Sequence[dict | None]) -> dict | None:
 def known_model_keys(kind: str) -> dict | None:
     """The keys a `models.<name>` section of `kind` may hold: those of every conf/model file
     of that kind (a key tree, see `_model_file_keys`); None when no file declares the kind."""
-    trees = []
-    for path in sorted((conf_dir() / "model").glob("*.yaml")):
-        try:
-            declared = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            continue
-        if isinstance(declared, dict) and str(declared.get("kind")) == str(kind):
-            trees.append(_model_file_keys(path))
+    trees = [_model_file_keys(path) for path in conf_files_where("model", "kind", kind)]
     return _merge_keys(trees) if trees else None
 
 
