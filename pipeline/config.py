@@ -126,23 +126,31 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
-def conf_files_where(group: str, key: str, value: Any) -> list[Path]:
-    """The conf/<group> files whose top-level `key` is `value` (a file that is not valid YAML
+def conf_mappings(group: str) -> dict[Path, dict]:
+    """The conf/<group> files that hold a YAML mapping, parsed (a file that is not valid YAML
     is left to Hydra, which names it when it is composed)."""
-    found = []
-    for path in sorted((conf_dir() / group).glob("*.yaml")):
-        try:
-            declared = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            continue
-        if isinstance(declared, dict) and str(declared.get(key)) == str(value):
-            found.append(path)
-    return found
+    return {
+        path: declared
+        for path in sorted((conf_dir() / group).glob("*.yaml"))
+        if (declared := _yaml_mapping(path)) is not None
+    }
+
+
+def _yaml_mapping(path: Path) -> dict | None:
+    try:
+        declared = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return declared if isinstance(declared, dict) else None
 
 
 def datasets_named(name: str) -> list[Path]:
     """The conf/dataset files that declare dataset `name`."""
-    return conf_files_where("dataset", "name", name)
+    return [
+        path
+        for path, declared in conf_mappings("dataset").items()
+        if str(declared.get("name")) == str(name)
+    ]
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -561,8 +569,9 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     folds = cfg.cv.folds
     check(folds == 0 or folds >= 2, "cv.folds", "must be 0 (off) or >= 2")
     check(cfg.cv.repeats >= 1, "cv.repeats", "must be >= 1")
+    known_by_kind = model_keys_by_kind() if cfg.models else {}  # each file read once
     for name, section in (cfg.models or {}).items():
-        problems += _unknown_model_keys(name, section)
+        problems += _unknown_model_keys(name, section, known_by_kind)
         for key in ("lr", "epochs", "batch_size"):
             if key in section:
                 value = section[key]  # model sections are free-form: no schema types them
@@ -577,30 +586,27 @@ def _value_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def _model_file_keys(path: Path) -> dict | None:
-    """A conf/model file's keys as a tree (None at an open leaf: a null, empty or non-mapping
-    default takes any keys its model checks itself), its `X@_here_` defaults merged in;
-    None when it cannot be read (Hydra names a broken file when it composes it)."""
-    try:
-        declared = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(declared, dict):
-        return None
+def _model_file_keys(path: Path, declared: dict) -> dict | None:
+    """A conf/model file's keys (`declared`: its content) as a tree (None at an open leaf: a
+    null, empty or non-mapping default takes any keys its model checks itself), its
+    `X@_here_` defaults merged in; None when one of those cannot be read (Hydra names a broken
+    file when it composes it)."""
     tree: dict = {}
-    for entry in declared.pop("defaults", None) or []:
+    for entry in declared.get("defaults") or []:
         if isinstance(entry, str) and entry.endswith("@_here_"):
-            base = _model_file_keys(path.parent / f"{entry.removesuffix('@_here_')}.yaml")
-            if base is None:
+            base_path = path.parent / f"{entry.removesuffix('@_here_')}.yaml"
+            base = _yaml_mapping(base_path)
+            base_tree = None if base is None else _model_file_keys(base_path, base)
+            if base_tree is None:
                 return None
-            tree.update(base)
+            tree.update(base_tree)
 
     def keys(value: Any) -> dict | None:
         if isinstance(value, dict) and value:
             return {str(k): keys(v) for k, v in value.items()}
         return None
 
-    tree.update({str(k): keys(v) for k, v in declared.items()})
+    tree.update({str(k): keys(v) for k, v in declared.items() if k != "defaults"})
     return tree
 
 
@@ -615,20 +621,24 @@ def _merge_keys(trees: Sequence[dict | None]) -> dict | None:
     return merged
 
 
-def known_model_keys(kind: str) -> dict | None:
-    """The keys a `models.<name>` section of `kind` may hold: those of every conf/model file
-    of that kind (a key tree, see `_model_file_keys`); None when no file declares the kind."""
-    trees = [_model_file_keys(path) for path in conf_files_where("model", "kind", kind)]
-    return _merge_keys(trees) if trees else None
+def model_keys_by_kind() -> dict[str, dict | None]:
+    """The keys a `models.<name>` section may hold, by its `kind`: those of every conf/model
+    file of that kind (a key tree, see `_model_file_keys`)."""
+    trees: dict[str, list[dict | None]] = {}
+    for path, declared in conf_mappings("model").items():
+        if "kind" in declared:
+            trees.setdefault(str(declared["kind"]), []).append(_model_file_keys(path, declared))
+    return {kind: _merge_keys(found) for kind, found in trees.items()}
 
 
-def _unknown_model_keys(name: str, section: Any) -> list[str]:
-    """Keys of `models.<name>` that no conf/model file of its kind has: the schema leaves
-    model sections open, so `+models.resnet50.learning_rate=...` (Hydra's own advice for a
-    key it does not know) would be logged to MLflow and ignored by training."""
+def _unknown_model_keys(name: str, section: Any, known_by_kind: Mapping[str, Any]) -> list[str]:
+    """Keys of `models.<name>` that no conf/model file of its kind has (`known_by_kind`, from
+    `model_keys_by_kind`): the schema leaves model sections open, so
+    `+models.resnet50.learning_rate=...` (Hydra's own advice for a key it does not know) would
+    be logged to MLflow and ignored by training."""
     if not isinstance(section, Mapping):
         return []
-    known = known_model_keys(str(section.get("kind")))
+    known = known_by_kind.get(str(section.get("kind")))
     problems = []
 
     def walk(values: Mapping, tree: dict, key: str) -> None:
