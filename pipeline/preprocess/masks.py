@@ -56,12 +56,12 @@ def read_gt_mask(
         raise MaskError(f"{path}: not a readable mask image")
     regions = [region for region, colour in colours.items() if colour is not None]
     palette = np.array([colours[region][::-1] for region in regions], np.int32)  # BGR, as read
+    code = ", ".join(f"{region} {list(colours[region])}" for region in regions)  # for errors
     pixels = mask.reshape(-1, 1, 3).astype(np.int32)
     distance = np.sqrt(((pixels - palette[None]) ** 2).sum(axis=2))
     label = distance.argmin(axis=1)
     off_palette = float((distance.min(axis=1) > _MAX_COLOUR_DISTANCE).mean())
     if off_palette > _MAX_OFF_PALETTE:
-        code = ", ".join(f"{region} {list(colours[region])}" for region in regions)
         raise MaskError(
             f"{path}: {off_palette:.0%} of pixels are none of the mask colours (RGB {code}; "
             "dataset.mask_code sets them)"
@@ -69,7 +69,6 @@ def read_gt_mask(
     label = label.reshape(mask.shape[:2]).astype(np.uint8)
     background = regions.index("background")
     if (label == background).all():  # every white-cell image holds a cell: the code is wrong
-        code = ", ".join(f"{region} {list(colours[region])}" for region in regions)
         raise MaskError(
             f"{path}: draws no cell: every pixel is nearest the background colour (RGB {code}); "
             "are these the masks' colours (a 0/1 mask needs cytoplasm: 1)? dataset.mask_code "
