@@ -368,6 +368,8 @@ def read_csv(
     ids: set[str] = set()
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"{table_path.name}:{line}"
+        # Cells padded with blanks (", " separators, trailing spaces) read trimmed, as the label
+        row = {column: value.strip() for column, value in row.items()}
         path = Path(os.path.normpath(images / row[names["path"]]))
         if not path.is_relative_to(images):
             listing.file_problems.append(f"{where}: {path} lies outside {images}")
@@ -378,7 +380,7 @@ def read_csv(
             )
             continue
         listed[path] = line
-        label = value_label.get(row[names["label"]].strip())
+        label = value_label.get(row[names["label"]])
         if label is None:
             listing.file_problems.append(
                 f"{where}: unknown label {row[names['label']]!r} for {path} "

@@ -478,6 +478,24 @@ def test_csv_subject_column_as_it_is_path_pattern_or_one_group_each(
     assert frame["group"].tolist() == frame["id"].tolist()
 
 
+def test_csv_cells_padded_with_spaces_read_as_their_trimmed_values(
+    tmp_path, write_image, dataset_cfg
+):
+    # A table saved with ", " separators or trailing blanks (a hand-edited release CSV): the
+    # label was already read trimmed, the file name and the subject must be too
+    rows = [("UID_57_29_1_all.bmp", "1"), ("UID_H3_1_1_hem.bmp", "0")]
+    root = make_csv(tmp_path / "prelim" / "images", write_image, rows)
+    table = root / PRELIM["labels_file"]
+    header, *lines = table.read_text().splitlines()
+    padded = [", ".join(f"{cell} " for cell in line.split(",")) for line in lines]
+    table.write_text("\n".join([header, *padded]) + "\n")
+    frame, problems = build_manifest(dataset_cfg(root, "csv", **PRELIM), tmp_path)
+    assert problems == []
+    rows = frame.set_index("id")
+    assert rows["label"].to_dict() == {"1": "all", "2": "hem"}
+    assert rows["group"].to_dict() == {"1": "subject:57", "2": "subject:H3"}
+
+
 def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, dataset_cfg):
     rows = [("UID_1_1_1_all.bmp", "1"), ("UID_H2_1_1_hem.bmp", "0"), ("UID_3_1_1_all.bmp", "2")]
     root = make_csv(tmp_path / "t" / "img", write_image, rows)
