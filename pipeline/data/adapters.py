@@ -387,7 +387,7 @@ def read_csv(
                 f"(dataset.classes maps {sorted(value_label)})"
             )
         elif not (path.is_file() and is_image(path)):
-            listing.file_problems.append(f"{where}: {path} is not an image file under {images}")
+            listing.file_problems.append(f"{where}: {_not_an_image(path, images)}")
         else:
             column = names["subject"] if "subject" in names else group_pattern and names["path"]
             _add_entry(
@@ -406,6 +406,24 @@ def read_csv(
         if path.is_file() and is_image(path) and path not in listed
     ]
     return listing
+
+
+def _not_an_image(path: Path, images: Path) -> str:
+    """Why a file the table lists cannot be read: not there (naming a file whose name differs
+    only in case, e.g. 1.BMP for 1.bmp: the same file on Windows and macOS, not here), or not
+    an image."""
+    if path.exists():
+        return f"{path} is not an image file under {images}"
+    folder = path.parent
+    other_case = sorted(
+        p.name
+        for p in (folder.iterdir() if folder.is_dir() else ())
+        if p.name.lower() == path.name.lower()
+    )
+    hint = (
+        f" ({', '.join(other_case)} is there: file names are case-sensitive)" if other_case else ""
+    )
+    return f"{path}: no such file under {images}{hint}"
 
 
 def _safe_id(relative: Path, taken: set[str]) -> str:

@@ -514,7 +514,7 @@ def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, 
         "labels.csv:5:",
         "listed again (first on line 2)",
         "labels.csv:6:",
-        "gone.bmp is not an image file",
+        "gone.bmp: no such file under",
         "escape.bmp lies outside",
         "extra.png: image not listed",
         "4.bmp: no subject in 'nobody' (C-NMC_test_prelim_phase_data_labels.csv:8, column "
@@ -525,6 +525,23 @@ def test_csv_bad_rows_and_unlisted_images_are_all_listed(tmp_path, write_image, 
         dataset_cfg(root, "csv", **PRELIM, on_bad_file="skip"), tmp_path
     )
     assert frame["id"].tolist() == ["1", "2"] and len(problems) == 6
+
+
+def test_csv_a_listed_file_named_in_another_case_is_missing_naming_the_file_there(
+    tmp_path, write_image, dataset_cfg
+):
+    # Tables made on Windows or macOS may say 1.bmp where the release holds 1.BMP
+    rows = [("UID_57_29_1_all.bmp", "1"), ("UID_H3_1_1_hem.bmp", "0")]
+    root = make_csv(tmp_path / "prelim" / "images", write_image, rows)
+    images = root / PRELIM["image_dir"]
+    (images / "1.bmp").rename(images / "1.BMP")
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "csv", **PRELIM), tmp_path)
+    message = str(info.value)
+    assert "labels.csv:2: " in message
+    assert "1.bmp: no such file under" in message
+    assert "(1.BMP is there: file names are case-sensitive)" in message
+    assert "1.BMP: image not listed" in message
 
 
 def test_csv_missing_table_or_column_is_fatal_naming_it(tmp_path, write_image, dataset_cfg):
