@@ -127,6 +127,7 @@ def _read_cnmc_fold(folder: Path, fold: int, listing: Listing) -> None:
         if child.name not in CLASSES:
             listing.file_problems.append(f"{child}: unexpected entry (expected only all/, hem/)")
             continue
+        seen: dict[str, Path] = {}  # one cell, one id: UID_..bmp beside UID_..png is one cell
         for path in visible_children(child):
             match = CNMC_NAME.match(path.stem)
             if not (path.is_file() and is_image(path) and match):
@@ -138,7 +139,10 @@ def _read_cnmc_fold(folder: Path, fold: int, listing: Listing) -> None:
                     f"{path}: label '{match['label']}' in the name disagrees with folder "
                     f"'{child.name}'"
                 )
+            elif path.stem in seen:
+                listing.file_problems.append(f"{path}: same cell as {seen[path.stem].name}")
             else:
+                seen[path.stem] = path
                 listing.entries.append(
                     Entry(
                         id=f"fold{fold}_{child.name}_{path.stem}",

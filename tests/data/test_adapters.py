@@ -101,6 +101,22 @@ def test_cnmc_bad_names_and_label_mismatch_all_listed(tmp_path, write_image, dat
     assert len(frame) == 5 and len(problems) == len(bad)
 
 
+def test_cnmc_one_cell_in_two_formats_is_a_bad_file_naming_both(tmp_path, write_image, dataset_cfg):
+    # The release's BMP beside a PNG copy of the same cell (a conversion left half done, or
+    # the BMP release unpacked over a PNG copy): one cell, two files, one id
+    root = make_cnmc(tmp_path / "cnmc", write_image)
+    cells = root / "training_data" / "fold_0" / "all"
+    copy = write_image(cells / "UID_3_1_1_all.png", 93)
+    with pytest.raises(BadInputError) as info:
+        build_manifest(dataset_cfg(root, "cnmc", folds=[0]), tmp_path)
+    assert info.value.problems == [f"{copy}: same cell as UID_3_1_1_all.bmp"]
+    frame, problems = build_manifest(
+        dataset_cfg(root, "cnmc", folds=[0], on_bad_file="skip"), tmp_path
+    )
+    assert len(frame) == 5 and problems == info.value.problems
+    assert str(cells / "UID_3_1_1_all.bmp") in frame["path"].tolist()
+
+
 @pytest.mark.parametrize(
     ("layout", "folds", "needle"),
     [
