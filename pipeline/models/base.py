@@ -9,6 +9,7 @@ and predicts P(ALL) for RGB uint8 arrays that went through the same preprocessin
 from __future__ import annotations
 
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from pipeline.train.context import TrainContext
 
 if TYPE_CHECKING:  # base stays importable without torch (HOG+SVM, tracking)
     import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,3 +227,17 @@ def fit_pipeline(
     weights = training_weights(targets, groups, balance)
     fit_args = {} if weights is None else {f"{last_name}__sample_weight": weights}
     pipeline.fit(features, targets, **fit_args)
+    if isinstance(last, CalibratedClassifierCV) and _platt_slope(last) >= 0:
+        log.warning(
+            "%s: Platt scaling found the SVM's out-of-fold decisions unrelated or opposite to "
+            "the labels (%d training images): its P(ALL) stays near 0.5 and may contradict "
+            "the SVM's own calls; it needs more images or other features",
+            where,
+            len(targets),
+        )
+
+
+def _platt_slope(calibrated: Any) -> float:
+    """The fitted sigmoid's `a` in P = 1 / (1 + exp(a * decision + b)): negative when a higher
+    decision value means a likelier positive, as it should."""
+    return float(calibrated.calibrated_classifiers_[0].calibrators[0].a_)

@@ -12,7 +12,7 @@ import pytest
 from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
-from pipeline.models.base import PLATT_FOLDS, training_weights
+from pipeline.models.base import PLATT_FOLDS, fit_pipeline, platt_scaled, training_weights
 from tests.conftest import train_context, write_folder_manifest
 from tests.models.conftest import make_image_folder
 from tests.models.test_models import model_config
@@ -91,6 +91,37 @@ def test_an_svm_with_fewer_training_images_of_a_class_than_platt_folds_still_fit
     model.fit(train_context(data, tmp_path / "work"))
     assert model.pipeline.steps[-1][1].cv == fewest
     assert model.predict_proba(np.zeros((2, 32, 32, 3), dtype=np.uint8)).shape == (2,)
+
+
+def _platt_svm(features: np.ndarray, targets: np.ndarray) -> object:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    svm = make_pipeline(StandardScaler(), platt_scaled(LinearSVC(dual="auto", random_state=0)))
+    fit_pipeline(svm, features, targets, True, None, "svm_hog")
+    return svm
+
+
+def test_an_svm_whose_platt_scaling_inverts_its_calls_is_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Pure noise, 20 images, 500 features: the SVM fits its training images, its out-of-fold
+    decisions run against the labels, and Platt's sigmoid turns every training call around."""
+    features = np.random.default_rng(2).normal(size=(20, 500))
+    targets = np.repeat([0, 1], 10)
+    with caplog.at_level("WARNING", logger="pipeline.models.base"):
+        svm = _platt_svm(features, targets)
+    assert (svm.predict_proba(features).argmax(1) != targets).all()  # the failure warned of
+    assert "svm_hog: Platt scaling found the SVM's out-of-fold decisions" in caplog.text
+
+
+def test_an_svm_with_a_signal_is_not_warned(caplog: pytest.LogCaptureFixture) -> None:
+    features = np.random.default_rng(0).normal(size=(40, 5))
+    targets = (features[:, 0] > 0).astype(int)
+    with caplog.at_level("WARNING", logger="pipeline.models.base"):
+        _platt_svm(features, targets)
+    assert "Platt scaling" not in caplog.text
 
 
 def test_an_svm_with_one_training_image_of_a_class_is_named(tmp_path: Path) -> None:
