@@ -12,6 +12,7 @@ saying why for each), or on a bad argument; 0 when at least one was.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -34,7 +35,15 @@ def list_images(target: Path) -> list[Path]:
     files = visible_below(target)
     if not files:
         raise FileNotFoundError(f"{target}: no files to predict in this folder")
-    return files
+    return sorted(files, key=natural_order)
+
+
+def natural_order(path: Path) -> list[str | int]:
+    """Numbers in a path compare as numbers (2.bmp before 10.bmp), so a numbered test set
+    such as C-NMC's reads in its own order. Splitting on a captured group alternates text and
+    digits, so items at one index are always of one type."""
+    parts = re.split(r"(\d+)", path.as_posix())
+    return [int(part) if index % 2 else part for index, part in enumerate(parts)]
 
 
 def overlay_names(relative: Sequence[Path]) -> list[str]:

@@ -91,6 +91,15 @@ def test_predict_from_an_unknown_registry_model_is_a_clear_error(tmp_path, capsy
     assert "registered models: none" in err and "Traceback" not in err
 
 
+def test_a_numbered_folder_is_listed_in_number_order(tmp_path):
+    """C-NMC's test sets are 1.bmp ... 2586.bmp: the CSV follows their numbers."""
+    for name in ("10.bmp", "2.bmp", "1.bmp", "b/3.png", "a10/1.png", "a9/1.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    listed = [path.relative_to(tmp_path).as_posix() for path in list_images(tmp_path)]
+    assert listed == ["1.bmp", "2.bmp", "10.bmp", "a9/1.png", "a10/1.png", "b/3.png"]
+
+
 def test_predict_lists_what_ingest_would_read_not_hidden_files_or_os_clutter(tmp_path):
     for name in ("a.png", "sub/b.png", ".DS_Store", "Thumbs.db", "desktop.ini",
                  ".ipynb_checkpoints/a-checkpoint.png", "sub/._b.png"):  # fmt: skip
