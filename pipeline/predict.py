@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(overlays)} Grad-CAM overlay(s) to {args.explain}", file=sys.stderr)
     bad = int((table["error"] != "").sum())
     if bad:
-        print(f"{bad} file(s) could not be read (see the error column)", file=sys.stderr)
+        print(f"{bad} file(s) could not be predicted (see the error column)", file=sys.stderr)
     return 1 if bad == len(table) else 0  # nothing predicted: a script must not carry on
 
 

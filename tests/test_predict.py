@@ -28,7 +28,7 @@ def test_predict_folder_reports_a_corrupt_file_and_classifies_the_rest(
     p_all = good["p_all"].astype(float)
     assert (good["prediction"] == np.where(p_all >= 0.5, "all", "hem")).all()
     assert np.allclose(good["probability"].astype(float), np.maximum(p_all, 1 - p_all))
-    assert "could not be read" in capsys.readouterr().err
+    assert "1 file(s) could not be predicted" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model", ["svm_hog", "resnet50", "yolov8"])
@@ -149,7 +149,7 @@ def test_a_folder_where_no_image_can_be_predicted_exits_1_with_every_reason_writ
     assert main([str(model), str(images), "--output", str(out)]) == 1
     table = pd.read_csv(out, keep_default_na=False)
     assert len(table) == 2 and (table["error"] != "").all()
-    assert "2 file(s) could not be read" in capsys.readouterr().err
+    assert "2 file(s) could not be predicted" in capsys.readouterr().err
 
 
 def test_predict_never_writes_its_csv_over_a_folder(demo_workspace, tmp_path, capsys):
@@ -209,3 +209,38 @@ def test_an_explain_folder_that_is_a_file_fails_before_predicting(tmp_path, caps
     assert main(["model", str(image), "--explain", str(taken / "heatmaps")]) == 1
     assert f"{taken} is a file, not a folder" in capsys.readouterr().err
     assert predicted == [] and taken.read_text() == "old"
+
+
+class _ConstantModel:
+    """Stands in for a trained model: P(ALL) 0.7 for every image it is given."""
+
+    def predict_proba(self, images):
+        return np.full(len(images), 0.7)
+
+
+def test_the_summary_does_not_call_an_image_without_a_cell_unreadable(
+    cfg, tmp_path, capsys, monkeypatch
+):
+    """A file that was read but in which a segmenting model finds no cell was predicted on,
+    not unreadable: the summary line must not send the user looking for a corrupt file."""
+    from omegaconf import OmegaConf
+
+    from pipeline import predict
+    from pipeline.inference import Predictor
+    from pipeline.io import write_image
+
+    card = {
+        "segment": True,
+        "segment_config": OmegaConf.to_container(cfg.segment, resolve=True),
+        "crop_config": OmegaConf.to_container(cfg.crop, resolve=True),
+    }
+    predictor = Predictor(_ConstantModel(), card)
+    monkeypatch.setattr(predict.Predictor, "load", lambda source: predictor)
+    flat = np.full((64, 64, 3), 128, dtype=np.uint8)
+    flat[5, 5] = 129  # not blank, so it is read; no cell in it
+    write_image(tmp_path / "flat.png", flat)
+    out = tmp_path / "out.csv"
+    assert main(["model", str(tmp_path / "flat.png"), "--output", str(out)]) == 1
+    assert "segmentation found no cell" in pd.read_csv(out, keep_default_na=False)["error"][0]
+    err = capsys.readouterr().err
+    assert "could not be read" not in err and "1 file(s) could not be predicted" in err
