@@ -54,6 +54,8 @@ SPLITS = ("train", "val", "test")
 STRATEGIES = ("auto", "ddp")
 GROUP_BY = ("subject", "none")  # split.group_by: subjects kept apart, or the paper's image level
 ON_MISSING = ("error", "skip")  # cross.on_missing: a target whose root does not exist
+# OmegaConf refusing a number or boolean where the schema wants text (a folder name, a label)
+UNQUOTED_TEXT = re.compile(r"\((int|float|bool)\) is incompatible with type hint .str.")
 
 
 class ConfigError(PipelineError, ValueError):
@@ -224,6 +226,11 @@ def _typed(cfg: DictConfig) -> DictConfig:
             known = OmegaConf.select(schema, section) if section else schema
             if isinstance(known, DictConfig):
                 message += f"; the keys of {section or 'the top level'}: {', '.join(sorted(known))}"
+        elif UNQUOTED_TEXT.search(message):  # `all: [1]` for folder 1/, labels yes/no
+            message += (
+                "; YAML reads an unquoted number or yes/no, on/off, true/false as a number or "
+                'a boolean, not as text: write it in quotes (e.g. "1", "yes")'
+            )
         raise ConfigError(f"invalid config key '{key}': {message}") from None
 
 

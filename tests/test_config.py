@@ -422,3 +422,22 @@ def test_a_copied_dataset_yaml_that_keeps_the_original_name_is_refused(tmp_path,
     assert renamed != original
     (conf / "dataset" / "my_cells.yaml").write_text(renamed)
     assert compose(["dataset=my_cells"]).dataset.name == "my_cells"
+
+
+@pytest.mark.parametrize("written", ["yes", "1"])
+def test_an_unquoted_label_yaml_reads_as_a_bool_or_number_says_to_quote_it(tmp_path, written):
+    """Folders `1/` and `0/`, or labels yes/no, written unquoted in a dataset YAML, reach the
+    config as 1 or True: the error said "Value True (bool) is incompatible with type hint
+    'str'" for what the user wrote as `yes`, and not what to do."""
+    from omegaconf import OmegaConf
+
+    params = yaml.safe_load((workspace_root(Path(__file__).parent) / "params.yaml").read_text())
+    dataset = compose(["dataset=folder_example"]).dataset
+    params["dataset"] = OmegaConf.to_container(dataset, resolve=True)
+    params["dataset"]["classes"]["all"] = ["PLACEHOLDER"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params).replace("PLACEHOLDER", written))
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    message = str(raised.value)
+    assert "dataset.classes.all" in message and "write it in quotes" in message
