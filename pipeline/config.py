@@ -669,6 +669,16 @@ def params_in_sync(path: Path, overrides: Sequence[str] = ()) -> bool:
     return path.exists() and yaml.safe_load(path.read_text()) == expected
 
 
+def missing_folders(cfg: DictConfig) -> list[str]:
+    """The dataset folders `show` cannot find here: the schema cannot check them (the demo's
+    are made by a stage), and DVC would name a missing root only as a missing dependency."""
+    folders = {"dataset.root": cfg.dataset.root, "dataset.masks": cfg.dataset.get("masks")}
+    paths = {key: workspace_root() / str(f) for key, f in folders.items() if f is not None}
+    return [
+        f"{key}: {path} does not exist (yet)" for key, path in paths.items() if not path.exists()
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__)
     parser.add_argument("command", choices=["write", "check", "show"])
@@ -678,7 +688,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "write":
             print(f"wrote {write_params(overrides=args.overrides)}")
         elif args.command == "show":
-            print(to_yaml(compose(args.overrides)))
+            cfg = compose(args.overrides)
+            print(to_yaml(cfg))
+            for note in missing_folders(cfg):
+                print(f"note: {note}", file=sys.stderr)
         else:
             if not params_in_sync(workspace_root() / PARAMS_FILE, args.overrides):
                 print(

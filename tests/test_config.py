@@ -441,3 +441,19 @@ def test_an_unquoted_label_yaml_reads_as_a_bool_or_number_says_to_quote_it(tmp_p
         load(path)
     message = str(raised.value)
     assert "dataset.classes.all" in message and "write it in quotes" in message
+
+
+def test_show_notes_a_dataset_folder_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt root is shown with the rest and named, before DVC calls it a missing dep."""
+    from pipeline.config import main
+
+    present = tmp_path / "cells"
+    present.mkdir()
+    assert main(["show", f"dataset.root={present}", "dataset.masks=null"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["show", f"dataset.root={tmp_path / 'cels'}", f"dataset.masks={present}"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: dataset.root: {tmp_path / 'cels'} does not exist (yet)" in err
+    assert "dataset.masks" not in err
