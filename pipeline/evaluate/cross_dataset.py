@@ -20,7 +20,7 @@ from pipeline.config import ConfigError, compose, conf_dir, workspace_root
 from pipeline.data import build_manifest
 from pipeline.evaluate.metrics import compute_metrics, metrics_args
 from pipeline.inference import Predictor
-from pipeline.io import atomic_write_json, read_image
+from pipeline.io import BadInputError, atomic_write_json, read_image
 from pipeline.labels import CLASSES, y_true
 from pipeline.models.base import load_model
 from pipeline.paths import MODEL_CARD
@@ -165,7 +165,14 @@ def evaluate_target(
         log.warning("skipped: %s", problem)
         return False
     dataset = cfg.dataset.name
-    frame, problems = build_manifest(target, workspace_root())
+    try:
+        frame, problems = build_manifest(target, workspace_root())
+    except BadInputError as exc:  # its policy is the target's own, not -S dataset.on_bad_file
+        raise BadInputError(
+            exc.problems,
+            what=f"cross.targets: {target_name!r} (on_bad_file: {target.on_bad_file} in "
+            f"conf/dataset/{target_name}.yaml; skip there leaves bad files out)",
+        ) from None
     if problems:
         log.warning("%s: %d bad files skipped", target_name, len(problems))
     frame, seen = drop_training_images(frame, training)

@@ -290,6 +290,24 @@ def test_a_target_left_with_one_class_is_refused_naming_it(
     assert not (root / paths.cross_dir("synthetic")).exists()
 
 
+def test_a_bad_target_file_names_the_target_and_where_its_policy_is_set(
+    trained_view, demo_workspace, tmp_path, capsys
+):
+    """-S dataset.on_bad_file=skip changes the training dataset's policy, not the target's."""
+    target = tmp_path / "target"
+    shutil.copytree(demo_workspace / "artifacts" / "demo" / "cnmc" / "C-NMC_Leukemia", target)
+    corrupt = target / "training_data" / "fold_0" / "all" / "UID_98_1_1_all.png"
+    corrupt.write_bytes(b"not a png")
+    root = trained_view(f"+cross.roots.synthetic_cnmc={target}")
+    assert run_stage(root, "cross_eval", "svm_hog") == 1
+    err = capsys.readouterr().err
+    assert (
+        "cross.targets: 'synthetic_cnmc' (on_bad_file: error in conf/dataset/synthetic_cnmc.yaml"
+        in err
+    )
+    assert str(corrupt) in err
+
+
 def test_the_target_decides_segmentation_the_model_decides_how(demo_workspace):
     model_dir = demo_workspace / paths.model_dir("synthetic", "svm_hog")
     key_plain, plain = target_predictor(model_dir, target_segment=False)
