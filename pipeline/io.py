@@ -123,6 +123,8 @@ def read_image(path: Path | str) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     data = np.fromfile(str(path), dtype=np.uint8)
+    # OpenCV logs a broken file's decoder error without the file's name; the error below names it
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")

@@ -194,3 +194,17 @@ def test_a_jpeg_is_turned_upright_by_its_exif_orientation_as_masks_are(tmp_path,
     assert np.abs(image.astype(int) - shown).max() < 16  # two JPEG decoders
     as_mask = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
     assert np.abs(image.astype(int) - as_mask).max() == 0
+
+
+def test_a_broken_file_is_named_once_without_opencvs_anonymous_log_line(tmp_path, capfd):
+    """OpenCV printed '[ERROR] ... readHeader IHDR chunk shall be first' naming no file."""
+    import cv2
+
+    from pipeline.io import ImageReadError, read_image
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n0000garbage")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV's default
+    with pytest.raises(ImageReadError, match="broken.png: not a readable image"):
+        read_image(broken)
+    assert "readHeader" not in capfd.readouterr().err

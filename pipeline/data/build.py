@@ -51,11 +51,7 @@ def list_dataset(dataset: Mapping[str, Any], root: Path) -> Listing:
 
 
 def inspect_image(path: str) -> tuple[str, str | None]:
-    """(sha256, problem or None): decode the file fully so a bad one is caught here.
-
-    OpenCV's own warnings are silenced: the problem list already says which file is bad.
-    """
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    """(sha256, problem or None): decode the file fully so a bad one is caught here."""
     try:
         read_cell_image(path)
         return file_digest(path), None
