@@ -12,7 +12,6 @@ error names the class and its group count.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -26,8 +25,6 @@ from pipeline.labels import NEGATIVE, POSITIVE
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
-
-log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 IMAGE_LEVEL_WARNING = (
