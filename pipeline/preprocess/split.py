@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pipeline.config import GROUP_BY, ConfigError
+from pipeline.config import GROUP_BY, SPLITS, ConfigError
 from pipeline.labels import NEGATIVE, POSITIVE
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-SPLITS = ("train", "val", "test")
 IMAGE_LEVEL_WARNING = (
     "split.group_by=none: the paper's image-level protocol; cells of one subject sit in "
     "train and test, so its stain and illumination leak and the scores are optimistic"
@@ -289,7 +288,7 @@ def check_split(frame: pd.DataFrame, group_column: str = "group") -> None:
         raise ValueError(f"groups span several splits (leakage): {leaking[:10]}")
     missing = [
         f"{s}/{c}"
-        for s in ("train", "val", "test")
+        for s in SPLITS
         for c in sorted(frame["label"].unique())
         if not ((frame["split"] == s) & (frame["label"] == c)).any()
     ]
