@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,24 +9,23 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.config import ConfigError
+from pipeline.errors import PipelineError
 from pipeline.models import params
 from pipeline.models.base import Classifier, build_model, load_model
-from pipeline.train.context import EpochCallback, TrainContext
+from pipeline.train.context import TrainContext
 
 
 class EnsembleClassifier(Classifier):
     """P(ALL) = the weighted mean of its members' P(ALL).
 
     Members are whole model sections, kept in the model card, and each member is saved as a
-    model folder of its own inside the ensemble's, so the folder predicts on its own. The
-    pipeline assembles it from the members' already trained models (`assemble`, stage
-    `ensemble`); `fit` trains the members instead, as their own train stages would. Its one
-    history row is the mean scored on the validation split, what selection looks at. No
-    Grad-CAM: a mean of different networks has no single feature map (explain a member).
+    model folder of its own inside the ensemble's, so the folder predicts on its own. It is
+    never trained: it is assembled from the members' already trained models (`assemble`,
+    stage `ensemble`). No Grad-CAM: a mean of different networks has no single feature map
+    (explain a member).
     """
 
     kind: ClassVar[str] = "ensemble"
-    weighs_subjects = True  # each member's own `fit` accepts or refuses the option
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -68,20 +66,10 @@ class EnsembleClassifier(Classifier):
         return ensemble
 
     def _fit(self, ctx: TrainContext) -> list[dict[str, float]]:
-        """Train every member as its own train stage would (same context, seed and data give
-        the same weights), then score the mean on the validation split."""
-        self.image_size = ctx.image_size
-        for member in self.members:
-            name = member.config["name"]
-            member.fit(
-                dataclasses.replace(
-                    ctx, work_dir=ctx.work_dir / name, on_epoch=_prefixed(ctx.on_epoch, name)
-                )
-            )
-        row = {"epoch": 1, **self.score_split(ctx.data_dir, "val")}
-        if ctx.on_epoch is not None:
-            ctx.on_epoch(1, row)
-        return [row]
+        raise PipelineError(
+            "an ensemble is assembled from its members' trained models (stage `ensemble`), "
+            "not trained: train the members (dvc repro train@<member>)"
+        )
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         votes = np.stack([member.predict_proba(images) for member in self.members])
@@ -93,9 +81,3 @@ class EnsembleClassifier(Classifier):
 
     def _load_weights(self, directory: Path) -> None:
         self.members = [load_model(directory / member.config["name"]) for member in self.members]
-
-
-def _prefixed(on_epoch: EpochCallback | None, name: str) -> EpochCallback | None:
-    if on_epoch is None:
-        return None
-    return lambda epoch, row: on_epoch(epoch, {f"{name}/{key}": v for key, v in row.items()})

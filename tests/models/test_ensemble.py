@@ -1,19 +1,18 @@
-"""The soft-voting ensemble: members trained as on their own, a weighted mean, a clear config."""
+"""The soft-voting ensemble: assembled from trained members, a weighted mean, a clear config."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, log_loss
+from sklearn.metrics import accuracy_score
 
 from pipeline.config import ConfigError, compose
+from pipeline.errors import PipelineError
 from pipeline.models import EnsembleClassifier, build_model, load_model
 from tests.conftest import train_context
-from tests.models.conftest import recording_context
 from tests.models.test_models import model_config, val_images
 
 MEMBERS = ("svm_hog", "resnet50")
@@ -24,41 +23,10 @@ def ensemble_config(**changes: Any) -> dict[str, Any]:
     return {"name": "ensemble", "kind": "ensemble", "members": members, **changes}
 
 
-def test_ensemble_is_the_weighted_mean_of_members_trained_as_alone(
-    image_folder_dir: Path, tmp_path: Path
-) -> None:
-    ctx, calls = recording_context(image_folder_dir, tmp_path / "ensemble")
-    ensemble = build_model(ensemble_config(weights=[1, 3]))
-    history = ensemble.fit(ctx)
-
-    images, is_all = val_images(image_folder_dir)
-    alone = []
-    for config in ensemble.config["members"]:
-        member = build_model(config)
-        member.fit(
-            train_context(
-                data_dir=image_folder_dir, work_dir=tmp_path / config["name"], image_size=32
-            )
-        )
-        alone.append(member.predict_proba(images))
-    proba = ensemble.predict_proba(images)
-    np.testing.assert_allclose(proba, 0.25 * alone[0] + 0.75 * alone[1])
-
-    # One history row: the mean scored on the validation split, as selection reads it.
-    assert len(history) == 1
-    assert history[0]["val_accuracy"] == pytest.approx(accuracy_score(is_all, proba >= 0.5))
-    assert history[0]["val_loss"] == pytest.approx(log_loss(is_all, proba, labels=[False, True]))
-    assert calls[-1] == (1, history[0])
-    member_keys = {key for _, row in calls[:-1] for key in row}
-    assert {"svm_hog/val_accuracy", "resnet50/val_accuracy", "resnet50/train_loss"} <= member_keys
-
-    saved = ensemble.save(tmp_path / "saved")
-    for name in MEMBERS:  # each member a loadable model folder of its own
-        assert json.loads((saved / name / "model.json").read_text())["config"]["name"] == name
-    loaded = load_model(saved)
-    assert isinstance(loaded, EnsembleClassifier)
-    np.testing.assert_allclose(loaded.predict_proba(images), proba)
-    assert loaded.cam_target() is None  # no single feature map to explain
+def test_an_ensemble_is_assembled_never_trained(image_folder_dir: Path, tmp_path: Path) -> None:
+    ensemble = build_model(ensemble_config())
+    with pytest.raises(PipelineError, match=r"assembled .*stage `ensemble`.*train@<member>"):
+        ensemble.fit(train_context(data_dir=image_folder_dir, work_dir=tmp_path, image_size=32))
 
 
 @pytest.mark.parametrize(
@@ -108,6 +76,7 @@ def test_assembled_from_trained_members_it_averages_them_without_training(
     loaded = load_model(ensemble.save(tmp_path / "saved"))
     assert [m["name"] for m in loaded.config["members"]] == list(MEMBERS)
     np.testing.assert_allclose(loaded.predict_proba(images), expected)
+    assert loaded.cam_target() is None  # no single feature map to explain
 
 
 @pytest.mark.parametrize(
