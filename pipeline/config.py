@@ -665,8 +665,26 @@ def _unknown_model_keys(name: str, section: Any, known_by_kind: Mapping[str, Any
 
 def params_in_sync(path: Path, overrides: Sequence[str] = ()) -> bool:
     """Compare content, not bytes: DVC writes the same config with its own YAML layout."""
+    return path.exists() and not params_differences(path, overrides)
+
+
+def params_differences(path: Path, overrides: Sequence[str] = ()) -> list[str]:
+    """Each key whose value in `path` differs from `conf/` composed, as
+    `key: params.yaml <value>, conf/ <value>` (`absent` for a missing key)."""
     expected = OmegaConf.to_container(compose(overrides), resolve=True)
-    return path.exists() and yaml.safe_load(path.read_text()) == expected
+    found = yaml.safe_load(path.read_text()) if path.exists() else {}
+    lines: list[str] = []
+
+    def walk(have: Any, want: Any, where: str) -> None:
+        if isinstance(have, Mapping) and isinstance(want, Mapping):
+            for key in sorted({*have, *want}, key=str):
+                missing = "absent"
+                walk(have.get(key, missing), want.get(key, missing), f"{where}{key}.")
+        elif have != want:
+            lines.append(f"{where.rstrip('.')}: params.yaml {have!r}, conf/ {want!r}")
+
+    walk(found if isinstance(found, Mapping) else {}, expected, "")
+    return lines
 
 
 def missing_folders(cfg: DictConfig) -> list[str]:
@@ -693,9 +711,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for note in missing_folders(cfg):
                 print(f"note: {note}", file=sys.stderr)
         else:
-            if not params_in_sync(workspace_root() / PARAMS_FILE, args.overrides):
+            differences = params_differences(workspace_root() / PARAMS_FILE, args.overrides)
+            if differences:
+                # `dvc exp apply` restores an experiment's params.yaml, not the conf/ its -S
+                # overrides came from: `write` would silently undo the applied experiment.
                 print(
-                    "params.yaml is out of sync with conf/: run `python -m pipeline.config write`"
+                    "params.yaml is out of sync with conf/:\n  "
+                    + "\n  ".join(differences)
+                    + "\nTo keep these values (e.g. after `dvc exp apply`), set them in conf/, "
+                    "then run `python -m pipeline.config write`; `write` alone resets them "
+                    "to conf/'s (so does the next `dvc exp run`)."
                 )
                 return 1
             print("params.yaml is in sync with conf/")

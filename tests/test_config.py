@@ -26,6 +26,23 @@ def test_committed_params_yaml_matches_conf():
     )
 
 
+def test_check_names_each_key_an_applied_experiment_changed(tmp_path, monkeypatch, capsys):
+    """`dvc exp apply` sets params.yaml but not conf/; `check` must say which values differ
+    and that `write` would reset them, not only advise `write` (which undoes the apply)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import main
+
+    params = OmegaConf.to_container(compose(), resolve=True)
+    params["models"]["svm_hog"]["C"] = 0.1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "models.svm_hog.C: params.yaml 0.1, conf/ 1.0" in out
+    assert "set them in conf/" in out
+
+
 @pytest.mark.parametrize(
     "group,option",
     [
