@@ -61,6 +61,7 @@ def run(cfg: DictConfig) -> None:
     notes = "\n\n".join([notes, *warnings])
     write_report(build_table(test_metrics), paths.REPORTS, extra_sections=found, notes=notes)
     if cfg.tracking.register_best:
+        tracking.check_reachable(cfg)  # a clear error, not minutes of retries and a traceback
         register_champion(cfg, cfg.dataset.name)
     log.info("report written to %s", paths.REPORTS / "table2.md")
 

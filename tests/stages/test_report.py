@@ -89,3 +89,19 @@ def test_the_notes_state_the_configured_confidence(tmp_path):
     write_metrics(root, "svm_hog")
     assert run_stage(root, "report") == 0
     assert "90% intervals in brackets" in (root / paths.REPORTS / "table2.md").read_text()
+
+
+def test_an_unreachable_store_is_one_clear_error_not_a_traceback(workspace, capsys, monkeypatch):
+    """Registering the champion needs the store: a server that is down is named at once
+    (MLflow's client would retry for minutes, then raise)."""
+    import mlflow
+
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # keeps the unfixed path short
+    try:
+        assert run_stage(workspace, "report") == 1
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    err = capsys.readouterr().err
+    assert "error in stage report:" in err and "not reachable" in err
