@@ -751,7 +751,9 @@ def download_model(cfg: DictConfig, uri: str, target: Path) -> Path:
         raise PipelineError(
             f"{uri}: cannot be fetched from the model registry at {mlflow.get_tracking_uri()}: "
             f"{exc.message} (registered models: {names or 'none'}; the report stage registers "
-            "<prefix>-<dataset> with the alias 'champion')"
+            "<prefix>-<dataset> with the alias 'champion', but `dvc repro` skips it when no "
+            "metric changed, e.g. on a fresh clone whose retrained models came out "
+            "byte-identical: `python -m pipeline.stages.report` registers it)"
         ) from None
 
 

@@ -507,3 +507,14 @@ def test_stage_wall_minutes_reads_each_stage_of_a_shared_run_from_its_own_durati
     minutes = tracking.stage_wall_minutes(cfg, DATASET, stages)
     assert minutes[f"train@{MODEL}"] == 2.5 and minutes[f"evaluate@{MODEL}"] == 0.5
     assert 0 <= minutes[f"cv@{MODEL}"] < 1 and "probe" not in minutes  # span; no run: left out
+
+
+def test_a_missing_champion_says_how_to_register_it(cfg, tmp_path):
+    """A fresh clone's `dvc repro` retrains byte-identical models, so DVC skips evaluate and
+    report: the store has runs but no champion, and the README's `models:/...@champion`
+    must say which command registers one, not only that a stage does."""
+    with pytest.raises(PipelineError) as caught:
+        tracking.download_model(cfg, "models:/all-detect-synthetic@champion", tmp_path / "m")
+    message = str(caught.value)
+    assert "registered models: none" in message
+    assert "python -m pipeline.stages.report" in message
