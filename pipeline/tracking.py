@@ -571,9 +571,13 @@ def log_durations(seconds: Mapping[str, float]) -> None:
     mlflow.log_metrics({f"{stage}_seconds": float(value) for stage, value in seconds.items()})
 
 
-def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_digest: str) -> bool:
+def log_committed_test_metrics(
+    metrics_path: Path, model_digest: str, data_digest: str, plots_dir: Path | None = None
+) -> bool:
     """Log the test metrics of `metrics_path` (an evaluate output) into the active run when they
-    were measured on this very model and data (same digests), and tag where they came from.
+    were measured on this very model and data (same digests), and tag where they came from;
+    with them the files of `plots_dir` (the same evaluate's plot data and predictions), which
+    evaluate would otherwise have logged into a run of that model.
 
     Why: DVC skips `evaluate` when a retrained model comes out byte-identical to the locked one
     (deterministic models on a fresh clone), which keeps dvc.lock unchanged but would leave the
@@ -592,6 +596,8 @@ def log_committed_test_metrics(metrics_path: Path, model_digest: str, data_diges
         return False
     log_test_metrics(metrics)
     set_tags({"test_metrics_from": f"{metrics_path} (evaluate output of this model digest)"})
+    if plots_dir is not None and plots_dir.is_dir():
+        log_artifacts(sorted(p for p in plots_dir.iterdir() if p.is_file()))
     return True
 
 

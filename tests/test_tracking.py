@@ -176,6 +176,21 @@ def test_committed_test_metrics_are_reused_only_for_the_same_model_and_data(
         assert data.metrics == {} and "test_metrics_from" not in data.tags
 
 
+def test_reused_test_metrics_bring_the_same_evaluation_s_plots_and_predictions(cfg, tmp_path):
+    """A byte-identical retraining's run (DVC skips evaluate) gets the committed evaluation's
+    plot data and predictions beside its metrics, as an evaluated run has them."""
+    committed = tmp_path / "svm_hog.json"
+    committed.write_text(json.dumps({"accuracy": 0.75, "model_digest": "m", "data_digest": "d"}))
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    for name in ("roc.csv", "confusion.csv", "predictions.csv"):
+        (plots / name).write_text("a,b\n1,2\n")
+    with tracking.start_run(cfg, DATASET, MODEL, f"train@{MODEL}") as run:
+        assert tracking.log_committed_test_metrics(committed, "m", "d", plots_dir=plots)
+    logged = sorted(a.path for a in client().list_artifacts(run.info.run_id))
+    assert logged == ["confusion.csv", "predictions.csv", "roc.csv"]
+
+
 def test_flatten_truncates_long_values():
     flat = tracking.flatten_config({"a": {"b": "x" * 7000, "c": [1, 2]}, "d": None})
     assert len(flat["a.b"]) == 6000 and flat["a.b"].endswith("...")

@@ -74,7 +74,10 @@ def run(cfg: DictConfig, model_name: str) -> None:
         # Byte-identical to the model the committed evaluate output measured (a deterministic
         # model retrained on a fresh clone): DVC will skip evaluate, so log its metrics here.
         if tracking.log_committed_test_metrics(
-            paths.metrics(dataset, model_name), digest, data_hash
+            paths.metrics(dataset, model_name),
+            digest,
+            data_hash,
+            plots_dir=paths.plots(dataset, model_name),
         ):
             log.info(
                 "%s/%s: same model as evaluated before; its test metrics logged",
