@@ -78,7 +78,10 @@ def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
         network = pretrained_torchvision(arch)
     else:
         network = torchvision.models.get_model(arch, weights=None)
-    attr = head_attr(network)
+    try:
+        attr = head_attr(network)
+    except ValueError as exc:
+        raise ConfigError(f"{params.section_key(config)}.arch: {exc}") from exc
     old_head = getattr(network, attr)
     if not isinstance(old_head, nn.Linear):
         raise ConfigError(

@@ -295,6 +295,16 @@ def test_a_network_whose_head_is_not_one_linear_layer_names_the_key() -> None:
         build_network(config, pretrained=False)
 
 
+def test_a_network_without_a_head_at_fc_or_classifier_names_the_key() -> None:
+    """swin_t's head is at `head`: a ConfigError naming the key, not a ValueError traceback
+    from the train stage."""
+    from pipeline.models.torchvision_cnn import build_network
+
+    config = {**model_config("resnet50"), "arch": "swin_t"}
+    with pytest.raises(ConfigError, match=r"models\.resnet50\.arch: SwinTransformer: no head"):
+        build_network(config, pretrained=False)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
