@@ -1,5 +1,6 @@
 """ResNet50 and DenseNet121 (paper III.C.2 and III.C.4): one implementation for any torchvision
-classification network whose head is a single Linear layer at `fc` or `classifier`."""
+classification network whose head at `fc` or `classifier` is a Linear layer, or a Sequential
+ending in one (MobileNet, EfficientNet, VGG, ConvNeXt)."""
 
 from __future__ import annotations
 
@@ -40,14 +41,27 @@ from pipeline.train.device import DeviceSpec, pin_threads, resolve_device
 HEAD_ATTRS = ("fc", "classifier")
 # What `trainable: last` unfreezes besides the head: the last stage of each family.
 LAST_STAGE = {"resnet": ("layer4",), "densenet": ("features.denseblock4", "features.norm5")}
-# Grad-CAM's feature map: the last convolutional stage's output, right before global pooling.
-CAM_LAYER = {"resnet": "layer4", "densenet": "features"}
+# Grad-CAM's feature map: the last convolutional stage's output, right before global pooling,
+# by the arch name's prefix.
+CAM_LAYER = {
+    "resnet": "layer4",
+    "resnext": "layer4",
+    "wide_resnet": "layer4",
+    "densenet": "features",
+    "mobilenet": "features",
+    "efficientnet": "features",
+}
 WEIGHTS_FILE = "weights.pt"
 
 
 def arch_family(arch: str) -> str:
     """`resnet50` -> `resnet`, `densenet121` -> `densenet`."""
     return arch.rstrip("0123456789_")
+
+
+def cam_layer(arch: str) -> str | None:
+    """The submodule Grad-CAM reads for `arch`, or None for a family it does not know."""
+    return next((layer for prefix, layer in CAM_LAYER.items() if arch.startswith(prefix)), None)
 
 
 def head_attr(network: nn.Module) -> str:
@@ -83,17 +97,28 @@ def build_network(config: dict[str, Any], pretrained: bool) -> nn.Module:
     except ValueError as exc:
         raise ConfigError(f"{params.section_key(config)}.arch: {exc}") from exc
     old_head = getattr(network, attr)
+    # A Sequential head (MobileNet: Linear -> Hardswish -> Dropout -> Linear) keeps its layers
+    # up to its last Linear (and the Dropout before it, which the new head brings itself).
+    kept: list[nn.Module] = []
+    if (
+        isinstance(old_head, nn.Sequential)
+        and len(old_head)
+        and isinstance(old_head[-1], nn.Linear)
+    ):
+        kept = list(old_head)[:-1]
+        if kept and isinstance(kept[-1], nn.Dropout):
+            kept.pop()
+        old_head = old_head[-1]
     if not isinstance(old_head, nn.Linear):
         raise ConfigError(
-            f"{params.section_key(config)}.arch: {arch}'s head ({attr}) is not one Linear "
-            "layer; supported: ResNet, DenseNet and other single-Linear-head networks"
+            f"{params.section_key(config)}.arch: {arch}'s head ({attr}) is not a Linear "
+            "layer nor a Sequential ending in one; supported: ResNet, DenseNet, MobileNet, "
+            "EfficientNet and other networks whose head ends in one Linear layer"
         )
-    in_features = old_head.in_features
-    setattr(
-        network,
-        attr,
-        _new_head(in_features, int(config.get("head_hidden", 0)), float(config["dropout"])),
+    new_head = _new_head(
+        old_head.in_features, int(config.get("head_hidden", 0)), float(config["dropout"])
     )
+    setattr(network, attr, nn.Sequential(*kept, new_head) if kept else new_head)
     trainable = config.get("trainable", "all")
     if trainable != "all":
         network.requires_grad_(False)
@@ -309,7 +334,7 @@ class TorchvisionClassifier(Classifier):
         return self.network
 
     def cam_target(self) -> CamTarget | None:
-        layer = CAM_LAYER.get(arch_family(self.config["arch"]))
+        layer = cam_layer(self.config["arch"])
         if layer is None:
             return None
         network = self._require_network()

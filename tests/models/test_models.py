@@ -287,12 +287,35 @@ def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
         build_model(model_config(name, **{key: value}))
 
 
-def test_a_network_whose_head_is_not_one_linear_layer_names_the_key() -> None:
+def test_a_network_whose_head_does_not_end_in_a_linear_layer_names_the_key() -> None:
     from pipeline.models.torchvision_cnn import build_network
 
-    config = {**model_config("resnet50"), "arch": "mobilenet_v3_small"}
-    with pytest.raises(ConfigError, match=r"models\.resnet50\.arch: mobilenet_v3_small's head"):
+    config = {**model_config("resnet50"), "arch": "squeezenet1_0"}
+    with pytest.raises(ConfigError, match=r"models\.resnet50\.arch: squeezenet1_0's head"):
         build_network(config, pretrained=False)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_a_sequential_head_ending_in_linear_gets_the_two_class_head_and_gradcam(
+    arch: str,
+) -> None:
+    """The README's `base/torchvision` route works for MobileNet and EfficientNet, whose heads
+    are Sequentials: the last Linear (and the Dropout before it) become the new head, and
+    Grad-CAM reads their `features`."""
+    import torch
+
+    from pipeline.models.torchvision_cnn import TorchvisionClassifier, build_network
+
+    config = {**model_config("resnet50"), "arch": arch, "trainable": "head"}
+    network = build_network(config, pretrained=False).eval()
+    assert network(torch.zeros(2, 3, 64, 64)).shape == (2, 2)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in network.classifier.modules()) == 1
+    trainable = {name for name, p in network.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("classifier.") for name in trainable)
+    model = build_model(config)
+    assert isinstance(model, TorchvisionClassifier)
+    model.network, model.image_size = network, 64
+    assert model.cam_target().layers == [network.features]
 
 
 def test_a_network_without_a_head_at_fc_or_classifier_names_the_key() -> None:
