@@ -37,6 +37,7 @@ class CnnSvmClassifier(TorchvisionClassifier):
     """
 
     kind: ClassVar[str] = "cnn_svm"
+    OPTIONAL = (*TorchvisionClassifier.OPTIONAL, "svm_kernel", "C")
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)

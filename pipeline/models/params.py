@@ -22,6 +22,19 @@ def require(config: dict[str, Any], keys: Iterable[str], where: str | None = Non
         )
 
 
+def known(config: dict[str, Any], keys: Iterable[str], where: str | None = None) -> None:
+    """No key outside `keys`. The config check knows a model's keys from its conf/model file
+    only, so a misspelt optional key there (`schedular: cosine` beside a base's `scheduler`)
+    would be logged to MLflow and ignored by training."""
+    keys = sorted(keys)
+    unknown = sorted(key for key in config if key not in keys)
+    if unknown:
+        raise ConfigError(
+            ", ".join(f"{section_key(config, where)}.{key}: unknown key" for key in unknown)
+            + f"; the keys of {section_key(config, where)}: {', '.join(keys)}"
+        )
+
+
 def optional_int(
     config: dict[str, Any], key: str, minimum: int, where: str | None = None
 ) -> int | None:

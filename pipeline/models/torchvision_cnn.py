@@ -202,10 +202,15 @@ class TorchvisionClassifier(Classifier):
     kind: ClassVar[str] = "torchvision"
     weighs_subjects = True  # by drawing training images (`subject_sampling_weights`)
     REQUIRED = ("arch", "pretrained", "epochs", "batch_size", "lr", "optimizer", "dropout")
+    OPTIONAL = (
+        *("name", "kind", "input_size", "color_jitter", "weight_decay", "scheduler"),
+        *("momentum", "trainable", "head_hidden"),
+    )
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         params.require(self.config, self.REQUIRED)
+        params.known(self.config, self.REQUIRED + self.OPTIONAL)
         if self.config["arch"] not in torchvision.models.list_models():
             raise ConfigError(
                 f"{params.section_key(self.config)}.arch: {self.config['arch']!r} is not a "

@@ -302,6 +302,16 @@ def test_bad_config_names_the_key(name: str, key: str, value: Any) -> None:
         build_model(model_config(name, **{key: value}))
 
 
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_svm"])
+def test_a_misspelt_key_in_a_networks_own_conf_file_is_refused(name: str) -> None:
+    """`schedular: cosine` in conf/model/<name>.yaml passes the config check (the file itself
+    says which keys the model has) and was trained with the base's `scheduler: none`."""
+    config = {**model_config(name), "schedular": "cosine"}
+    with pytest.raises(ConfigError, match=rf"models\.{name}\.schedular: unknown key; .*scheduler"):
+        build_model(config)
+    build_model(model_config(name))  # every key the shipped files and base set is known
+
+
 def test_a_network_whose_head_does_not_end_in_a_linear_layer_names_the_key() -> None:
     from pipeline.models.torchvision_cnn import build_network
 
