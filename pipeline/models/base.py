@@ -135,7 +135,14 @@ def build_model(config: dict[str, Any]) -> Classifier:
             f"unknown model kind {kind!r} (model {config.get('name')!r}); "
             f"known: {sorted(Classifier.registry)}"
         )
-    return Classifier.registry[kind](config)
+    cls = Classifier.registry[kind]
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:  # else Python's "Can't instantiate abstract class" traceback from the stage
+        raise PipelineError(
+            f"model kind {kind!r} ({cls.__module__}.{cls.__qualname__}) does not implement "
+            f"{', '.join(missing)}: see README, Add a model"
+        )
+    return cls(config)
 
 
 def load_model(directory: Path | str) -> Classifier:

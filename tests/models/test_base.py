@@ -230,3 +230,26 @@ def test_a_model_kind_added_later_refuses_subject_balance_before_its_fit_runs(
     type(model).weighs_subjects = True
     model.fit(ctx)
     assert calls == ["fit", "fit"]
+
+
+def test_a_model_kind_missing_a_required_method_is_named_not_a_traceback() -> None:
+    from pipeline.models.base import Classifier
+    from pipeline.models.feature_model import FeatureClassifier
+
+    class Incomplete(FeatureClassifier):
+        kind = "incomplete_for_test"
+        model_file = "x.joblib"
+        feature_name = "x"
+
+        def features(self, image):
+            return np.zeros(1)
+
+    try:
+        with pytest.raises(
+            PipelineError,
+            match=r"'incomplete_for_test' .*Incomplete\) does not "
+            r"implement make_pipeline: see README",
+        ):
+            build_model({"name": "x", "kind": "incomplete_for_test"})
+    finally:
+        del Classifier.registry[Incomplete.kind]
