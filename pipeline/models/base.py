@@ -133,7 +133,8 @@ def build_model(config: dict[str, Any]) -> Classifier:
     if kind not in Classifier.registry:
         raise ConfigError(
             f"unknown model kind {kind!r} (model {config.get('name')!r}); "
-            f"known: {sorted(Classifier.registry)}"
+            f"known: {sorted(Classifier.registry)} (a new kind is known once its module is "
+            "imported in pipeline/models/__init__.py)"
         )
     cls = Classifier.registry[kind]
     missing = sorted(getattr(cls, "__abstractmethods__", ()))

@@ -253,3 +253,10 @@ def test_a_model_kind_missing_a_required_method_is_named_not_a_traceback() -> No
             build_model({"name": "x", "kind": "incomplete_for_test"})
     finally:
         del Classifier.registry[Incomplete.kind]
+
+
+def test_an_unknown_kind_says_where_a_new_kind_is_registered() -> None:
+    """Forgetting the import in pipeline/models/__init__.py (README, Add a model) left only
+    'unknown model kind', which reads like a typo in the YAML."""
+    with pytest.raises(ConfigError, match=r"unknown model kind 'nope'.*pipeline/models/__init__"):
+        build_model({"name": "x", "kind": "nope"})
