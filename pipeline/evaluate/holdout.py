@@ -89,6 +89,9 @@ def evaluate_model(cfg: DictConfig, model_name: str) -> dict[str, Any]:
     model = load_model(model_dir)
     table = manifest.read(manifest_path)
     require_split_of(table, manifest.read(paths.split_table(dataset)), str(manifest_path.parent))
+    # Before scoring, once the model and split are known good, as train does: MLflow's own
+    # client retries an unreachable store for minutes, then a traceback after the metrics.
+    tracking.check_reachable(cfg)
     test = table[table["split"] == "test"].reset_index(drop=True)
     labels = y_true(test["label"])
     p_all = predict_split(model, test)

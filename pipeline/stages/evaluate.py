@@ -4,7 +4,6 @@ import sys
 
 from omegaconf import DictConfig
 
-from pipeline import tracking
 from pipeline.evaluate.holdout import evaluate_model
 from pipeline.stages.common import model_config, stage
 from pipeline.train.device import pin_threads
@@ -13,9 +12,6 @@ from pipeline.train.device import pin_threads
 @stage
 def run(cfg: DictConfig, model_name: str) -> None:
     model_config(cfg, model_name)  # fails clearly on an unknown name
-    # Before scoring, as train does: MLflow's own client retries an unreachable store for
-    # minutes, then ends in a traceback after the metrics file is already written.
-    tracking.check_reachable(cfg)
     pin_threads(cfg.train.threads)
     evaluate_model(cfg, model_name)
 

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import mlflow
 
-from tests.workspace import make_workspace, run_stage
+from tests.workspace import copy_workspace, run_stage
 
 
-def test_an_unreachable_store_fails_before_scoring(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_an_unreachable_store_fails_before_scoring(
+    demo_workspace: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """As train does: one clear line within seconds, not MLflow's minutes of retries and a
-    traceback after the metrics file is written (here the store is checked before the model
-    is even looked for)."""
-    root = make_workspace(tmp_path / "ws")
+    traceback after the metrics file is written (checked once the model and split are known
+    good, so their own errors come first)."""
+    root = copy_workspace(demo_workspace, tmp_path / "ws", parts=("artifacts", "models"))
     previous_uri = mlflow.get_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # keeps the unfixed path short
