@@ -30,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from pipeline.config import ConfigError
+from pipeline.io import atomic_write_text
 from pipeline.labels import CLASSES, POSITIVE
 from pipeline.models import params
 from pipeline.models.base import CamTarget, Classifier, TrainContext
@@ -286,7 +287,7 @@ class YoloClassifier(Classifier):
         if not resume:
             shutil.rmtree(run_dir, ignore_errors=True)
             work_dir.mkdir(parents=True, exist_ok=True)
-            (work_dir / STAMP).write_text(json.dumps(stamp, sort_keys=True))
+            atomic_write_text(work_dir / STAMP, json.dumps(stamp, sort_keys=True))
 
         relayed: set[int] = set()
         if resume:
@@ -342,13 +343,21 @@ class YoloClassifier(Classifier):
 
     @staticmethod
     def _resumable(stamp_path: Path, stamp: dict[str, Any], last: Path) -> bool:
-        """An interrupted run of the same config: last.pt still holds its optimizer state."""
+        """An interrupted run of the same config: last.pt still holds its optimizer state.
+
+        Ultralytics writes last.pt in place (not atomically): a kill mid-write leaves a torn
+        file, which must mean a fresh start, as for the torchvision checkpoints, not a stage
+        that fails on every rerun."""
         if not (stamp_path.exists() and last.exists()):
             return False
-        if json.loads(stamp_path.read_text()) != json.loads(json.dumps(stamp, sort_keys=True)):
+        try:
+            if json.loads(stamp_path.read_text()) != json.loads(json.dumps(stamp, sort_keys=True)):
+                return False
+            checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        except Exception as error:  # a torn or foreign file must not block a fresh start
+            log.warning("yolo: not resuming from %s: unreadable (%s)", last.parent.parent, error)
             return False
-        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-        return checkpoint.get("optimizer") is not None
+        return isinstance(checkpoint, dict) and checkpoint.get("optimizer") is not None
 
     @_keeps_torch_threads
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:

@@ -706,6 +706,27 @@ def test_yolo_never_resumes_a_checkpoint_of_other_images(
     assert answers == [False]
 
 
+def test_yolo_starts_afresh_from_a_torn_checkpoint(tmp_path: Path) -> None:
+    """Ultralytics writes last.pt in place: a kill mid-write leaves it torn. The rerun must
+    train from scratch (as the torchvision loop does), not fail with a traceback every time."""
+    data = make_image_folder(tmp_path / "cells")
+
+    def kill_after_first_epoch(epoch: int, row: dict[str, float]) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    def fit(on_epoch: Any) -> list[dict[str, float]]:
+        ctx = train_context(data, tmp_path / "work", image_size=32, on_epoch=on_epoch)
+        return build_model(model_config("yolov8", epochs=2)).fit(ctx)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(kill_after_first_epoch)
+    (last,) = (tmp_path / "work").rglob("last.pt")
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    history = fit(None)
+    assert [int(row["epoch"]) for row in history] == [1, 2]
+
+
 def test_a_yolo_model_folder_without_its_weights_is_named_and_nothing_is_fetched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
