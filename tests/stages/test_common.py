@@ -58,3 +58,33 @@ def test_every_stage_prints_its_command_and_description_for_help(module, capsys)
     assert out.startswith(f"usage: python -m pipeline.stages.{module}"), out
     last_word = stage_module.__doc__.split("\n\n")[0].split()[-1]
     assert last_word in out, out  # the description's whole first paragraph, not one line
+
+
+def test_sigterm_mid_write_leaves_no_staging_folder(tmp_path):
+    """`kill` (or `timeout`, a scheduler's preemption) sends SIGTERM: like Ctrl-C, the stage
+    must delete its half-written staging folder and exit 143, not die leaving it beside the
+    outputs (gigabytes of crops on real data) until the same stage happens to run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    workspace = make_workspace(tmp_path / "ws", ["demo.n_per_class=2000"])
+    artifacts = workspace / "artifacts"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "ALL_DETECT_JOBS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.stages.generate_demo"],
+        cwd=workspace,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.suffix == ".png" for p in artifacts.rglob(".*.tmp/**/*")):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no staged image after 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert list(artifacts.iterdir()) == []  # neither a staging folder nor a half demo
