@@ -288,11 +288,11 @@ def remove_orphaned_staging(target: Path) -> None:
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^/]+\.tmp")
     for sibling in target.parent.iterdir():
         match = pattern.fullmatch(sibling.name)
-        if match and sibling.is_dir() and not _process_alive(int(match.group(1))):
+        if match and sibling.is_dir() and not process_alive(int(match.group(1))):
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import signal
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -78,6 +79,8 @@ DIGEST_CHARS = 16  # MLflow keeps dataset digests short (its own are 8 character
 PACKAGE = "all-detect"
 MODEL_DIGEST_TAG = "model_digest"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# The process that holds a run open, so `close_stale_runs` closes only runs whose process died
+HOST_TAG, PID_TAG = "host", "pid"
 EXPERIMENT_KIND = "custom_model_development"  # the UI opens on the runs, not GenAI traces
 DVC_EXPERIMENT_ENV = {
     "dvc_exp_name": "DVC_EXP_NAME",
@@ -434,6 +437,8 @@ def start_run(
             "dvc_stage": stage,
             "dataset": dataset,
             "model": model,
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(os.getpid()),
             **dvc_experiment(),
             **{f"library.{name}": version for name, version in library_versions().items()},
         }
@@ -496,12 +501,26 @@ def _search_runs(
 def close_stale_runs(cfg: DictConfig, dataset: str, model: str) -> list[str]:
     """Mark this (dataset, model)'s runs left RUNNING by a dead (SIGKILLed) attempt as KILLED.
 
-    Call at the start of training: DVC never runs the same stage twice at once, so any such run
-    not active in this process belongs to an attempt that died. Returns the closed run ids.
+    Call at the start of training and CV. A run is stale when the process its tags name is
+    gone: runs of a live process are left alone, as are other machines' runs (their next
+    attempt closes them): `dvc queue start -j 2` trains the same model in two experiments at
+    once, and CV shards train on several machines into one tracking server. A run without
+    these tags (older code) counts as stale. Returns the closed run ids.
     """
+    from pipeline.io import process_alive
+
     stale = _search_runs(cfg, dataset, f"attributes.status = 'RUNNING' and tags.model = '{model}'")
     ours = {run.info.run_id for run in [mlflow.active_run()] if run is not None}
-    closed = [run.info.run_id for run in stale if run.info.run_id not in ours]
+    host = socket.gethostname()
+
+    def dead(run: Run) -> bool:
+        tags = run.data.tags
+        if tags.get(HOST_TAG, host) != host:
+            return False
+        pid = tags.get(PID_TAG, "")
+        return not (pid.isdigit() and process_alive(int(pid)))
+
+    closed = [run.info.run_id for run in stale if run.info.run_id not in ours and dead(run)]
     for run_id in closed:
         mlflow.MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
     if closed:

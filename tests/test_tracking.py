@@ -3,6 +3,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from pipeline import tracking
 from pipeline.errors import PipelineError
@@ -252,6 +254,35 @@ def test_close_stale_runs_marks_running_as_killed(cfg):
     assert status(other.info.run_id) == "RUNNING"
     assert status(done.info.run_id) == "FINISHED"
     assert tracking.close_stale_runs(cfg, "never-seen", MODEL) == []
+
+
+def test_close_stale_runs_leaves_the_run_of_a_live_process_open(cfg, tmp_path):
+    """`dvc queue start -j 2` trains the same model in two experiments at once (CV shards run
+    on several machines): one attempt starting must not mark the other's live run KILLED."""
+    tracking.configure(cfg)  # this test's store (an earlier test set another)
+    script = (
+        "import sys, time\n"
+        "from omegaconf import OmegaConf\n"
+        "from pipeline import tracking\n"
+        f"cfg = OmegaConf.create({OmegaConf.to_container(cfg)!r})\n"
+        f"with tracking.start_run(cfg, {DATASET!r}, {MODEL!r}, 'train') as run:\n"
+        "    print(run.info.run_id, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    other = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        run_id = other.stdout.readline().strip()
+        assert status(run_id) == "RUNNING"
+        assert tracking.close_stale_runs(cfg, DATASET, MODEL) == []
+        assert status(run_id) == "RUNNING"
+    finally:
+        other.kill()  # SIGKILL: the run is orphaned, and now stale
+        other.wait()
+    assert tracking.close_stale_runs(cfg, DATASET, MODEL) == [run_id]
+    assert status(run_id) == "KILLED"
 
 
 def test_logging_outside_a_run_is_refused(cfg):
