@@ -52,6 +52,7 @@ def run(cfg: DictConfig, model_name: str, *fold_numbers: str) -> None:
     warn_on_resize(read_card(cropped), cfg.crop.size, cropped)
     frame = manifest.read(cropped / "manifest.csv")
     tracking.check_reachable(cfg)
+    tracking.close_stale_runs(cfg, dataset, model_name)  # a killed attempt's parent and fold
     if shard:
         store = crossval.train_fold_shard(frame, cfg, model_name, shard, candidates)
         log.info(

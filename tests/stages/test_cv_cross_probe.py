@@ -98,6 +98,31 @@ def test_cv_folds_trained_as_shards_on_the_command_line_give_the_same_cv(
     assert run_stage(root, "cv", "svm_hog", "first") == 1
 
 
+def test_a_rerun_cv_closes_the_runs_a_killed_attempt_left_running(
+    cropped_workspace, tmp_path, monkeypatch
+):
+    """A SIGKILLed CV leaves its parent and fold runs RUNNING; the rerun resumes the folds and
+    must close those runs as KILLED, as train does (else they stay RUNNING forever)."""
+    import socket
+    import subprocess
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("all-detect/synthetic")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # the killed attempt's process: gone
+    tags = {"model": "svm_hog", "dataset": "synthetic", "dvc_stage": "cv@svm_hog",
+            "host": socket.gethostname(), "pid": str(dead.pid)}  # fmt: skip
+    parent = client.create_run(experiment, tags=tags, run_name="cv svm_hog")
+    fold = client.create_run(
+        experiment, tags={**tags, "mlflow.parentRunId": parent.info.run_id}, run_name="fold0"
+    )
+    assert run_stage(cropped_workspace, "cv", "svm_hog") == 0
+    for run in (parent, fold):
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
 def test_nested_cv_chooses_inside_each_fold_on_its_validation_part(
     cropped_workspace, tmp_path, monkeypatch
 ):
