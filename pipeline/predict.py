@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,13 @@ def check_output_file(output: Path) -> None:
     if blocking is not None:
         raise OutputKindError(f"--output {output}: {blocking} is a file, not a folder")
     output.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only folder: say so now, not in a traceback after every prediction
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as exc:
+        raise PipelineError(
+            f"--output {output}: its folder cannot be written ({exc.strerror})"
+        ) from None
 
 
 def check_explain_dir(folder: Path) -> None:
@@ -113,7 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{row['path']}: {row['prediction']} (p={row['probability']:.3f})")
     elif args.output:
-        atomic_write_text(args.output, table.to_csv(index=False))
+        try:
+            atomic_write_text(args.output, table.to_csv(index=False))
+        except OSError as exc:  # a full disk: the previous file is kept, nothing half-written
+            print(f"error: --output {args.output} cannot be written: {exc.strerror or exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         print(f"wrote {len(table)} predictions to {args.output}")
     else:
         table.to_csv(sys.stdout, index=False)

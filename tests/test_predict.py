@@ -211,6 +211,56 @@ def test_an_explain_folder_that_is_a_file_fails_before_predicting(tmp_path, caps
     assert predicted == [] and taken.read_text() == "old"
 
 
+def _stub_predictor(monkeypatch, predicted: list) -> None:
+    """Predictor.load gives a model whose every prediction is one row without an error."""
+    from types import SimpleNamespace
+
+    from pipeline.inference import Predictor
+
+    def predict_files(files):
+        predicted.append(files)
+        return pd.DataFrame({"path": [str(f) for f in files], "error": ""})
+
+    stub = SimpleNamespace(model=None, predict_files=predict_files)
+    monkeypatch.setattr(Predictor, "load", staticmethod(lambda source: stub))
+
+
+def test_a_full_disk_or_read_only_output_folder_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    """Both ended in a traceback after every prediction; the previous CSV must survive."""
+    import errno
+    import os
+    import tempfile
+
+    from pipeline import predict
+
+    predicted: list = []
+    _stub_predictor(monkeypatch, predicted)
+    image = tmp_path / "cell.png"
+    image.write_bytes(b"")
+    out = tmp_path / "out" / "predictions.csv"
+    out.parent.mkdir()
+    out.write_text("previous\n")
+
+    def full(target, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(predict, "atomic_write_text", full)
+    assert main(["model", str(image), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--output {out} cannot be written: No space left on device" in err
+    assert "Traceback" not in err and out.read_text() == "previous\n"
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out.parent / "tmpx"))
+
+    predicted.clear()
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    assert main(["model", str(image), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--output {out}: its folder cannot be written (Permission denied)" in err
+    assert predicted == [] and out.read_text() == "previous\n"  # failed before predicting
+
+
 class _ConstantModel:
     """Stands in for a trained model: P(ALL) 0.7 for every image it is given."""
 
