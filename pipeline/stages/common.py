@@ -23,9 +23,10 @@ log = logging.getLogger("pipeline")
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (PipelineError, FileNotFoundError)
 # The machine, not the code, is at fault (full disk, quota, read-only or forbidden folder): the
 # errno text and file name say it all, and atomic writes left the previous outputs in place
-# (ENOTDIR: a file where a folder should be, e.g. a mistyped ALL_DETECT_CV_STORE).
+# (ENOTDIR: a file where a folder should be, e.g. a mistyped ALL_DETECT_CV_STORE; EPERM: an
+# immutable folder, or a mount that refuses writes so, e.g. some FUSE and SMB shares).
 ENVIRONMENT_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR}
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 )
 
 

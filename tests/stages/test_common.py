@@ -88,3 +88,22 @@ def test_sigterm_mid_write_leaves_no_staging_folder(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert list(artifacts.iterdir()) == []  # neither a staging folder nor a half demo
+
+
+def test_a_folder_that_refuses_writes_with_eperm_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    """An immutable folder (chattr +i) or a FUSE/SMB mount answers EPERM, not EACCES: the
+    stage must name the path in one line, as for a read-only or forbidden folder."""
+    import errno
+    import os
+    import tempfile
+
+    def refused(*args, dir=None, prefix="", suffix="", **kwargs):
+        path = os.path.join(dir, f"{prefix}x{suffix}")
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), path)
+
+    workspace = make_workspace(tmp_path / "ws")
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    assert run_stage(workspace, "generate_demo") == 1
+    err = capsys.readouterr().err
+    assert "error in stage generate_demo: [Errno 1] Operation not permitted" in err
+    assert "artifacts/.demo." in err and "Traceback" not in err
