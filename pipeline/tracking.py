@@ -28,10 +28,8 @@ import logging
 import math
 import os
 import platform
-import signal
 import socket
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 import warnings
@@ -56,7 +54,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import MONITORS, REGISTER_METRICS, ConfigError, tracking_home
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, sigterm_raises
 
 if TYPE_CHECKING:  # pipeline.models imports torch/ultralytics: only when a model is loaded
     from pipeline.models.base import Classifier
@@ -427,7 +425,7 @@ def start_run(
         parent_run_id=parent_run_id,
     )
     current = run.info.run_id
-    restore_sigterm = _sigterm_raises()
+    restore_sigterm = sigterm_raises()
     status = RunStatus.FAILED
     try:
         commit = git_commit()
@@ -458,18 +456,6 @@ def start_run(
             mlflow.end_run(RunStatus.to_string(status))
         else:  # the block ended or switched runs itself: close ours without touching others
             mlflow.MlflowClient().set_terminated(current, RunStatus.to_string(status))
-
-
-def _sigterm_raises():
-    """Make SIGTERM raise SystemExit (so the run ends KILLED); return the undo function."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _search_runs(

@@ -6,16 +6,14 @@ import errno
 import functools
 import inspect
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline.config import ConfigError, load, workspace_root
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, sigterm_raises
 
 log = logging.getLogger("pipeline")
 
@@ -57,7 +55,7 @@ def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
         if outside:
             print(f"error in stage {name}: {outside}", file=sys.stderr)
             return 2
-        restore_sigterm = _sigterm_exits()
+        restore_sigterm = sigterm_raises()
         try:
             cfg = load(overrides=[a for a in args if "=" in a])
             func(cfg, *words)
@@ -71,21 +69,6 @@ def stage(func: Callable[..., None]) -> Callable[[list[str] | None], int]:
         return 0
 
     return main
-
-
-def _sigterm_exits() -> Callable[[], object]:
-    """Make SIGTERM (`kill`, `timeout`, a batch scheduler's preemption) raise SystemExit(143),
-    as Ctrl-C raises KeyboardInterrupt: the `finally` blocks then run, so an atomic write's
-    staging folder (gigabytes of crops on real data) is deleted and the worker processes end,
-    instead of both being left behind as by SIGKILL. Returns the undo function."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def model_config(cfg: DictConfig, model_name: str) -> dict:
