@@ -369,6 +369,7 @@ def read_csv(
         return listing
     value_label = {str(value): label for label, values in mapping.items() for value in values}
     listed: dict[Path, int] = {}
+    names_in: dict[Path, dict[str, list[str]]] = {}  # folder listings, for missing files
     ids: set[str] = set()
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"{table_path.name}:{line}"
@@ -391,7 +392,7 @@ def read_csv(
                 f"(dataset.classes maps {sorted(value_label)})"
             )
         elif not (path.is_file() and is_image(path)):
-            listing.file_problems.append(f"{where}: {_not_an_image(path, images)}")
+            listing.file_problems.append(f"{where}: {_not_an_image(path, images, names_in)}")
         else:
             column = names["subject"] if "subject" in names else group_pattern and names["path"]
             _add_entry(
@@ -412,18 +413,19 @@ def read_csv(
     return listing
 
 
-def _not_an_image(path: Path, images: Path) -> str:
+def _not_an_image(path: Path, images: Path, names_in: dict[Path, dict[str, list[str]]]) -> str:
     """Why a file the table lists cannot be read: not there (naming a file whose name differs
     only in case, e.g. 1.BMP for 1.bmp: the same file on Windows and macOS, not here), or not
-    an image."""
+    an image. `names_in` caches each folder's names by their lower case: a table whose every
+    row has the wrong case would otherwise list and scan its folder once per row."""
     if path.exists():
         return f"{path} is not an image file under {images}"
     folder = path.parent
-    other_case = sorted(
-        p.name
-        for p in (folder.iterdir() if folder.is_dir() else ())
-        if p.name.lower() == path.name.lower()
-    )
+    if folder not in names_in:
+        names_in[folder] = {}
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            names_in[folder].setdefault(entry.name.lower(), []).append(entry.name)
+    other_case = sorted(names_in[folder].get(path.name.lower(), []))
     hint = (
         f" ({', '.join(other_case)} is there: file names are case-sensitive)" if other_case else ""
     )
